@@ -33,3 +33,8 @@ class SkippableError(ConnectorError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class UndeliverableError(FatalError):
+    """The recipient cannot be reached on this channel (Slack user/channel not found):
+    the caller falls back to another channel instead of retrying."""

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from config.types import Duration
+
 
 @dataclass(frozen=True)
 class RawRecord:
@@ -46,3 +50,19 @@ class Source:
 
     def close(self) -> None:
         """Release connections. Optional."""
+
+
+class SourceConfig(BaseModel):
+    """The keys every source in ``config/sources.yaml`` has; each kind subclasses this.
+
+    Secrets are never in the YAML: a kind names the environment variable (``token_env``,
+    ``bearer_env``, ``secret_env``) and receives the environment as a mapping.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: str
+    map: dict[str, str] = Field(default_factory=dict)
+    event: dict[str, Any] = Field(default_factory=dict)
+    poll_every: Duration | None = None
