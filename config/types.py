@@ -13,7 +13,7 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(value: Any) -> timedelta:
-    """``"90s"``, ``"5m"``, ``"4h"``, ``"30d"``, ``"2w"`` (or a number of seconds) as a timedelta."""
+    """``"90s"``, ``"5m"``, ``"4h"``, ``"30d"``, ``"2w"`` or seconds as a number, as a timedelta."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
