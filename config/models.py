@@ -1,0 +1,223 @@
+"""Pydantic models of the YAML files in ``config/``. Unknown keys are errors everywhere.
+
+Expressions stay text here; ``config.loader`` compiles them against the field schema.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from config.types import Duration, Percent
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- scoring.yaml -------------------------------------------------------------------------
+
+
+class FitRule(Strict):
+    name: str
+    when: str
+    points: float
+
+
+class EngagementRule(Strict):
+    name: str
+    when: str
+    points: float
+    cap: float | None = None
+
+
+class DisqualifyRule(Strict):
+    name: str
+    when: str
+
+
+class Mql(Strict):
+    threshold: float
+    requires: dict[Literal["fit", "engagement", "score"], float] = Field(default_factory=dict)
+
+
+class Decay(Strict):
+    engagement_half_life: Duration
+
+
+class ScoringFile(Strict):
+    version: int | str
+    mql: Mql
+    decay: Decay | None = None
+    fit: list[FitRule] = Field(default_factory=list)
+    engagement: list[EngagementRule] = Field(default_factory=list)
+    disqualify: list[DisqualifyRule] = Field(default_factory=list)
+    lists: dict[str, list[str]] = Field(default_factory=dict)
+
+
+# --- fields.yaml --------------------------------------------------------------------------
+
+FieldTypeName = Literal["string", "number", "bool", "date", "datetime", "list"]
+
+
+class FieldsFile(Strict):
+    fields: dict[str, FieldTypeName] = Field(default_factory=dict)
+
+
+# --- team.yaml ----------------------------------------------------------------------------
+
+
+class Team(Strict):
+    manager: str | None = None
+    members: list[str]
+
+
+class Capacity(Strict):
+    per_day: int | None = Field(default=None, ge=0)
+
+
+class Away(Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    start: date = Field(alias="from")
+    end: date = Field(alias="to")
+
+
+class Rep(Strict):
+    name: str
+    email: str
+    slack: str | None = None
+    notify: Literal["email", "slack"] = "email"
+    timezone: str | None = None
+    hours: dict[str, str] | None = None
+    holidays: str | None = None
+    capacity: Capacity = Field(default_factory=Capacity)
+    weight: float = Field(default=1.0, gt=0)
+    away: list[Away] = Field(default_factory=list)
+
+
+class TeamFile(Strict):
+    teams: dict[str, Team] = Field(default_factory=dict)
+    reps: dict[str, Rep] = Field(default_factory=dict)
+
+
+# --- routing.yaml -------------------------------------------------------------------------
+
+
+class RoutingRule(Strict):
+    name: str
+    when: str | None = None
+    assign: Literal["account_owner"] | None = None
+    team: str | None = None
+    strategy: Literal["round_robin", "weighted", "least_loaded"] = "round_robin"
+
+
+class Fallback(Strict):
+    notify: list[str] = Field(default_factory=list)
+
+
+class RoutingFile(Strict):
+    rules: list[RoutingRule] = Field(default_factory=list)
+    fallback: Fallback = Field(default_factory=Fallback)
+
+
+# --- sla.yaml -----------------------------------------------------------------------------
+
+
+class SlaPolicy(Strict):
+    name: str
+    when: str | None = None
+    respond_within: Duration
+    clock: Literal["business_hours", "calendar"] = "business_hours"
+    remind_at: list[Percent] = Field(default_factory=list)
+    on_breach: list[Literal["escalate", "reassign"]] = Field(default_factory=list)
+
+
+class SlaFile(Strict):
+    policies: list[SlaPolicy] = Field(default_factory=list)
+
+
+# --- nurture.yaml -------------------------------------------------------------------------
+
+
+class SendWindow(Strict):
+    days: str = "mon-fri"
+    hours: str = "09:00-17:00"
+    timezone: str = "contact"
+
+
+class Limits(Strict):
+    per_domain_per_day: int | None = None
+    per_minute: int | None = None
+
+
+class Step(Strict):
+    after: Duration
+    template: str | None = None
+    task: str | None = None
+
+
+class Sequence(Strict):
+    enroll_when: str
+    channel: Literal["email", "phone"]
+    steps: list[Step]
+    exit_when: str | None = None
+
+
+class NurtureFile(Strict):
+    send_window: SendWindow = Field(default_factory=SendWindow)
+    limits: Limits = Field(default_factory=Limits)
+    sequences: dict[str, Sequence] = Field(default_factory=dict)
+
+
+# --- hygiene.yaml -------------------------------------------------------------------------
+
+
+class Bounces(Strict):
+    soft_to_hard_after: int = 3
+
+
+class Stale(Strict):
+    no_engagement_for: Duration
+    expected_decay_per_month: Percent = 0.021
+
+
+class ListHealth(Strict):
+    warn_bounce_rate: Percent = 0.02
+    suspend_bounce_rate: Percent = 0.05
+    check_every: Duration | None = None
+
+
+class HygieneFile(Strict):
+    bounces: Bounces = Field(default_factory=Bounces)
+    stale: Stale | None = None
+    lists: ListHealth = Field(default_factory=ListHealth)
+
+
+# --- tests/*.yaml -------------------------------------------------------------------------
+
+
+class ExpectedRoute(Strict):
+    rule: str | None = None
+    team: str | None = None
+    rep: str | None = None
+
+
+class Expectation(Strict):
+    mql: bool | None = None
+    score: float | None = None
+    fit: float | None = None
+    engagement: float | None = None
+    disqualified: str | bool | None = None
+    route: ExpectedRoute | None = None
+    sla: str | None = None
+
+
+class RuleTestCase(Strict):
+    name: str
+    contact: dict[str, Any]
+    events: list[dict[str, Any]] = Field(default_factory=list)
+    account: dict[str, Any] | None = None
+    now: datetime | None = None
+    expect: Expectation

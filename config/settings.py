@@ -1,0 +1,110 @@
+"""Process settings: pydantic-settings with the ``LEADWERK_`` prefix.
+
+Sources, strongest first: init arguments (the CLI's ``--config``), environment variables,
+``<config_dir>/leadwerk.yaml``, defaults. Only this module reads the environment; everything else
+receives a :class:`Settings` object (and, for secrets named in YAML, ``Settings.env``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+def config_dir_from_env(explicit: str | Path | None = None) -> Path:
+    """The config directory: ``--config``, else ``LEADWERK_CONFIG_DIR``, else ``./config``."""
+    raw = explicit or os.environ.get("LEADWERK_CONFIG_DIR") or "config"
+    return Path(raw).expanduser().resolve()
+
+
+class Settings(BaseSettings):
+    """Every key has its env var: ``database_url`` is ``LEADWERK_DATABASE_URL`` and so on."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADWERK_", extra="forbid")
+
+    config_dir: Path = Path("config")
+    database_url: str = "sqlite:///var/leadwerk.db"
+    redis_url: str | None = None
+    timezone: str = "Europe/Berlin"
+    public_url: str = "http://127.0.0.1:8000"
+    smtp_url: str | None = None
+    smtp_password: str | None = None
+    mail_from: str = "Leadwerk <leads@localhost>"
+    slack_token: str | None = None
+    slack_base_url: str = "https://slack.com/api"
+    outbox_dir: Path = Path("var/outbox")
+    inbox_dir: Path = Path("inbox")
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    accept_secret: str | None = None
+    max_body_bytes: int = 1_000_000
+    log_level: str = "INFO"
+    log_format: str = "console"  # console | json
+    worker_threads: int = 4
+    admin_email: str | None = None
+    env: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = _CURRENT_CONFIG_DIR / "leadwerk.yaml"
+        return (
+            init_settings,
+            env_settings,
+            YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file),
+        )
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The file behind a ``sqlite:///`` URL, so its folder can be made."""
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix) and self.database_url != "sqlite:///:memory:":
+            return Path(self.database_url[len(prefix) :])
+        return None
+
+    def secret(self, env_name: str) -> str | None:
+        """A secret named in YAML (``token_env: TYPEFORM_TOKEN``), from the environment."""
+        return self.env.get(env_name)
+
+
+_CURRENT_CONFIG_DIR = Path("config")
+
+
+def load_settings(
+    config_dir: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Settings for a process. Relative paths (var/, inbox/) are anchored at the project root,
+    the parent of the config directory, so commands work from any working directory."""
+    global _CURRENT_CONFIG_DIR
+    directory = config_dir_from_env(config_dir)
+    _CURRENT_CONFIG_DIR = directory
+    settings = Settings(config_dir=directory, **overrides)
+    settings.env = dict(os.environ if env is None else env)
+    root = directory.parent
+    if settings.sqlite_path is not None and not settings.sqlite_path.is_absolute():
+        settings.database_url = f"sqlite:///{root / settings.sqlite_path}"
+    if not settings.outbox_dir.is_absolute():
+        settings.outbox_dir = root / settings.outbox_dir
+    if not settings.inbox_dir.is_absolute():
+        settings.inbox_dir = root / settings.inbox_dir
+    if "PORT" in settings.env and "LEADWERK_WEB_PORT" not in settings.env:
+        settings.web_port = int(settings.env["PORT"])
+    return settings

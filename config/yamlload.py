@@ -1,0 +1,136 @@
+"""Safe YAML loading that remembers where every key and value stands in the file.
+
+Errors in config files must say ``file:line:col``; pydantic reports a path like
+``("fit", 0, "points")``, and this module maps such a path back to a position.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from config.errors import ConfigIssue
+
+Path_ = tuple[str | int, ...]
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader with YAML 1.2 booleans: only true/false, so a country code ``NO``
+    or a key ``on`` stays a string."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+@dataclass
+class YamlDoc:
+    """A loaded YAML file: plain data plus the positions of its nodes (1-based)."""
+
+    file: str
+    data: Any
+    lines: list[str]
+    values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+
+    def where(self, path: Path_, key: bool = False) -> tuple[int, int]:
+        """Position of ``path`` (its key when ``key``), else of the nearest enclosing node."""
+        table = self.keys if key else self.values
+        probe = tuple(path)
+        while probe:
+            if probe in table:
+                return table[probe]
+            if probe in self.values:
+                return self.values[probe]
+            probe = probe[:-1]
+        return self.values.get((), (1, 1))
+
+    def issue(self, path: Path_, message: str, key: bool = False) -> ConfigIssue:
+        line, col = self.where(path, key)
+        return ConfigIssue(self.file, line, col, message, self.line_text(line))
+
+    def line_text(self, line: int) -> str | None:
+        return self.lines[line - 1] if 0 < line <= len(self.lines) else None
+
+
+def _start(node: yaml.Node) -> tuple[int, int]:
+    line, col = node.start_mark.line + 1, node.start_mark.column + 1
+    if isinstance(node, yaml.ScalarNode) and node.style in ("'", '"'):
+        col += 1  # point at the text, not the quote
+    return line, col
+
+
+def load_yaml(path: Path, display_name: str | None = None) -> YamlDoc:
+    """Load one file with the safe loader; raises :class:`ConfigIssue`-carrying errors."""
+    name = display_name or str(path)
+    text = path.read_text(encoding="utf-8")
+    return load_yaml_text(text, name)
+
+
+class YamlSyntaxError(Exception):
+    def __init__(self, issue: ConfigIssue) -> None:
+        super().__init__(str(issue))
+        self.issue = issue
+
+
+def load_yaml_text(text: str, name: str) -> YamlDoc:
+    lines = text.splitlines()
+    doc = YamlDoc(file=name, data=None, lines=lines)
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = f"invalid YAML: {exc.problem or exc.context}"
+        raise YamlSyntaxError(
+            ConfigIssue(name, line, col, message, doc.line_text(line))
+        ) from None
+    if root is None:
+        doc.data = None
+        return doc
+    constructor = _Loader("")
+    duplicates: list[ConfigIssue] = []
+
+    def build(node: yaml.Node, path: Path_) -> Any:
+        doc.values[path] = _start(node)
+        if isinstance(node, yaml.MappingNode):
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = constructor.construct_object(key_node, deep=True)
+                if isinstance(key, bool | int | float) or key is None:
+                    key = str(key).lower() if isinstance(key, bool) or key is None else key
+                child = (*path, key)
+                if key in result:
+                    line, col = _start(key_node)
+                    duplicates.append(
+                        ConfigIssue(name, line, col, f"duplicate key '{key}'", doc.line_text(line))
+                    )
+                doc.keys[child] = _start(key_node)
+                result[key] = build(value_node, child)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [build(item, (*path, index)) for index, item in enumerate(node.value)]
+        return constructor.construct_object(node, deep=True)
+
+    try:
+        doc.data = build(root, ())
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise YamlSyntaxError(
+            ConfigIssue(name, line, col, f"invalid YAML: {exc.problem}", doc.line_text(line))
+        ) from None
+    if duplicates:
+        raise YamlSyntaxError(duplicates[0])
+    return doc

@@ -1,0 +1,275 @@
+"""The store: the truth about every lead. The queue is only a doorbell.
+
+Every piece of pending work can be derived from these tables (an event not yet scored, an MQL
+not yet routed, a message not yet sent), so a lost queue message costs a delay, never a lead.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every database (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    email_domain: Mapped[str] = mapped_column(String(255), index=True)
+    fields: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    source: Mapped[str] = mapped_column(String(200))
+    stage: Mapped[str] = mapped_column(String(20), default="lead")
+    score: Mapped[float | None] = mapped_column(Float)
+    fit: Mapped[float | None] = mapped_column(Float)
+    engagement: Mapped[float | None] = mapped_column(Float)
+    mql_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    owner: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Event(Base):
+    """One record that entered from a source. ``status``: pending → processed | dead."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("source", "record_key", name="uq_events_source_key"),
+        Index("ix_events_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(200))
+    record_key: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(50))
+    attrs: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    raw: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Score(Base):
+    """A score as computed, with the rule-set version and hash and the hits behind it."""
+
+    __tablename__ = "scores"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    score: Mapped[float] = mapped_column(Float)
+    fit: Mapped[float] = mapped_column(Float)
+    engagement: Mapped[float] = mapped_column(Float)
+    mql: Mapped[bool] = mapped_column(Boolean)
+    disqualified: Mapped[str | None] = mapped_column(String(200))
+    hits: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
+    ruleset_version: Mapped[str] = mapped_column(String(50))
+    ruleset_hash: Mapped[str] = mapped_column(String(64))
+    computed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class StageChange(Base):
+    """lead → mql → sal → sql, recycled, disqualified: each change with its time and cause."""
+
+    __tablename__ = "stage_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    from_stage: Mapped[str | None] = mapped_column(String(20))
+    to_stage: Mapped[str] = mapped_column(String(20))
+    cause: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Assignment(Base):
+    """A routing decision: who got the lead, by which rule, who was skipped and why."""
+
+    __tablename__ = "assignments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))
+    rep: Mapped[str | None] = mapped_column(String(100))
+    team: Mapped[str | None] = mapped_column(String(100))
+    rule: Mapped[str] = mapped_column(String(200))
+    strategy: Mapped[str | None] = mapped_column(String(30))
+    reason: Mapped[str] = mapped_column(Text)
+    skipped: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
+    seed: Mapped[int | None] = mapped_column(Integer)
+    sla_policy: Mapped[str | None] = mapped_column(String(100))
+    due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open|accepted|reassigned
+    accepted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class RepCounter(Base):
+    """Lifetime assignment counts per rep and team: never reset when reps come and go."""
+
+    __tablename__ = "rep_counters"
+
+    team: Mapped[str] = mapped_column(String(100), primary_key=True)
+    rep: Mapped[str] = mapped_column(String(100), primary_key=True)
+    assigned_total: Mapped[int] = mapped_column(Integer, default=0)
+    last_assigned_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Message(Base):
+    """The outbox. A message is written here, with a key that makes a resend impossible,
+    before it is sent; ``status``: pending → sending → sent | failed."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_status", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    purpose: Mapped[str] = mapped_column(String(50))
+    channel: Mapped[str] = mapped_column(String(20))
+    recipient: Mapped[str] = mapped_column(String(320))
+    recipient_name: Mapped[str] = mapped_column(String(200), default="")
+    rep: Mapped[str | None] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    body_text: Mapped[str] = mapped_column(Text, default="")
+    body_html: Mapped[str | None] = mapped_column(Text)
+    blocks: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonType)
+    message_id: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    remote_id: Mapped[str | None] = mapped_column(String(300))
+    resent_after_crash: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Quarantine(Base):
+    """A record that could not be taken in, with where and why; replayable once fixed."""
+
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(200), index=True)
+    record_key: Mapped[str | None] = mapped_column(String(200))
+    record_id: Mapped[str | None] = mapped_column(String(200))
+    row: Mapped[int | None] = mapped_column(Integer)
+    file: Mapped[str | None] = mapped_column(Text)
+    field: Mapped[str | None] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open | replayed
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class SourceState(Base):
+    """Per source: the cursor (advanced with the page it follows) and health."""
+
+    __tablename__ = "source_state"
+
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
+    cursor: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    last_run_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    records_total: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SourceFile(Base):
+    """A file export taken in once, known by its content hash."""
+
+    __tablename__ = "source_files"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(200))
+    filename: Mapped[str] = mapped_column(Text)
+    received: Mapped[int] = mapped_column(Integer, default=0)
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    quarantined: Mapped[int] = mapped_column(Integer, default=0)
+    processed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class DeadLetter(Base):
+    """Work that failed for good, with what an admin needs to fix and replay it."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    args: Mapped[list[Any]] = mapped_column(JsonType, default=list)
+    error: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open | replayed
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Heartbeat(Base):
+    """Each worker/clock process says it is alive here; ``leadwerk status`` shows them."""
+
+    __tablename__ = "heartbeats"
+
+    process: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
