@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     config_dir: Path = Path("config")
     database_url: str = "sqlite:///var/leadwerk.db"
     redis_url: str | None = None
+    redis_namespace: str = "default"
     timezone: str = "Europe/Berlin"
     public_url: str = "http://127.0.0.1:8000"
     smtp_url: str | None = None

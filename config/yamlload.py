@@ -93,9 +93,7 @@ def load_yaml_text(text: str, name: str) -> YamlDoc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = f"invalid YAML: {exc.problem or exc.context}"
-        raise YamlSyntaxError(
-            ConfigIssue(name, line, col, message, doc.line_text(line))
-        ) from None
+        raise YamlSyntaxError(ConfigIssue(name, line, col, message, doc.line_text(line))) from None
     if root is None:
         doc.data = None
         return doc

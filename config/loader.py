@@ -1,0 +1,592 @@
+"""Load and validate all of ``config/`` in one pass, collecting every error before failing.
+
+YAML item → pydantic model → compiled rule. Errors read ``file:line:col: message`` with the
+offending line and a caret; unknown keys and fields suggest the near name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from config.errors import ConfigErrors, ConfigIssue
+from config.models import (
+    FieldsFile,
+    HygieneFile,
+    NurtureFile,
+    RoutingFile,
+    RuleTestCase,
+    ScoringFile,
+    SlaFile,
+    SlaPolicy,
+    TeamFile,
+)
+from config.models import Sequence as SequenceModel
+from config.settings import Settings
+from config.yamlload import YamlDoc, YamlSyntaxError, load_yaml
+from connectors.sources.base import SourceConfig
+from connectors.sources.registry import SOURCE_KINDS
+from rules.calendar import WorkCalendar, parse_hours
+from rules.contact import (
+    ACCOUNT_FIELDS,
+    DERIVED_FIELDS,
+    EVENT_FIELDS,
+    NURTURE_FIELDS,
+    SCORE_FIELDS,
+    STANDARD_FIELDS,
+    TYPE_NAMES,
+)
+from rules.expr import Expr, ExprErrors, FieldType, Origin, Schema, compile_expr
+from rules.scoring import DisqualifyRule, EngagementRule, FitRule, Ruleset
+
+M = TypeVar("M", bound=BaseModel)
+
+RULE_FILES = (
+    "scoring.yaml",
+    "fields.yaml",
+    "team.yaml",
+    "routing.yaml",
+    "sla.yaml",
+    "nurture.yaml",
+    "hygiene.yaml",
+)
+
+
+@dataclass(frozen=True)
+class RoutingRule:
+    name: str
+    when: Expr | None
+    assign: str | None
+    team: str | None
+    strategy: str
+
+
+@dataclass(frozen=True)
+class CompiledSla:
+    policy: SlaPolicy
+    when: Expr | None
+
+    @property
+    def name(self) -> str:
+        return self.policy.name
+
+
+@dataclass(frozen=True)
+class CompiledSequence:
+    name: str
+    model: SequenceModel
+    enroll_when: Expr
+    exit_when: Expr | None
+
+
+@dataclass(frozen=True)
+class RuleTest:
+    file: str
+    line: int
+    case: RuleTestCase
+
+
+@dataclass
+class Config:
+    """Everything in ``config/``, validated and compiled."""
+
+    directory: Path
+    settings: Settings
+    hash: str
+    ruleset: Ruleset
+    custom_fields: dict[str, FieldType]
+    lists: dict[str, list[str]]
+    team: TeamFile
+    calendars: dict[str, WorkCalendar]
+    routing: list[RoutingRule]
+    fallback: list[str]
+    sla: list[CompiledSla]
+    nurture: NurtureFile
+    sequences: list[CompiledSequence]
+    hygiene: HygieneFile
+    sources: dict[str, SourceConfig]
+    tests: list[RuleTest] = field(default_factory=list)
+
+    def team_of(self, rep: str) -> str | None:
+        for name, team in self.team.teams.items():
+            if rep in team.members:
+                return name
+        return None
+
+    def manager_of(self, rep: str) -> str | None:
+        for team in self.team.teams.values():
+            if rep in team.members and team.manager:
+                return team.manager
+        return None
+
+
+class _Collector:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.issues: list[ConfigIssue] = []
+
+    def display(self, path: Path) -> str:
+        try:
+            return os.path.relpath(path)
+        except ValueError:
+            return str(path)
+
+    def read(self, name: str, required: bool = False) -> YamlDoc | None:
+        path = self.directory / name
+        if not path.exists():
+            if required:
+                self.issues.append(ConfigIssue(self.display(path), 1, 1, f"{name} is missing"))
+            return None
+        try:
+            return load_yaml(path, self.display(path))
+        except YamlSyntaxError as exc:
+            self.issues.append(exc.issue)
+            return None
+
+    def model(self, doc: YamlDoc | None, model: type[M], default: M | None = None) -> M | None:
+        data = {} if doc is None or doc.data is None else doc.data
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            assert doc is not None
+            for error in exc.errors():
+                self.issues.append(_pydantic_issue(doc, model, error))
+            return default
+
+    def expr(self, doc: YamlDoc, path: tuple[str | int, ...], text: str, schema: Schema) -> Expr:
+        line, col = doc.where(path)
+        origin = Origin(doc.file, line, col, doc.line_text(line))
+        try:
+            return compile_expr(str(text), schema, origin)
+        except ExprErrors as exc:
+            for err in exc.errors:
+                self.issues.append(
+                    ConfigIssue(err.file, err.line, err.col, err.message, err.source_line)
+                )
+            return compile_expr("false", schema, origin)
+
+    def add(
+        self, doc: YamlDoc, path: tuple[str | int, ...], message: str, key: bool = False
+    ) -> None:
+        self.issues.append(doc.issue(path, message, key))
+
+
+def _pydantic_issue(doc: YamlDoc, model: type[BaseModel], error: Any) -> ConfigIssue:
+    loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and "[" in part))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        allowed = _allowed_keys(model, loc[:-1], doc)
+        hint = difflib.get_close_matches(name, allowed, n=1)
+        message = f"unknown key '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+        if not hint and allowed:
+            message += f"; allowed: {', '.join(sorted(allowed))}"
+        return doc.issue(loc, message, key=True)
+    if kind == "missing":
+        return doc.issue(loc[:-1], f"missing key '{loc[-1]}'")
+    where = ".".join(str(p) for p in loc)
+    return doc.issue(loc, f"{where}: {error['msg']}")
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...], doc: YamlDoc) -> list[str]:
+    """The keys a model accepts at ``loc``, for did-you-mean on an unknown key."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = current.model_fields.get(str(part))
+            current = _inner_model(info.annotation) if info else None
+        else:
+            current = None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []
+
+
+def _inner_model(annotation: Any) -> Any:
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def rules_hash(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for name in RULE_FILES:
+        path = directory / name
+        if path.exists():
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def load_config(settings: Settings, with_tests: bool = False) -> Config:
+    """Load all of ``settings.config_dir``; raises :class:`ConfigErrors` listing every issue."""
+    directory = settings.config_dir
+    c = _Collector(directory)
+
+    scoring_doc = c.read("scoring.yaml", required=True)
+    fields_doc = c.read("fields.yaml")
+    team_doc = c.read("team.yaml")
+    routing_doc = c.read("routing.yaml")
+    sla_doc = c.read("sla.yaml")
+    nurture_doc = c.read("nurture.yaml")
+    hygiene_doc = c.read("hygiene.yaml")
+    sources_doc = c.read("sources.yaml")
+
+    fields_data = fields_doc.data if fields_doc and fields_doc.data is not None else {}
+    if isinstance(fields_data, dict) and "fields" not in fields_data:
+        fields_data = {"fields": fields_data}  # the short form: `budget: number` at top level
+    fields_model = FieldsFile()
+    if fields_doc is not None:
+        try:
+            fields_model = FieldsFile.model_validate(fields_data)
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = (
+                    error["loc"][1:]
+                    if fields_doc.data and "fields" not in fields_doc.data
+                    else error["loc"]
+                )
+                c.add(fields_doc, tuple(loc), f"{'.'.join(map(str, loc))}: {error['msg']}")
+    custom_fields = {name: TYPE_NAMES[t] for name, t in fields_model.fields.items()}
+    for name in custom_fields:
+        if name in STANDARD_FIELDS or name in DERIVED_FIELDS or name in SCORE_FIELDS:
+            assert fields_doc is not None
+            c.add(
+                fields_doc, (name,), f"'{name}' is a standard field and cannot be redeclared", True
+            )
+
+    scoring = c.model(scoring_doc, ScoringFile) if scoring_doc else None
+    lists = dict(scoring.lists) if scoring else {}
+
+    sources = _load_sources(c, sources_doc)
+    event_fields = dict(EVENT_FIELDS)
+    contact_names = set(STANDARD_FIELDS) | set(custom_fields)
+    for source in sources.values():
+        for key in source.event:
+            event_fields.setdefault(f"event.{key}", FieldType.STRING)
+        for key in source.map:
+            if key not in contact_names:
+                event_fields.setdefault(f"event.{key}", FieldType.STRING)
+
+    contact_schema = {**STANDARD_FIELDS, **DERIVED_FIELDS, **custom_fields}
+    with_account = {**contact_schema, **ACCOUNT_FIELDS}
+    fit_schema = Schema(with_account, lists)
+    engagement_schema = Schema({**with_account, **event_fields}, lists)
+    decided_schema = Schema({**with_account, **SCORE_FIELDS, **event_fields}, lists)
+    nurture_schema = Schema(
+        {**with_account, **SCORE_FIELDS, **NURTURE_FIELDS, **event_fields}, lists
+    )
+
+    ruleset = _compile_scoring(c, scoring_doc, scoring, fit_schema, engagement_schema, directory)
+    team = (c.model(team_doc, TeamFile) if team_doc else None) or TeamFile()
+    calendars = _check_team(c, team_doc, team, settings.timezone)
+    routing_model = (c.model(routing_doc, RoutingFile) if routing_doc else None) or RoutingFile()
+    routing = _compile_routing(c, routing_doc, routing_model, team, decided_schema)
+    sla_model = (c.model(sla_doc, SlaFile) if sla_doc else None) or SlaFile()
+    sla = _compile_sla(c, sla_doc, sla_model, decided_schema)
+    nurture = (c.model(nurture_doc, NurtureFile) if nurture_doc else None) or NurtureFile()
+    sequences = _compile_nurture(c, nurture_doc, nurture, nurture_schema)
+    hygiene = (c.model(hygiene_doc, HygieneFile) if hygiene_doc else None) or HygieneFile()
+
+    tests = _load_tests(c, directory / "tests") if with_tests else []
+
+    if c.issues:
+        raise ConfigErrors(c.issues)
+    assert ruleset is not None
+    return Config(
+        directory=directory,
+        settings=settings,
+        hash=ruleset.hash,
+        ruleset=ruleset,
+        custom_fields=custom_fields,
+        lists=lists,
+        team=team,
+        calendars=calendars,
+        routing=routing,
+        fallback=list(routing_model.fallback.notify),
+        sla=sla,
+        nurture=nurture,
+        sequences=sequences,
+        hygiene=hygiene,
+        sources=sources,
+        tests=tests,
+    )
+
+
+def _unique_names(c: _Collector, doc: YamlDoc, items: list[Any], prefix: tuple[Any, ...]) -> None:
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if item.name in seen:
+            c.add(doc, (*prefix, index, "name"), f"duplicate rule name '{item.name}'")
+        seen.add(item.name)
+
+
+def _compile_scoring(
+    c: _Collector,
+    doc: YamlDoc | None,
+    model: ScoringFile | None,
+    fit_schema: Schema,
+    engagement_schema: Schema,
+    directory: Path,
+) -> Ruleset | None:
+    if doc is None or model is None:
+        return None
+    _unique_names(c, doc, model.fit, ("fit",))
+    _unique_names(c, doc, model.engagement, ("engagement",))
+    _unique_names(c, doc, model.disqualify, ("disqualify",))
+
+    def compile_fit_like(section: str, index: int, text: str) -> Expr:
+        path = (section, index, "when")
+        expr = c.expr(doc, path, text, engagement_schema)
+        events = sorted(f for f in expr.fields if f.startswith("event."))
+        if events:
+            c.add(
+                doc,
+                path,
+                f"'{events[0]}' cannot be used in a {section} rule: {section} rules look at who "
+                "the contact is; put what they did in an engagement rule",
+            )
+        return expr
+
+    fit = [
+        FitRule(r.name, compile_fit_like("fit", i, r.when), r.points)
+        for i, r in enumerate(model.fit)
+    ]
+    engagement = [
+        EngagementRule(
+            r.name,
+            c.expr(doc, ("engagement", i, "when"), r.when, engagement_schema),
+            r.points,
+            r.cap,
+        )
+        for i, r in enumerate(model.engagement)
+    ]
+    disqualify = [
+        DisqualifyRule(r.name, compile_fit_like("disqualify", i, r.when))
+        for i, r in enumerate(model.disqualify)
+    ]
+    return Ruleset(
+        version=str(model.version),
+        hash=rules_hash(directory),
+        threshold=model.mql.threshold,
+        requires=dict(model.mql.requires),
+        half_life=model.decay.engagement_half_life if model.decay else None,
+        fit=fit,
+        engagement=engagement,
+        disqualify=disqualify,
+    )
+
+
+def _check_team(
+    c: _Collector, doc: YamlDoc | None, team: TeamFile, default_tz: str
+) -> dict[str, WorkCalendar]:
+    calendars: dict[str, WorkCalendar] = {}
+    if doc is None:
+        return calendars
+    for name, t in team.teams.items():
+        for index, member in enumerate(t.members):
+            if member not in team.reps:
+                c.add(doc, ("teams", name, "members", index), _unknown_rep(member, team))
+        if t.manager and t.manager not in team.reps:
+            c.add(doc, ("teams", name, "manager"), _unknown_rep(t.manager, team))
+    for rep_id, rep in team.reps.items():
+        tz = rep.timezone or default_tz
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            c.add(doc, ("reps", rep_id, "timezone"), f"unknown time zone '{tz}'")
+            continue
+        try:
+            hours = parse_hours(rep.hours) if rep.hours else None
+        except ValueError as exc:
+            c.add(doc, ("reps", rep_id, "hours"), str(exc))
+            continue
+        try:
+            calendars[rep_id] = WorkCalendar(
+                tz, hours, rep.holidays, [(a.start, a.end) for a in rep.away]
+            )
+        except ValueError as exc:
+            c.add(doc, ("reps", rep_id, "holidays"), str(exc))
+        if rep.notify == "slack" and not rep.slack:
+            c.add(doc, ("reps", rep_id, "notify"), "notify: slack needs the rep's slack user id")
+    return calendars
+
+
+def _unknown_rep(name: str, team: TeamFile) -> str:
+    hint = difflib.get_close_matches(name, list(team.reps), n=1)
+    return f"unknown rep '{name}'" + (
+        f" (did you mean '{hint[0]}'?)" if hint else " (add it under reps:)"
+    )
+
+
+def _compile_routing(
+    c: _Collector, doc: YamlDoc | None, model: RoutingFile, team: TeamFile, schema: Schema
+) -> list[RoutingRule]:
+    if doc is None:
+        return []
+    _unique_names(c, doc, model.rules, ("rules",))
+    rules: list[RoutingRule] = []
+    for index, rule in enumerate(model.rules):
+        if (rule.assign is None) == (rule.team is None):
+            c.add(
+                doc, ("rules", index), f"rule '{rule.name}' needs exactly one of assign: or team:"
+            )
+        if rule.team is not None and rule.team not in team.teams:
+            hint = difflib.get_close_matches(rule.team, list(team.teams), n=1)
+            c.add(
+                doc,
+                ("rules", index, "team"),
+                f"unknown team '{rule.team}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""),
+            )
+        when = c.expr(doc, ("rules", index, "when"), rule.when, schema) if rule.when else None
+        rules.append(RoutingRule(rule.name, when, rule.assign, rule.team, rule.strategy))
+    for index, name in enumerate(model.fallback.notify):
+        if name not in team.reps:
+            c.add(doc, ("fallback", "notify", index), _unknown_rep(name, team))
+    return rules
+
+
+def _compile_sla(
+    c: _Collector, doc: YamlDoc | None, model: SlaFile, schema: Schema
+) -> list[CompiledSla]:
+    if doc is None:
+        return []
+    _unique_names(c, doc, model.policies, ("policies",))
+    return [
+        CompiledSla(p, c.expr(doc, ("policies", i, "when"), p.when, schema) if p.when else None)
+        for i, p in enumerate(model.policies)
+    ]
+
+
+def _compile_nurture(
+    c: _Collector, doc: YamlDoc | None, model: NurtureFile, schema: Schema
+) -> list[CompiledSequence]:
+    if doc is None:
+        return []
+    sequences = []
+    for name, seq in model.sequences.items():
+        for index, step in enumerate(seq.steps):
+            path = ("sequences", name, "steps", index)
+            if seq.channel == "email" and not step.template:
+                c.add(doc, path, "an e-mail step needs template:")
+            if seq.channel == "phone" and not step.task:
+                c.add(doc, path, "a phone step needs task: (it becomes a call task)")
+            if step.template and step.task:
+                c.add(doc, path, "a step is either an e-mail (template:) or a call (task:)")
+        enroll = c.expr(doc, ("sequences", name, "enroll_when"), seq.enroll_when, schema)
+        exit_when = (
+            c.expr(doc, ("sequences", name, "exit_when"), seq.exit_when, schema)
+            if seq.exit_when
+            else None
+        )
+        sequences.append(CompiledSequence(name, seq, enroll, exit_when))
+    return sequences
+
+
+def _load_sources(c: _Collector, doc: YamlDoc | None) -> dict[str, SourceConfig]:
+    if doc is None or doc.data is None:
+        return {}
+    data = doc.data
+    if not isinstance(data, dict) or not isinstance(data.get("sources", []), list):
+        c.add(doc, (), "sources.yaml must hold `sources:` with a list of sources")
+        return {}
+    extra = [k for k in data if k != "sources"]
+    for key in extra:
+        c.add(doc, (key,), f"unknown key '{key}'", key=True)
+    result: dict[str, SourceConfig] = {}
+    for index, item in enumerate(data.get("sources") or []):
+        kind = item.get("kind") if isinstance(item, dict) else None
+        model = SOURCE_KINDS.get(str(kind))
+        if model is None:
+            hint = difflib.get_close_matches(str(kind), list(SOURCE_KINDS), n=1)
+            c.add(
+                doc,
+                ("sources", index, "kind"),
+                f"unknown source kind '{kind}'"
+                + (
+                    f" (did you mean '{hint[0]}'?)"
+                    if hint
+                    else f"; known kinds: {', '.join(sorted(SOURCE_KINDS))}"
+                ),
+            )
+            continue
+        try:
+            source = TypeAdapter(model).validate_python(item)
+        except ValidationError as exc:
+            for error in exc.errors():
+                error = dict(error, loc=("sources", index, *error["loc"]))
+                c.issues.append(_pydantic_issue(doc, _SourcesWrapper.for_kind(model), error))
+            continue
+        if source.name in result:
+            c.add(doc, ("sources", index, "name"), f"duplicate source name '{source.name}'")
+        result[source.name] = source
+    return result
+
+
+class _SourcesWrapper:
+    """Lets did-you-mean find the keys of one source kind's model."""
+
+    @staticmethod
+    def for_kind(model: type[BaseModel]) -> type[BaseModel]:
+        from pydantic import create_model
+
+        return create_model("SourcesFile", sources=(list[model], ...))  # type: ignore[valid-type]
+
+
+def _load_tests(c: _Collector, directory: Path) -> list[RuleTest]:
+    tests: list[RuleTest] = []
+    if not directory.is_dir():
+        return tests
+    for path in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")):
+        doc = c.read(str(path.relative_to(c.directory)))
+        if doc is None or doc.data is None:
+            continue
+        items = (
+            doc.data
+            if isinstance(doc.data, list)
+            else doc.data.get("tests")
+            if isinstance(doc.data, dict)
+            else None
+        )
+        if not isinstance(items, list):
+            c.add(doc, (), "a rule test file holds a list of cases")
+            continue
+        prefix: tuple[Any, ...] = () if isinstance(doc.data, list) else ("tests",)
+        for index, item in enumerate(items):
+            try:
+                case = RuleTestCase.model_validate(item)
+            except ValidationError as exc:
+                for error in exc.errors():
+                    loc = (*prefix, index, *error["loc"])
+                    c.issues.append(
+                        doc.issue(loc, f"{'.'.join(map(str, error['loc']))}: {error['msg']}")
+                    )
+                continue
+            line, _ = doc.where((*prefix, index))
+            tests.append(RuleTest(doc.file, line, case))
+    return tests
+
+
+def load_or_exit(
+    settings: Settings, echo: Callable[[str], None], with_tests: bool = False
+) -> Config:
+    """For the CLI: the config, or the located errors and exit code 2."""
+    try:
+        return load_config(settings, with_tests=with_tests)
+    except ConfigErrors as exc:
+        echo(exc.render())
+        echo(f"{len(exc.issues)} error(s) in {settings.config_dir}")
+        raise SystemExit(2) from None

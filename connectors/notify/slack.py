@@ -1,0 +1,330 @@
+"""Slack out through the Web API (``chat.postMessage``) or incoming webhooks.
+
+The Web API answers HTTP 200 with ``{"ok": false, "error": "..."}`` for most failures; the
+error code decides the class raised: a bad token stops the worker (FatalError), an unknown
+user or channel lets the caller fall back to e-mail (UndeliverableError), rate limits and
+Slack-side faults are retried (RetriableError). httpx errors never leave this module.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+import httpx
+
+from connectors.errors import FatalError, RetriableError, UndeliverableError
+from connectors.http import make_client, parse_retry_after
+from connectors.notify.base import Notifier, OutboundMessage, SendResult
+
+TOKEN_ENV = "LEADWERK_SLACK_TOKEN"
+
+_AUTH_ERRORS = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "missing_scope",
+        "no_permission",
+    }
+)
+_RECIPIENT_ERRORS = frozenset(
+    {
+        "channel_not_found",
+        "user_not_found",
+        "not_in_channel",
+        "is_archived",
+        "cannot_dm_bot",
+        "user_disabled",
+    }
+)
+_SLACK_SIDE_ERRORS = frozenset(
+    {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+# Incoming webhooks answer these as plain text, each about the channel the hook posts to.
+_WEBHOOK_RECIPIENT_ERRORS = frozenset(
+    {
+        "channel_not_found",
+        "channel_is_archived",
+        "user_not_found",
+        "posting_to_general_channel_denied",
+    }
+)
+
+# Block Kit limits, from Slack's reference.
+_HEADER_TEXT_MAX = 150
+_SECTION_TEXT_MAX = 3000
+_FIELD_TEXT_MAX = 2000
+_FIELDS_MAX = 10
+_BUTTON_VALUE_MAX = 2000
+_BUTTON_URL_MAX = 3000
+
+_DEFAULT_RETRY_AFTER = 1.0
+
+# Slack wants the charset spelled out; without it the API answers with a missing_charset warning.
+_JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+
+
+def chat_post_message_body(message: OutboundMessage) -> dict[str, Any]:
+    """The JSON body ``chat.postMessage`` gets for ``message``; ``blocks`` only when set, as
+    Slack rejects a null ``blocks``."""
+    body: dict[str, Any] = {"channel": message.to_address, "text": message.text}
+    if message.blocks is not None:
+        body["blocks"] = message.blocks
+    return body
+
+
+def webhook_body(message: OutboundMessage) -> dict[str, Any]:
+    """The JSON body an incoming webhook gets: the hook fixes the channel."""
+    body: dict[str, Any] = {"text": message.text}
+    if message.blocks is not None:
+        body["blocks"] = message.blocks
+    return body
+
+
+def _json_request_content(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """The wait Slack asked for, or one second when it did not say (or said nonsense)."""
+    seconds = parse_retry_after(response.headers.get("Retry-After"))
+    return _DEFAULT_RETRY_AFTER if seconds is None else seconds
+
+
+def _describe_transport_error(exc: httpx.TransportError) -> str:
+    return "timed out" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
+
+
+class SlackNotifier(Notifier):
+    """Posts with a bot token through ``chat.postMessage``; ``to_address`` is a user or
+    channel id."""
+
+    channel = "slack"
+
+    def __init__(
+        self,
+        token: str,
+        base_url: str = "https://slack.com/api",
+        timeout: float = 10.0,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self._token = token
+        self._url = f"{base_url.rstrip('/')}/chat.postMessage"
+        # A client passed in belongs to the caller, who closes it.
+        self._owns_client = client is None
+        self._client = client if client is not None else make_client(timeout=httpx.Timeout(timeout))
+        self._timeout = timeout
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        try:
+            response = self._client.post(
+                self._url,
+                content=_json_request_content(chat_post_message_body(message)),
+                headers={**_JSON_HEADERS, "Authorization": f"Bearer {self._token}"},
+                timeout=self._timeout,
+            )
+        except httpx.TransportError as exc:
+            raise RetriableError(
+                f"Slack API unreachable: {_describe_transport_error(exc)}"
+            ) from exc
+        if response.status_code == 429:
+            raise RetriableError("Slack rate limit hit", retry_after=_retry_after(response))
+        if response.status_code >= 500:
+            raise RetriableError(f"Slack API answered HTTP {response.status_code}")
+        if response.status_code != 200:
+            raise FatalError(
+                f"Slack API answered HTTP {response.status_code} for chat.postMessage; "
+                "check slack_base_url"
+            )
+        try:
+            answer = response.json()
+        except ValueError:
+            raise RetriableError("Slack API answered something that is not JSON") from None
+        if not isinstance(answer, dict):
+            raise RetriableError("Slack API answered JSON that is not an object")
+        if answer.get("ok") is True:
+            ts = answer.get("ts")
+            return SendResult(remote_id=ts if isinstance(ts, str) else None)
+        self._raise_for_error(str(answer.get("error", "unknown_error")), answer, response)
+
+    def _raise_for_error(
+        self, error: str, answer: dict[str, Any], response: httpx.Response
+    ) -> NoReturn:
+        if error == "ratelimited":
+            raise RetriableError("Slack rate limit hit", retry_after=_retry_after(response))
+        if error in _SLACK_SIDE_ERRORS:
+            raise RetriableError(f"Slack API failed on its side ({error})")
+        if error in _RECIPIENT_ERRORS:
+            raise UndeliverableError(f"Slack cannot deliver to this user or channel ({error})")
+        if error == "missing_scope":
+            needed = answer.get("needed") or "chat:write"
+            raise FatalError(
+                f"the Slack bot token in {TOKEN_ENV} lacks the scope {needed} (missing_scope); "
+                "add it to the Slack app and reinstall it"
+            )
+        if error in _AUTH_ERRORS:
+            raise FatalError(
+                f"Slack rejected the bot token in {TOKEN_ENV} ({error}); set a valid bot "
+                "token with the chat:write scope"
+            )
+        raise FatalError(f"Slack refused the message ({error})")
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+
+class SlackWebhookNotifier(Notifier):
+    """Posts through incoming webhooks. ``to_address`` names the webhook; ``webhook_urls``
+    maps names to URLs. The URLs are secrets, so messages only ever name the webhook."""
+
+    channel = "slack"
+
+    def __init__(
+        self,
+        webhook_urls: Mapping[str, str],
+        timeout: float = 10.0,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self._webhook_urls = dict(webhook_urls)
+        self._owns_client = client is None
+        self._client = client if client is not None else make_client(timeout=httpx.Timeout(timeout))
+        self._timeout = timeout
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        name = message.to_address
+        url = self._webhook_urls.get(name)
+        if url is None:
+            raise UndeliverableError(f"no Slack webhook named {name!r} is configured")
+        try:
+            response = self._client.post(
+                url,
+                content=_json_request_content(webhook_body(message)),
+                headers=_JSON_HEADERS,
+                timeout=self._timeout,
+            )
+        except httpx.TransportError as exc:
+            raise RetriableError(
+                f"Slack webhook {name!r} unreachable: {_describe_transport_error(exc)}"
+            ) from exc
+        if response.status_code == 200:
+            # Webhooks answer a plain "ok" and give no message id.
+            return SendResult()
+        self._raise_for_status(name, response)
+
+    @staticmethod
+    def _raise_for_status(name: str, response: httpx.Response) -> NoReturn:
+        status = response.status_code
+        # The body is a short error code; keep only code-like text out of caution.
+        error = response.text.strip()
+        error = error if re.fullmatch(r"[a-z_]{1,64}", error) else f"HTTP {status}"
+        where = f"Slack webhook {name!r}"
+        if status == 429:
+            raise RetriableError(f"{where} rate limited", retry_after=_retry_after(response))
+        if status >= 500:
+            raise RetriableError(f"{where} failed on Slack's side ({error})")
+        if error in _WEBHOOK_RECIPIENT_ERRORS or status == 410:
+            raise UndeliverableError(f"{where} cannot post to its channel ({error})")
+        if status in (403, 404):
+            raise FatalError(
+                f"{where} was refused ({error}); the webhook URL is revoked or wrong, "
+                "create a new one in the Slack app"
+            )
+        raise FatalError(f"{where} refused the message ({error})")
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+
+def _escape(text: str) -> str:
+    """Slack's required escaping for mrkdwn: lead data cannot turn into links or @-mentions."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip(text: str, limit: int) -> str:
+    """Cut ``text`` to ``limit`` characters with an ellipsis, never inside an ``&amp;``."""
+    if len(text) <= limit:
+        return text
+    cut = re.sub(r"&[a-z]{0,3}$", "", text[: limit - 1])
+    return f"{cut}…"
+
+
+def lead_card_blocks(
+    *,
+    title: str,
+    fields: list[tuple[str, str]],
+    reasons: list[str],
+    due_text: str | None,
+    accept_url: str | None,
+    accept_value: str,
+) -> list[dict[str, Any]]:
+    """Block Kit blocks for a lead notification.
+
+    A header with ``title``; a section with up to 10 ``(label, value)`` fields; the
+    ``reasons`` as a bulleted list, in the order given (the caller picks the top ones); the
+    SLA ``due_text`` as a context line; and an actions block with a primary "Accept" button
+    (``action_id`` ``accept_lead``, ``value`` ``accept_value``, opening ``accept_url`` when
+    given). Texts are clipped to Slack's limits; lead data is escaped for mrkdwn. The button
+    value and URL are not clipped, since a cut one would be wrong: too long is a ValueError.
+    """
+    if len(accept_value) > _BUTTON_VALUE_MAX:
+        raise ValueError(f"accept_value is longer than Slack's {_BUTTON_VALUE_MAX} characters")
+    if accept_url is not None and len(accept_url) > _BUTTON_URL_MAX:
+        raise ValueError(f"accept_url is longer than Slack's {_BUTTON_URL_MAX} characters")
+
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": _clip(title, _HEADER_TEXT_MAX), "emoji": True},
+        }
+    ]
+    if fields:
+        blocks.append(
+            {
+                "type": "section",
+                "fields": [
+                    {
+                        "type": "mrkdwn",
+                        "text": _clip(f"*{_escape(label)}*\n{_escape(value)}", _FIELD_TEXT_MAX),
+                    }
+                    for label, value in fields[:_FIELDS_MAX]
+                ],
+            }
+        )
+    if reasons:
+        listing = "\n".join(f"• {_escape(reason)}" for reason in reasons)
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _clip(f"*Why*\n{listing}", _SECTION_TEXT_MAX)},
+            }
+        )
+    if due_text:
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": _clip(f":alarm_clock: {_escape(due_text)}", _SECTION_TEXT_MAX),
+                    }
+                ],
+            }
+        )
+    button: dict[str, Any] = {
+        "type": "button",
+        "action_id": "accept_lead",
+        "text": {"type": "plain_text", "text": "Accept", "emoji": True},
+        "style": "primary",
+        "value": accept_value,
+    }
+    if accept_url is not None:
+        button["url"] = accept_url
+    blocks.append({"type": "actions", "elements": [button]})
+    return blocks

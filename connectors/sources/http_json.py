@@ -1,0 +1,451 @@
+"""``http_json``: any paginated JSON API, polled.
+
+One :class:`~connectors.sources.base.Page` per HTTP page. The cursor a page carries is what to
+store once that page is safely stored:
+
+* ``watermark``: the largest value of ``cursor.field`` seen so far. The next pass sends it as
+  ``?<cursor.param>=<watermark>``; APIs usually include the boundary record again, and ingest
+  drops it as a duplicate of its record id or content.
+* ``resume``: while a pass is under way, where the next page is (next URL, token, offset or
+  page number) and the ``since`` value the pass started with, so an interrupted pass picks up
+  where it stopped. The last page of a pass carries no ``resume``; when the end only shows as
+  an empty page (offset and page numbering), a closing page without records carries it.
+
+A pass stops at an empty page, at a missing next link or token, and with a
+:class:`FatalError` when the API loops (a token or next URL repeats, or a page repeats the
+previous one's records).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import re
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urljoin
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.errors import FatalError
+from connectors.http import JsonReply, describe_url, make_client, request_json_reply
+from connectors.sources.base import Page, RawRecord, Source, SourceConfig
+
+# --- paths into JSON -----------------------------------------------------------------------
+
+_SEGMENT = re.compile(r"\[(-?\d+)\]|\.?([^.\[\]]+)")
+_MISSING = object()
+
+
+@functools.lru_cache(maxsize=512)
+def _parse_path(path: str) -> tuple[str | int, ...]:
+    text = path.strip()
+    if text.startswith("$"):
+        text = text[1:]
+    steps: list[str | int] = []
+    position = 0
+    while position < len(text):
+        match = _SEGMENT.match(text, position)
+        if not match:
+            raise ValueError(f"{path!r} is not a path like $.a.b, $.a[0].b or a.b")
+        steps.append(int(match[1]) if match[1] is not None else match[2])
+        position = match.end()
+    return tuple(steps)
+
+
+def _resolve(obj: Any, path: str) -> Any:
+    """The value at ``path``, or ``_MISSING`` when a step does not exist."""
+    value = obj
+    for step in _parse_path(path):
+        if isinstance(value, Mapping) and isinstance(step, str):
+            if step not in value:
+                return _MISSING
+            value = value[step]
+        elif isinstance(value, list) and (isinstance(step, int) or step.lstrip("-").isdigit()):
+            index = int(step)
+            if not -len(value) <= index < len(value):
+                return _MISSING
+            value = value[index]
+        else:
+            return _MISSING
+    return value
+
+
+def json_path(obj: Any, path: str) -> Any:
+    """The value at ``path`` in ``obj``, or None when it is not there.
+
+    Paths look like ``$.a.b``, ``$.a[0].b`` or plain ``a.b`` (``a.0.b`` indexes a list too;
+    negative indexes count from the end); ``""`` and ``"$"`` are ``obj`` itself. A malformed
+    path raises ValueError.
+    """
+    value = _resolve(obj, path)
+    return None if value is _MISSING else value
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A timezone-aware datetime from ISO 8601 text or Unix seconds (milliseconds when the
+    number is too large for seconds); naive times are taken as UTC. None when unreadable."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+        value = float(value)
+    if isinstance(value, int | float):
+        seconds = value / 1000 if value > 1e11 else value
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BearerAuth(_Strict):
+    """``Authorization: Bearer <token>`` with the token from ``bearer_env``."""
+
+    bearer_env: str
+
+
+class BasicCredentials(_Strict):
+    user_env: str
+    password_env: str
+
+
+class BasicAuth(_Strict):
+    """HTTP Basic authentication with user and password from the environment."""
+
+    basic: BasicCredentials
+
+
+class HeaderCredential(_Strict):
+    name: str
+    value_env: str
+
+
+class HeaderAuth(_Strict):
+    """A header of the API's choosing (``X-Api-Key``) with its value from the environment."""
+
+    header: HeaderCredential
+
+
+class WatermarkCursor(_Strict):
+    """Send ``?<param>=<largest value of field seen>`` to ask only for newer records."""
+
+    param: str
+    field: str
+
+
+class NextLinkPagination(_Strict):
+    """The next page's URL is at ``path`` in the body, or (no path) in ``Link: rel=next``."""
+
+    kind: Literal["next_link"]
+    path: str | None = None
+
+
+class TokenPagination(_Strict):
+    """The body holds a token at ``token_field``; the next request sends it as ``param``."""
+
+    kind: Literal["cursor"]
+    token_field: str
+    param: str
+
+
+class OffsetPagination(_Strict):
+    """``?<param>=<records so far>&<limit_param>=<limit>``."""
+
+    kind: Literal["offset"]
+    param: str = "offset"
+    limit_param: str = "limit"
+    limit: int = Field(default=100, ge=1)
+
+
+class PagePagination(_Strict):
+    """``?<param>=<page number>``, counting from ``start``."""
+
+    kind: Literal["page"]
+    param: str = "page"
+    start: int = 1
+
+
+Pagination = Annotated[
+    NextLinkPagination | TokenPagination | OffsetPagination | PagePagination,
+    Field(discriminator="kind"),
+]
+
+
+class HttpJsonConfig(SourceConfig):
+    kind: Literal["http_json"]
+    url: str
+    auth: BearerAuth | BasicAuth | HeaderAuth | None = None
+    cursor: WatermarkCursor | None = None
+    pagination: Pagination | None = None
+    records: str = ""
+    id_field: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+# --- the source ----------------------------------------------------------------------------
+
+
+def require_env(env: Mapping[str, str], name: str, source: str, holds: str) -> str:
+    """The value of environment variable ``name``, or a FatalError telling the admin to set it."""
+    value = env.get(name)
+    if not value:
+        raise FatalError(
+            f"{source}: environment variable {name} is not set; it should hold {holds}"
+        )
+    return value
+
+
+def _auth_headers(config: HttpJsonConfig, env: Mapping[str, str]) -> dict[str, str]:
+    auth = config.auth
+    if isinstance(auth, BearerAuth):
+        token = require_env(env, auth.bearer_env, config.name, "the API token")
+        return {"Authorization": f"Bearer {token}"}
+    if isinstance(auth, BasicAuth):
+        user = require_env(env, auth.basic.user_env, config.name, "the API user name")
+        password = require_env(env, auth.basic.password_env, config.name, "the API password")
+        pair = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        return {"Authorization": f"Basic {pair}"}
+    if isinstance(auth, HeaderAuth):
+        value = require_env(env, auth.header.value_env, config.name, "the API key")
+        return {auth.header.name: value}
+    return {}
+
+
+def _credential_env(config: HttpJsonConfig) -> str | None:
+    auth = config.auth
+    if isinstance(auth, BearerAuth):
+        return auth.bearer_env
+    if isinstance(auth, BasicAuth):
+        return f"{auth.basic.user_env} and {auth.basic.password_env}"
+    if isinstance(auth, HeaderAuth):
+        return auth.header.value_env
+    return None
+
+
+def _later(a: Any, b: Any) -> Any:
+    """The later of two watermark values: numbers by value, anything else as text."""
+    if a is None or b is None:
+        return b if a is None else a
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers):
+        return max(a, b)
+    return b if str(b) > str(a) else a
+
+
+def _watermark_value(item: Any, field: str) -> Any:
+    value = json_path(item, field) if isinstance(item, dict) else None
+    return None if isinstance(value, bool | dict | list) else value
+
+
+def _short(token: Any) -> str:
+    text = str(token)
+    return text if len(text) <= 24 else text[:24] + "…"
+
+
+class HttpJsonSource(Source):
+    """Polls one JSON API as ``HttpJsonConfig`` describes it.
+
+    ``retry`` passes keyword arguments on to :func:`connectors.http.request_json_reply`
+    (``max_attempts``, ``max_wait``, ``base_wait``, ``sleep``). A ``client`` given is used
+    as is and left open; without one the source makes its own and closes it in :meth:`close`.
+    """
+
+    kind = "http_json"
+
+    def __init__(
+        self,
+        config: HttpJsonConfig,
+        env: Mapping[str, str],
+        client: httpx.Client | None = None,
+        retry: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self._headers = {**config.headers, **_auth_headers(config, env)}
+        self._credential_env = _credential_env(config)
+        self._owns_client = client is None
+        self._client = client or make_client()
+        self._retry = dict(retry or {})
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    def fetch(self, cursor: dict[str, Any] | None) -> Iterator[Page]:
+        stored = cursor or {}
+        watermark = stored.get("watermark")
+        resume = stored.get("resume")
+        position = self._first_position()
+        if isinstance(resume, dict) and set(resume) - {"since"} == set(position):
+            since = resume.get("since")
+            position = {key: resume[key] for key in position}
+        else:  # no pass under way, or one begun under another pagination style
+            resume, since = None, watermark
+        pass_open = resume is not None
+        previous_items: list[Any] | None = None
+        seen: set[str] = set()
+        while True:
+            url, params = self._request(position, since)
+            reply = request_json_reply(
+                self._client,
+                "GET",
+                url,
+                params=params,
+                headers=self._headers,
+                source=self.config.name,
+                token_env=self._credential_env,
+                **self._retry,
+            )
+            items = self._items(reply)
+            if not items:
+                if pass_open:
+                    yield Page([], cursor=self._cursor(watermark, None, since))
+                return
+            if items == previous_items:
+                raise FatalError(
+                    f"{self.config.name}: {describe_url(reply.response.url)} answered the same "
+                    "records as for the previous page; pagination is stuck in a loop, check "
+                    "`pagination:` in the source config"
+                )
+            previous_items = items
+            records = [self._record(item) for item in items]
+            if self.config.cursor:
+                for item in items:
+                    watermark = _later(watermark, _watermark_value(item, self.config.cursor.field))
+            next_position = self._next_position(position, reply, len(items), seen)
+            pass_open = next_position is not None
+            yield Page(records, cursor=self._cursor(watermark, next_position, since))
+            if next_position is None:
+                return
+            position = next_position
+
+    # The position says where the next page is: {} (unpaginated), {"url"}, {"token"},
+    # {"offset"} or {"page"}; None for the first URL or token.
+    def _first_position(self) -> dict[str, Any]:
+        pagination = self.config.pagination
+        if isinstance(pagination, NextLinkPagination):
+            return {"url": None}
+        if isinstance(pagination, TokenPagination):
+            return {"token": None}
+        if isinstance(pagination, OffsetPagination):
+            return {"offset": 0}
+        if isinstance(pagination, PagePagination):
+            return {"page": pagination.start}
+        return {}
+
+    def _request(self, position: dict[str, Any], since: Any) -> tuple[str, dict[str, Any] | None]:
+        if position.get("url"):
+            return position["url"], None  # a next link carries its own query
+        params: dict[str, Any] = dict(self.config.params)
+        if self.config.cursor and since is not None:
+            params[self.config.cursor.param] = since
+        pagination = self.config.pagination
+        if isinstance(pagination, TokenPagination) and position["token"] is not None:
+            params[pagination.param] = position["token"]
+        elif isinstance(pagination, OffsetPagination):
+            params[pagination.param] = position["offset"]
+            params[pagination.limit_param] = pagination.limit
+        elif isinstance(pagination, PagePagination):
+            params[pagination.param] = position["page"]
+        return self.config.url, params
+
+    def _next_position(
+        self, position: dict[str, Any], reply: JsonReply, count: int, seen: set[str]
+    ) -> dict[str, Any] | None:
+        pagination = self.config.pagination
+        if isinstance(pagination, NextLinkPagination):
+            return self._next_link(pagination, reply, seen)
+        if isinstance(pagination, TokenPagination):
+            token = json_path(reply.body, pagination.token_field)
+            if token is None or token == "":
+                return None
+            key = str(token)
+            if token == position["token"] or key in seen:
+                raise FatalError(
+                    f"{self.config.name}: pagination token {_short(token)!r} is identical to "
+                    "the prior token; the API is stuck in a loop, stopping this pass"
+                )
+            seen.add(key)
+            return {"token": token}
+        if isinstance(pagination, OffsetPagination):
+            # Advance by what came, not by the limit asked: servers may cap page sizes.
+            return {"offset": position["offset"] + count}
+        if isinstance(pagination, PagePagination):
+            return {"page": position["page"] + 1}
+        return None
+
+    def _next_link(
+        self, pagination: NextLinkPagination, reply: JsonReply, seen: set[str]
+    ) -> dict[str, Any] | None:
+        if pagination.path:
+            link = json_path(reply.body, pagination.path)
+        else:
+            link = reply.response.links.get("next", {}).get("url")
+        if not link:
+            return None
+        current = reply.response.url
+        target = httpx.URL(urljoin(str(current), str(link)))
+        origin = httpx.URL(self.config.url)
+        if (target.scheme, target.host, target.port) != (origin.scheme, origin.host, origin.port):
+            raise FatalError(
+                f"{self.config.name}: the next-page link points to {target.host}, not "
+                f"{origin.host}; refusing to send this source's credentials there"
+            )
+        seen.add(str(current))
+        if str(target) in seen:
+            raise FatalError(
+                f"{self.config.name}: the next-page link {describe_url(target)} repeats a page "
+                "already fetched; the API is stuck in a loop, stopping this pass"
+            )
+        return {"url": str(target)}
+
+    def _cursor(
+        self, watermark: Any, next_position: dict[str, Any] | None, since: Any
+    ) -> dict[str, Any]:
+        cursor: dict[str, Any] = {}
+        if watermark is not None:
+            cursor["watermark"] = watermark
+        if next_position is not None:
+            cursor["resume"] = {**next_position, "since": since}
+        return cursor
+
+    def _items(self, reply: JsonReply) -> list[Any]:
+        found = _resolve(reply.body, self.config.records)
+        if found is None:
+            return []
+        if not isinstance(found, list):
+            where = describe_url(reply.response.url)
+            what = "nothing" if found is _MISSING else f"a {type(found).__name__}"
+            raise FatalError(
+                f"{self.config.name}: `records: {self.config.records}` found {what} in the "
+                f"answer of {where}, not a list; point it at the list of records"
+            )
+        return found
+
+    def _record(self, item: Any) -> RawRecord:
+        if not isinstance(item, dict):
+            return RawRecord(data={"value": item}, error="the record is not a JSON object")
+        record_id = json_path(item, self.config.id_field) if self.config.id_field else None
+        occurred_at = (
+            parse_time(json_path(item, self.config.cursor.field)) if self.config.cursor else None
+        )
+        return RawRecord(
+            data=item,
+            record_id=None if record_id is None or record_id == "" else str(record_id),
+            occurred_at=occurred_at,
+        )

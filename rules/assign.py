@@ -1,0 +1,298 @@
+"""Choosing the rep for a lead within one team, and recording why.
+
+First every rep who cannot take the lead now is set aside with a reason: away, outside working
+hours for longer than the SLA allows, or at today's capacity. The rest are ranked by the team's
+strategy.
+
+Round robin and weighted share one rule, which keeps rotation fair while reps come and go
+without ever resetting anyone's lifetime count. A rep's standing is ``assigned_total / weight``
+(weight 1 for round robin) and the lead goes to the rep whose standing after one more lead,
+``(assigned_total + 1) / weight``, is lowest. A rep who has fallen more than one of their own
+turns behind the rep furthest ahead (someone new, or back from leave) is not owed the gap: they
+are moved level with the next rep in line, so they rejoin the rotation instead of taking every
+lead until they have caught up. Reps level on this go to whoever has waited longest for a lead
+(since their last lead or since (re)joining, scaled by weight); that is what stops a lifted rep,
+whose own picks do not move them, from winning again and again. Remaining ties, e.g. on a fresh
+team, are drawn with ``random.Random(seed)`` and the seed is kept in the :class:`Pick`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from fractions import Fraction
+from typing import Literal
+
+from rules.calendar import SEARCH_DAYS, NoWorkingTime, WorkCalendar
+
+Strategy = Literal["round_robin", "weighted", "least_loaded"]
+
+_LABELS: dict[str, str] = {
+    "round_robin": "round robin",
+    "weighted": "weighted round robin",
+    "least_loaded": "least loaded",
+}
+
+
+@dataclass(frozen=True)
+class RepState:
+    """What the pick needs to know about one rep of the team at the moment of the pick."""
+
+    name: str
+    weight: float = 1.0
+    assigned_total: int = 0  # lifetime count for this team; never reset
+    assigned_today: int = 0  # in the rep's local day
+    capacity_per_day: int | None = None
+    last_assigned_at: datetime | None = None
+    active_since: datetime | None = None  # when the rep (re)joined the team's rotation
+    calendar: WorkCalendar | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a rep needs a name")
+        if not self.weight > 0:
+            raise ValueError(f"{self.name}: weight must be above 0, got {self.weight}")
+        if self.assigned_total < 0 or self.assigned_today < 0:
+            raise ValueError(f"{self.name}: lead counts cannot be negative")
+        if self.capacity_per_day is not None and self.capacity_per_day < 0:
+            raise ValueError(f"{self.name}: capacity per day cannot be negative")
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A rep who was passed over, and why (e.g. ``at capacity (20/20 today)``)."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The outcome: the chosen rep (``None`` if nobody is available) and the reasoning.
+
+    ``seed`` is set when a random draw between equally placed reps decided the pick, so the
+    decision can be replayed; it is ``None`` when the ranking alone decided.
+    """
+
+    rep: str | None
+    skipped: tuple[Skip, ...]
+    reason: str
+    seed: int | None
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    rep: RepState
+    key: tuple[Fraction | float, ...]
+    lifted: bool = False
+
+
+_Explain = Callable[[_Ranked, Sequence[_Ranked], int | None], str]
+
+
+def pick_rep(
+    reps: Sequence[RepState],
+    strategy: Strategy,
+    *,
+    now: datetime,
+    max_wait: timedelta | None,
+    seed: int,
+    open_leads: Mapping[str, int] | None = None,
+    team: str | None = None,
+) -> Pick:
+    """Choose who gets the next lead.
+
+    ``max_wait`` is the SLA's time to respond: a rep whose working hours start later than that
+    is skipped (``None`` skips nobody for their hours; away reps are always skipped).
+    ``open_leads`` counts each rep's unfinished leads for ``least_loaded``; missing reps have
+    none. ``team`` only names the team in the reason.
+    """
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware datetime")
+    names = [rep.name for rep in reps]
+    if len(set(names)) != len(names):
+        raise ValueError(f"rep names must be unique within a team, got {names}")
+    if strategy not in _LABELS:
+        raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(_LABELS)}")
+
+    available: list[RepState] = []
+    skipped: list[Skip] = []
+    for rep in reps:
+        reason = _unavailable(rep, now, max_wait)
+        if reason is None:
+            available.append(rep)
+        else:
+            skipped.append(Skip(rep.name, reason))
+
+    where = f" in team {team}" if team else ""
+    if not available:
+        why = "; ".join(f"{skip.name} {skip.reason}" for skip in skipped) or "the team has no reps"
+        return Pick(
+            rep=None, skipped=tuple(skipped), reason=f"nobody available{where}: {why}", seed=None
+        )
+
+    label = _LABELS[strategy] + where
+    if len(available) == 1:
+        only = available[0].name
+        return Pick(only, tuple(skipped), f"{label}: {only} was the only one available", None)
+
+    if strategy == "least_loaded":
+        loads = open_leads or {}
+        ranked = [_Ranked(rep, (loads.get(rep.name, 0), rep.assigned_today)) for rep in available]
+        explain: _Explain = _explain_least_loaded
+    else:
+        ranked = _rotation(available, weighted=strategy == "weighted", now=now)
+        explain = _explain_weighted if strategy == "weighted" else _explain_round_robin
+
+    ranked.sort(key=lambda entry: entry.key)
+    best = [entry for entry in ranked if entry.key == ranked[0].key]
+    drawn = len(best) > 1
+    if drawn:
+        chosen = random.Random(seed).choice(sorted(best, key=lambda entry: entry.rep.name))
+    else:
+        chosen = best[0]
+    others = [entry for entry in ranked if entry is not chosen]
+    reason = explain(chosen, others, seed if drawn else None)
+    return Pick(chosen.rep.name, tuple(skipped), f"{label}: {reason}", seed if drawn else None)
+
+
+def _unavailable(rep: RepState, now: datetime, max_wait: timedelta | None) -> str | None:
+    """Why ``rep`` cannot take a lead at ``now``, or ``None`` if they can."""
+    calendar = rep.calendar
+    if calendar is not None:
+        back = calendar.away_until(now)
+        if back is not None:
+            return f"away until {back.isoformat()}"
+        if max_wait is not None and not calendar.is_open(now):
+            try:
+                closed = calendar.closed_for(now)
+            except NoWorkingTime:
+                return f"no working hours in the next {SEARCH_DAYS} days"
+            if closed > max_wait:
+                holiday = calendar.holiday(now)
+                if holiday is not None:
+                    return f"public holiday ({holiday})"
+                allowed = _duration(max_wait)
+                return f"outside working hours for {_duration(closed)} (SLA allows {allowed})"
+    if rep.capacity_per_day is not None and rep.assigned_today >= rep.capacity_per_day:
+        return f"at capacity ({rep.assigned_today}/{rep.capacity_per_day} today)"
+    return None
+
+
+def _rotation(available: Sequence[RepState], *, weighted: bool, now: datetime) -> list[_Ranked]:
+    """Rank reps for round robin or weighted round robin (see the module docstring)."""
+
+    def weight(rep: RepState) -> Fraction:
+        # Exact fractions, so that float noise never makes a rep look a turn behind.
+        return Fraction(rep.weight) if weighted else Fraction(1)
+
+    def turn(rep: RepState) -> Fraction:
+        return (rep.assigned_total + 1) / weight(rep)
+
+    lead = max(rep.assigned_total / weight(rep) for rep in available)
+    next_in_line = min(turn(rep) for rep in available if turn(rep) >= lead)
+    ranked = []
+    for rep in available:
+        lifted = turn(rep) < lead  # more than one of their own turns behind the leader
+        key = (next_in_line if lifted else turn(rep), -_waited(rep, now) * float(weight(rep)))
+        ranked.append(_Ranked(rep, key, lifted))
+    return ranked
+
+
+def _waited(rep: RepState, now: datetime) -> float:
+    """Seconds since the rep's last lead or (re)joining; infinite if neither ever happened."""
+    since = [moment for moment in (rep.last_assigned_at, rep.active_since) if moment is not None]
+    return (now - max(since)).total_seconds() if since else math.inf
+
+
+def _explain_round_robin(chosen: _Ranked, others: Sequence[_Ranked], seed: int | None) -> str:
+    name, runner = chosen.rep.name, others[0]
+    count = int(chosen.key[0]) - 1  # the count the ranking used, after any lift
+    if runner.key[0] != chosen.key[0]:
+        text = f"{name} had the fewest leads ({count} vs {int(runner.key[0]) - 1})"
+    else:
+        text = f"{_level(chosen, others, seed)} were level at {count} leads" + _tie_break(
+            chosen, seed
+        )
+    if chosen.lifted:
+        text += (
+            f" ({name} has {chosen.rep.assigned_total}, counted as {count} so that someone new "
+            "or back from leave rejoins the rotation instead of catching up)"
+        )
+    return text
+
+
+def _explain_weighted(chosen: _Ranked, others: Sequence[_Ranked], seed: int | None) -> str:
+    rep, runner = chosen.rep, others[0]
+    if runner.key[0] != chosen.key[0]:
+        text = (
+            f"{rep.name} was furthest below their share ({rep.assigned_total} leads at weight "
+            f"{rep.weight:g} vs {runner.rep.name} with {runner.rep.assigned_total} at weight "
+            f"{runner.rep.weight:g})"
+        )
+    else:
+        text = f"{_level(chosen, others, seed)} were equally close to their share" + _tie_break(
+            chosen, seed
+        )
+    if chosen.lifted:
+        text += (
+            f" ({rep.name} was more than a turn behind, so they were moved level with the next "
+            "in line rather than catching up)"
+        )
+    return text
+
+
+def _level(chosen: _Ranked, others: Sequence[_Ranked], seed: int | None) -> str:
+    """Who tied with the chosen rep: on their turn, and also on waiting time if it was drawn."""
+    return _names(chosen, others, depth=1 if seed is None else 2)
+
+
+def _tie_break(chosen: _Ranked, seed: int | None) -> str:
+    if seed is None:
+        return f"; {chosen.rep.name} has waited longest for a lead"
+    return f" and had waited equally long; {chosen.rep.name} was drawn at random (seed {seed})"
+
+
+def _explain_least_loaded(chosen: _Ranked, others: Sequence[_Ranked], seed: int | None) -> str:
+    name, runner = chosen.rep.name, others[0]
+    open_now, today = int(chosen.key[0]), int(chosen.key[1])
+    if runner.key[0] != chosen.key[0]:
+        return f"{name} had the fewest open leads ({open_now} vs {int(runner.key[0])})"
+    if runner.key[1] != chosen.key[1]:
+        level = _names(chosen, others, depth=1)
+        return (
+            f"{level} had {open_now} open leads each; {name} had the fewest assigned today "
+            f"({today} vs {int(runner.key[1])})"
+        )
+    level = _names(chosen, others, depth=2)
+    return (
+        f"{level} had {open_now} open leads and {today} assigned today each; "
+        f"{name} was drawn at random (seed {seed})"
+    )
+
+
+def _names(chosen: _Ranked, others: Sequence[_Ranked], *, depth: int) -> str:
+    """The chosen rep and those ranked equal with them on the first ``depth`` criteria."""
+    level = [chosen.rep.name] + [
+        entry.rep.name for entry in others if entry.key[:depth] == chosen.key[:depth]
+    ]
+    return ", ".join(level[:-1]) + " and " + level[-1]
+
+
+def _duration(delta: timedelta) -> str:
+    """A short human duration with its two largest units, rounded up: ``14h 20m``, ``2d 4h``."""
+    seconds = math.ceil(delta.total_seconds())
+    if seconds >= 86400:
+        first, second = divmod(math.ceil(seconds / 3600), 24)
+        units = ("d", "h")
+    elif seconds >= 3600:
+        first, second = divmod(math.ceil(seconds / 60), 60)
+        units = ("h", "m")
+    else:
+        first, second = divmod(seconds, 60)
+        units = ("m", "s")
+    parts = [f"{value}{unit}" for value, unit in zip((first, second), units, strict=True) if value]
+    return " ".join(parts) or "0s"

@@ -1,0 +1,262 @@
+"""Contact fields: the standard set, their types, and normalisation of incoming values.
+
+Pure: used by ingest (records from sources) and by ``leadwerk score`` (JSON Lines), so a
+contact is read the same way whichever door it came through.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from rules.expr import FieldType
+
+STANDARD_FIELDS: dict[str, FieldType] = {
+    "email": FieldType.STRING,
+    "first_name": FieldType.STRING,
+    "last_name": FieldType.STRING,
+    "company": FieldType.STRING,
+    "company_size": FieldType.NUMBER,
+    "title": FieldType.STRING,
+    "country": FieldType.STRING,
+    "phone": FieldType.STRING,
+    "city": FieldType.STRING,
+    "industry": FieldType.STRING,
+    "source": FieldType.STRING,
+    "created_at": FieldType.DATETIME,
+}
+DERIVED_FIELDS: dict[str, FieldType] = {"email_domain": FieldType.STRING}
+SCORE_FIELDS: dict[str, FieldType] = {
+    "score": FieldType.NUMBER,
+    "fit": FieldType.NUMBER,
+    "engagement": FieldType.NUMBER,
+    "mql": FieldType.BOOL,
+}
+NURTURE_FIELDS: dict[str, FieldType] = {
+    "replied": FieldType.BOOL,
+    "unsubscribed": FieldType.BOOL,
+    "bounced": FieldType.BOOL,
+}
+EVENT_FIELDS: dict[str, FieldType] = {
+    "event.type": FieldType.STRING,
+    "event.source": FieldType.STRING,
+    "event.at": FieldType.DATETIME,
+    "event.form": FieldType.STRING,
+    "event.asset": FieldType.STRING,
+    "event.fair": FieldType.STRING,
+    "event.rating": FieldType.STRING,
+    "event.notes": FieldType.STRING,
+    "event.campaign": FieldType.STRING,
+    "event.url": FieldType.STRING,
+}
+ACCOUNT_FIELDS: dict[str, FieldType] = {
+    "account.owner": FieldType.STRING,
+    "account.open_leads": FieldType.NUMBER,
+}
+TYPE_NAMES: dict[str, FieldType] = {
+    "string": FieldType.STRING,
+    "number": FieldType.NUMBER,
+    "bool": FieldType.BOOL,
+    "date": FieldType.DATETIME,
+    "datetime": FieldType.DATETIME,
+    "list": FieldType.LIST,
+}
+
+# Country names as fair exports write them; ISO codes are what rules compare against.
+_COUNTRY_NAMES = {
+    "deutschland": "DE",
+    "germany": "DE",
+    "österreich": "AT",
+    "oesterreich": "AT",
+    "austria": "AT",
+    "schweiz": "CH",
+    "switzerland": "CH",
+    "suisse": "CH",
+    "niederlande": "NL",
+    "netherlands": "NL",
+    "frankreich": "FR",
+    "france": "FR",
+    "italien": "IT",
+    "italy": "IT",
+    "polen": "PL",
+    "poland": "PL",
+    "vereinigtes königreich": "GB",
+    "united kingdom": "GB",
+    "usa": "US",
+    "united states": "US",
+}
+
+
+class FieldError(ValueError):
+    """A value that cannot be read as its field's type; names the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def normalise_email(value: Any) -> str:
+    """Trimmed, syntax-checked (no DNS), domain lower-cased; the local part kept as written."""
+    if value is None or not str(value).strip():
+        raise FieldError("email", "no e-mail address")
+    text = str(value).strip()
+    try:
+        result = validate_email(text, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise FieldError("email", f"not a valid e-mail address ({exc})") from None
+    local, _, domain = result.normalized.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def email_domain(email: str) -> str:
+    return email.rpartition("@")[2].lower()
+
+
+def normalise_country(value: Any) -> str | None:
+    """ISO 3166 alpha-2 where recognisable (``de`` → ``DE``, ``Deutschland`` → ``DE``)."""
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip()
+    if len(text) == 2 and text.isalpha():
+        return text.upper()
+    return _COUNTRY_NAMES.get(text.lower(), text)
+
+
+def normalise_phone(value: Any, country: str | None) -> str | None:
+    """E.164 when phonenumbers can parse it with the contact's country; else as written."""
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip()
+    region = country if country and len(country) == 2 else None
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return text
+    if not phonenumbers.is_possible_number(number):
+        return text
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+_NUMBER_JUNK = re.compile(r"[\s\u00a0'’]")
+
+
+def coerce_number(field: str, value: Any) -> float | int | None:
+    """Numbers as people type them: ``5000``, ``5.000`` (German thousands), ``1,5``, ``200+``."""
+    if value is None or isinstance(value, bool):
+        if isinstance(value, bool):
+            raise FieldError(field, f"expected a number, got {value!r}")
+        return None
+    if isinstance(value, int | float):
+        return value
+    text = _NUMBER_JUNK.sub("", str(value)).rstrip("+")
+    if not text:
+        return None
+    if re.fullmatch(r"-?\d{1,3}(\.\d{3})+", text):
+        text = text.replace(".", "")
+    elif re.fullmatch(r"-?\d{1,3}(,\d{3})+", text):
+        text = text.replace(",", "")
+    else:
+        text = text.replace(",", ".")
+    try:
+        number = float(text)
+    except ValueError:
+        raise FieldError(field, f"expected a number, got {str(value)[:40]!r}") from None
+    return int(number) if number.is_integer() else number
+
+
+_TRUE = {"true", "yes", "ja", "y", "j", "1", "x"}
+_FALSE = {"false", "no", "nein", "n", "0", ""}
+
+
+def coerce_bool(field: str, value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise FieldError(field, f"expected yes/no, got {str(value)[:40]!r}")
+
+
+def coerce_datetime(field: str, value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    text = str(value).strip()
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        match = re.fullmatch(r"(\d{1,2})\.(\d{1,2})\.(\d{4})", text)
+        if not match:
+            raise FieldError(field, f"expected a date, got {text[:40]!r}") from None
+        day, month, year = (int(g) for g in match.groups())
+        parsed = datetime(year, month, day)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def coerce(field: str, value: Any, ftype: FieldType) -> Any:
+    """One value read as its declared type; empty text counts as missing."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    if ftype is FieldType.NUMBER:
+        return coerce_number(field, value)
+    if ftype is FieldType.BOOL:
+        return coerce_bool(field, value)
+    if ftype is FieldType.DATETIME:
+        return coerce_datetime(field, value)
+    if ftype is FieldType.LIST:
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        return [part.strip() for part in str(value).split(",") if part.strip()]
+    if ftype is FieldType.STRING and value is not None and not isinstance(value, str):
+        return str(value)
+    return value.strip() if isinstance(value, str) else value
+
+
+def normalise_contact(
+    raw: Mapping[str, Any], custom_fields: Mapping[str, FieldType]
+) -> dict[str, Any]:
+    """A contact as rules see it: typed values, normalised e-mail, country and phone.
+
+    Raises :class:`FieldError` naming the first field that cannot be read.
+    Unknown keys are kept as text (they stay visible in the stored record).
+    """
+    contact: dict[str, Any] = {}
+    types = {**STANDARD_FIELDS, **custom_fields}
+    for key, value in raw.items():
+        if key in ("email", "phone", "country"):
+            continue
+        ftype = types.get(key)
+        contact[key] = coerce(key, value, ftype) if ftype else value
+    contact["email"] = normalise_email(raw.get("email"))
+    country = normalise_country(raw.get("country"))
+    if country is not None:
+        contact["country"] = country
+    phone = normalise_phone(raw.get("phone"), country)
+    if phone is not None:
+        contact["phone"] = phone
+    return {k: v for k, v in contact.items() if v is not None}
+
+
+def mask_email(email: str | None) -> str:
+    """``eva.mueller@bigcorp.de`` → ``e***@bigcorp.de``: for logs and reports."""
+    if not email or "@" not in email:
+        return "***"
+    local, _, domain = email.rpartition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def mask_phone(phone: str | None) -> str:
+    if not phone:
+        return "***"
+    digits = str(phone)
+    return f"{digits[:3]}***{digits[-2:]}" if len(digits) > 6 else "***"

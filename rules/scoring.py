@@ -1,0 +1,168 @@
+"""Scoring into MQLs, exactly as the contract states.
+
+``fit`` = sum of the points of the fit rules that match the contact (each once).
+``engagement`` = sum over engagement rules of ``min(cap, sum over matching events of
+points * 0.5 ** (age / half_life))``. ``score = fit + engagement``. MQL when not disqualified,
+``score >= threshold`` and every minimum in ``requires`` holds. Figures are reported rounded to
+one decimal; comparisons use the unrounded values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rules.contact import coerce_datetime, email_domain
+from rules.expr import Context, Expr
+
+
+@dataclass(frozen=True)
+class FitRule:
+    name: str
+    when: Expr
+    points: float
+
+
+@dataclass(frozen=True)
+class EngagementRule:
+    name: str
+    when: Expr
+    points: float
+    cap: float | None = None
+
+
+@dataclass(frozen=True)
+class DisqualifyRule:
+    name: str
+    when: Expr
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    version: str
+    hash: str
+    threshold: float
+    requires: Mapping[str, float] = field(default_factory=dict)
+    half_life: timedelta | None = None
+    fit: Sequence[FitRule] = ()
+    engagement: Sequence[EngagementRule] = ()
+    disqualify: Sequence[DisqualifyRule] = ()
+
+
+@dataclass(frozen=True)
+class Hit:
+    rule: str
+    kind: str  # fit | engagement | disqualify
+    points: float
+    events: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"rule": self.rule, "kind": self.kind, "points": r1(self.points)}
+        if self.kind == "engagement":
+            data["events"] = self.events
+        return data
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    score: float
+    fit: float
+    engagement: float
+    mql: bool
+    disqualified: str | None
+    hits: tuple[Hit, ...]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "score": r1(self.score),
+            "fit": r1(self.fit),
+            "engagement": r1(self.engagement),
+            "mql": self.mql,
+            "disqualified": self.disqualified,
+            "hits": [hit.as_dict() for hit in self.hits],
+        }
+
+
+def r1(value: float) -> float:
+    """Rounded to one decimal for reports (and ``-0.0`` shown as ``0.0``)."""
+    return round(value, 1) + 0.0
+
+
+def contact_view(contact: Mapping[str, Any]) -> dict[str, Any]:
+    """The contact as expressions read it: with the derived ``email_domain``."""
+    view = dict(contact)
+    email = view.get("email")
+    if email and "email_domain" not in view:
+        view["email_domain"] = email_domain(str(email))
+    return view
+
+
+def event_view(event: Mapping[str, Any]) -> dict[str, Any]:
+    view = dict(event)
+    if "at" in view:
+        view["at"] = coerce_datetime("event.at", view["at"])
+    return view
+
+
+def score_contact(
+    ruleset: Ruleset,
+    contact: Mapping[str, Any],
+    events: Sequence[Mapping[str, Any]],
+    now: datetime,
+    account: Mapping[str, Any] | None = None,
+) -> ScoreResult:
+    """Score one contact with all its events at ``now`` (no I/O, no clock read)."""
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    person = contact_view(contact)
+    base = Context(contact=person, event=None, account=account, now=now)
+    hits: list[Hit] = []
+
+    fit = 0.0
+    for rule in ruleset.fit:
+        if rule.when(base):
+            fit += rule.points
+            hits.append(Hit(rule.name, "fit", rule.points))
+
+    views = [event_view(event) for event in events]
+    contexts = [Context(contact=person, event=v, account=account, now=now) for v in views]
+    engagement = 0.0
+    for rule in ruleset.engagement:
+        total = 0.0
+        count = 0
+        for view, ctx in zip(views, contexts, strict=True):
+            if not rule.when(ctx):
+                continue
+            count += 1
+            total += rule.points * _decay(ruleset.half_life, view.get("at"), now)
+        if count == 0:
+            continue
+        if rule.cap is not None:
+            total = min(rule.cap, total)
+        engagement += total
+        hits.append(Hit(rule.name, "engagement", total, count))
+
+    disqualified = None
+    for drule in ruleset.disqualify:
+        if drule.when(base):
+            disqualified = drule.name
+            hits.append(Hit(drule.name, "disqualify", 0.0))
+            break
+
+    total_score = fit + engagement
+    parts = {"fit": fit, "engagement": engagement, "score": total_score}
+    mql = (
+        disqualified is None
+        and total_score >= ruleset.threshold
+        and all(parts[name] >= minimum for name, minimum in ruleset.requires.items())
+    )
+    return ScoreResult(total_score, fit, engagement, mql, disqualified, tuple(hits))
+
+
+def _decay(half_life: timedelta | None, at: datetime | None, now: datetime) -> float:
+    if half_life is None or at is None:
+        return 1.0
+    age = max((now - at).total_seconds(), 0.0)
+    return 0.5 ** (age / half_life.total_seconds())

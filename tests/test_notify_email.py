@@ -1,0 +1,263 @@
+"""E-mail notifications through a real SMTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Iterator
+from email.headerregistry import Address
+from email.message import EmailMessage
+
+import pytest
+
+from connectors.errors import FatalError, RetriableError, UndeliverableError
+from connectors.notify.base import OutboundMessage
+from connectors.notify.email import SmtpNotifier, build_email, mask_address
+from tests.servers.smtp import SmtpServer
+
+MAIL_FROM = "Leadwerk <leads@example.com>"
+PASSWORD = "correct horse battery staple"
+
+LEAD_MESSAGE = OutboundMessage(
+    key="lead-42:assign:1",
+    channel="email",
+    to_address="joerg.mueller@example.com",
+    to_name="Jörg Müller",
+    subject="Neuer Lead: Größe über 500 Mitarbeiter 🚀",
+    text="Neuer Lead für dich: Anna Schäfer, ACME GmbH.",
+    html="<p>Neuer Lead für dich:</p><ul><li>Anna Schäfer</li><li>ACME GmbH</li></ul>",
+    message_id="<lead-42.assign.1@leadwerk.example.com>",
+)
+
+
+def lead_message(**changes: object) -> OutboundMessage:
+    return dataclasses.replace(LEAD_MESSAGE, **changes)  # type: ignore[arg-type]
+
+
+def parts(message: EmailMessage) -> dict[str, str]:
+    """Content type -> decoded text of each leaf part."""
+    return {
+        part.get_content_type(): part.get_content()
+        for part in message.walk()
+        if not part.is_multipart()
+    }
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port nothing listens on: bound, so no one else takes it, but never listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def test_a_lead_email_arrives_with_the_sender_recipient_and_subject_intact(
+    smtp: SmtpServer,
+) -> None:
+    SmtpNotifier(smtp.url, MAIL_FROM).send(LEAD_MESSAGE)
+
+    [mail] = smtp.wait_for(1)
+    assert mail.mail_from == "leads@example.com"
+    assert mail.rcpt_tos == ["joerg.mueller@example.com"]
+    assert mail.message["From"].addresses == (Address("Leadwerk", "leads", "example.com"),)
+    assert mail.message["To"].addresses == (Address("Jörg Müller", "joerg.mueller", "example.com"),)
+    assert mail.message["Subject"] == "Neuer Lead: Größe über 500 Mitarbeiter 🚀"
+    assert mail.message["Date"].datetime is not None
+
+
+def test_headers_travel_as_ascii_so_any_server_accepts_them(smtp: SmtpServer) -> None:
+    SmtpNotifier(smtp.url, MAIL_FROM).send(LEAD_MESSAGE)
+
+    [mail] = smtp.wait_for(1)
+    header_block = mail.raw.split(b"\r\n\r\n", 1)[0]
+    assert header_block.isascii()
+    assert b"=?utf-8?" in header_block
+
+
+def test_the_message_id_is_the_one_given_and_is_what_send_returns(smtp: SmtpServer) -> None:
+    result = SmtpNotifier(smtp.url, MAIL_FROM).send(LEAD_MESSAGE)
+
+    [mail] = smtp.wait_for(1)
+    assert mail.message["Message-ID"] == "<lead-42.assign.1@leadwerk.example.com>"
+    assert result.remote_id == "<lead-42.assign.1@leadwerk.example.com>"
+
+
+def test_without_a_message_id_one_is_made_on_the_senders_domain(smtp: SmtpServer) -> None:
+    result = SmtpNotifier(smtp.url, MAIL_FROM).send(lead_message(message_id=None))
+
+    [mail] = smtp.wait_for(1)
+    assert mail.message["Message-ID"].endswith("@example.com>")
+    assert result.remote_id == mail.message["Message-ID"]
+
+
+def test_the_email_has_a_text_part_and_an_html_part_with_the_leads_fields(
+    smtp: SmtpServer,
+) -> None:
+    SmtpNotifier(smtp.url, MAIL_FROM).send(LEAD_MESSAGE)
+
+    [mail] = smtp.wait_for(1)
+    assert mail.message.get_content_type() == "multipart/alternative"
+    texts = parts(mail.message)
+    assert set(texts) == {"text/plain", "text/html"}
+    assert "Anna Schäfer, ACME GmbH" in texts["text/plain"]
+    assert "<li>Anna Schäfer</li>" in texts["text/html"]
+    assert "<li>ACME GmbH</li>" in texts["text/html"]
+
+
+def test_an_email_without_html_is_plain_text_only() -> None:
+    email_message = build_email(lead_message(html=None), MAIL_FROM)
+
+    assert email_message.get_content_type() == "text/plain"
+    assert "Anna Schäfer" in email_message.get_content()
+
+
+def test_reply_to_and_unsubscribe_headers_are_carried_over(smtp: SmtpServer) -> None:
+    headers = {
+        "Reply-To": "Sales Desk <sales@example.com>",
+        "List-Unsubscribe": "<https://leadwerk.example.com/unsubscribe/abc>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+    SmtpNotifier(smtp.url, MAIL_FROM).send(lead_message(headers=headers))
+
+    [mail] = smtp.wait_for(1)
+    assert mail.message["Reply-To"].addresses == (Address("Sales Desk", "sales", "example.com"),)
+    assert mail.message["List-Unsubscribe"] == "<https://leadwerk.example.com/unsubscribe/abc>"
+    assert mail.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_a_line_break_in_lead_data_cannot_add_headers() -> None:
+    email_message = build_email(
+        lead_message(subject="Hello\r\nBcc: everyone@example.com", to_name="Eve\nX-Evil: 1"),
+        MAIL_FROM,
+    )
+
+    assert email_message["Subject"] == "Hello Bcc: everyone@example.com"
+    assert email_message["Bcc"] is None
+    assert email_message["X-Evil"] is None
+
+
+def test_extra_headers_cannot_replace_the_derived_ones() -> None:
+    with pytest.raises(ValueError, match="Subject"):
+        build_email(lead_message(headers={"Subject": "other"}), MAIL_FROM)
+
+
+def test_starttls_with_login_sends_over_tls_as_the_configured_user() -> None:
+    with SmtpServer(starttls=True, auth=("leadwerk", PASSWORD)) as server:
+        assert server.url.startswith("smtp+starttls://leadwerk@")
+        notifier = SmtpNotifier(
+            server.url, MAIL_FROM, password=PASSWORD, ssl_context=server.client_ssl_context()
+        )
+        notifier.send(LEAD_MESSAGE)
+
+        [mail] = server.wait_for(1)
+    assert mail.tls
+    assert mail.login == "leadwerk"
+    assert mail.message["Subject"] == LEAD_MESSAGE.subject
+
+
+def test_smtps_sends_over_implicit_tls_as_the_configured_user() -> None:
+    with SmtpServer(implicit_tls=True, auth=("leadwerk", PASSWORD)) as server:
+        assert server.url.startswith("smtps://leadwerk@")
+        notifier = SmtpNotifier(
+            server.url, MAIL_FROM, password=PASSWORD, ssl_context=server.client_ssl_context()
+        )
+        notifier.send(LEAD_MESSAGE)
+
+        [mail] = server.wait_for(1)
+    assert mail.tls
+    assert mail.login == "leadwerk"
+
+
+def test_a_wrong_password_is_fatal_and_says_which_setting_to_fix() -> None:
+    with SmtpServer(starttls=True, auth=("leadwerk", PASSWORD)) as server:
+        notifier = SmtpNotifier(
+            server.url, MAIL_FROM, password="wrong", ssl_context=server.client_ssl_context()
+        )
+        with pytest.raises(FatalError, match="LEADWERK_SMTP_PASSWORD") as caught:
+            notifier.send(LEAD_MESSAGE)
+        assert server.messages == []
+    assert not isinstance(caught.value, UndeliverableError)
+    assert "535" in str(caught.value)
+
+
+def test_a_server_certificate_that_is_not_trusted_is_fatal() -> None:
+    with SmtpServer(starttls=True) as server:
+        # No ssl_context: the system trust store does not know the test CA.
+        with pytest.raises(FatalError, match="not trusted"):
+            SmtpNotifier(server.url, MAIL_FROM).send(LEAD_MESSAGE)
+        assert server.messages == []
+
+
+def test_smtps_against_a_server_without_tls_is_fatal_and_points_at_the_scheme(
+    smtp: SmtpServer,
+) -> None:
+    smtps_url = smtp.url.replace("smtp://", "smtps://")
+    notifier = SmtpNotifier(smtps_url, MAIL_FROM, ssl_context=smtp.client_ssl_context())
+
+    with pytest.raises(FatalError, match="scheme"):
+        notifier.send(LEAD_MESSAGE)
+
+
+def test_a_refused_recipient_is_undeliverable_and_the_error_masks_the_address() -> None:
+    with SmtpServer(reject_rcpt={"joerg.mueller@example.com"}) as server:
+        with pytest.raises(UndeliverableError) as caught:
+            SmtpNotifier(server.url, MAIL_FROM).send(LEAD_MESSAGE)
+        assert server.messages == []
+    message = str(caught.value)
+    assert "550" in message
+    assert "j***@example.com" in message
+    assert "joerg.mueller@example.com" not in message
+
+
+def test_a_temporary_failure_is_retriable_and_the_next_attempt_gets_through() -> None:
+    with SmtpServer(fail_next=1) as server:
+        notifier = SmtpNotifier(server.url, MAIL_FROM)
+        with pytest.raises(RetriableError, match="451"):
+            notifier.send(LEAD_MESSAGE)
+
+        notifier.send(LEAD_MESSAGE)
+
+        [mail] = server.wait_for(1)
+    assert mail.message["Message-ID"] == LEAD_MESSAGE.message_id
+
+
+def test_a_server_that_is_down_is_retriable(closed_port: int) -> None:
+    notifier = SmtpNotifier(f"smtp://127.0.0.1:{closed_port}", MAIL_FROM, timeout=2.0)
+
+    with pytest.raises(RetriableError, match="unreachable"):
+        notifier.send(LEAD_MESSAGE)
+
+
+@pytest.mark.parametrize(
+    ("smtp_url", "password", "complaint"),
+    [
+        ("http://mail.example.com", None, "scheme"),
+        ("mail.example.com:25", None, "scheme"),
+        ("smtp+starttls://leadwerk:secret@mail.example.com", None, "LEADWERK_SMTP_PASSWORD"),
+        ("smtp+starttls://leadwerk@mail.example.com", None, "LEADWERK_SMTP_PASSWORD"),
+        ("smtp://leadwerk@mail.example.com", PASSWORD, "unencrypted"),
+        ("smtp://", None, "no host"),
+    ],
+)
+def test_an_unusable_smtp_url_is_fatal_before_anything_is_sent(
+    smtp_url: str, password: str | None, complaint: str
+) -> None:
+    with pytest.raises(FatalError, match=complaint):
+        SmtpNotifier(smtp_url, MAIL_FROM, password=password)
+
+
+def test_an_unusable_sender_address_is_fatal_and_masked() -> None:
+    with pytest.raises(FatalError, match="mail_from") as caught:
+        SmtpNotifier("smtp://mail.example.com", "Leadwerk <jane.doe@>")
+    assert "jane.doe" not in str(caught.value)
+
+
+def test_mask_address_keeps_the_first_letter_and_the_domain() -> None:
+    assert mask_address("jane.doe@example.com") == "j***@example.com"
+    assert mask_address("no address here") == "***"

@@ -1,0 +1,478 @@
+"""The ``leadwerk`` command. Exit codes: 0 ok, 1 a failed check, 2 bad usage or config."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from config.loader import Config, load_or_exit
+from config.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="Leadwerk: leads from marketing tools, scored, routed and followed up.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+rules_app = typer.Typer(help="Check, test and explain the rules in config/.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: work that failed for good.", no_args_is_help=True)
+quarantine_app = typer.Typer(help="Records that could not be taken in.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(quarantine_app, name="quarantine")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="The config directory (else LEADWERK_CONFIG_DIR, else ./config)."
+    ),
+]
+_global: dict[str, Path | None] = {"config": None}
+
+
+@app.callback()
+def _main(config: ConfigOpt = None) -> None:
+    _global["config"] = config
+
+
+def _settings(config: Path | None) -> Settings:
+    from worker.logging import setup_logging
+
+    settings = load_settings(config or _global["config"])
+    setup_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _echo(text: str) -> None:
+    typer.echo(text)
+
+
+def _err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def _config(settings: Settings, with_tests: bool = False) -> Config:
+    return load_or_exit(settings, _err, with_tests=with_tests)
+
+
+def _boot(config_dir: Path | None) -> Any:
+    """Settings, config, store and broker for a command that runs the pipeline."""
+    from worker.app import init_app
+    from worker.broker import setup_broker
+
+    settings = _settings(config_dir)
+    config = _config(settings)
+    application = init_app(settings, config=config)
+    broker = setup_broker(settings)
+    return application, broker
+
+
+# --- init -----------------------------------------------------------------------------------
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument()] = Path(".")) -> None:
+    """Write a working example config/ (and sample data) to start from."""
+    source = Path(__file__).resolve().parent.parent / "config"
+    target = directory / "config"
+    if target.exists() and any(target.glob("*.yaml")):
+        _err(f"{target} already holds a config; nothing written")
+        raise typer.Exit(2)
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.rglob("*"):
+        if path.suffix in (".yaml", ".j2") and "__pycache__" not in path.parts:
+            dest = target / path.relative_to(source)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+    _echo(
+        f"wrote an example config to {target}; check it with: leadwerk --config {target} rules check"
+    )
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    once: Annotated[bool, typer.Option(help="Poll and import once, drain, exit.")] = False,
+    demo: Annotated[bool, typer.Option(help="Feed generated sample leads first.")] = False,
+    demo_count: Annotated[int, typer.Option(help="How many demo leads.")] = 12,
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """All of Leadwerk in one process (embedded defaults), or the group against Redis."""
+    from worker import runtime
+
+    application, broker = _boot(config)
+    settings = application.settings
+    if settings.redis_url and not once:
+        from worker.processes import run_group
+
+        raise typer.Exit(run_group(settings, host, port))
+    worker = runtime.start_worker(application, broker)
+    try:
+        if demo:
+            from worker.demo import feed_demo
+
+            report = feed_demo(application, demo_count)
+            _echo(f"demo: {report.accepted} sample leads fed, {report.quarantined} quarantined")
+        if once:
+            raise typer.Exit(_run_once(application, broker, worker))
+        from worker.clock import start_clock
+        from worker.web import serve
+
+        clock = start_clock(application, background=True)
+        try:
+            serve(application, host or settings.web_host, port or settings.web_port)
+        finally:
+            clock.shutdown(wait=False)
+    finally:
+        worker.stop()
+
+
+def _run_once(application: Any, broker: Any, worker: Any) -> int:
+    from connectors.errors import ConnectorError
+    from worker import runtime
+    from worker.pipeline.poll import import_inboxes, poll_source, pull_source
+
+    failed = False
+    for name, source in application.config.sources.items():
+        if pull_source(application.config, source) is None:
+            continue
+        try:
+            report = poll_source(application.store, application.config, name)
+            _echo(
+                f"polled {name}: {report.accepted} new, {report.duplicates} known, "
+                f"{report.quarantined} quarantined"
+            )
+        except ConnectorError as exc:
+            failed = True
+            _err(f"polling {name} failed: {exc}")
+    for report in import_inboxes(application.store, application.config):
+        _echo(
+            f"imported {report.source}: {report.received} rows, {report.accepted} new, "
+            f"{report.duplicates} known, {report.quarantined} quarantined"
+        )
+    runtime.drain(application, broker, worker)
+    accounting = runtime.account(application)
+    _print_results(application)
+    _echo(
+        f"accounted for {accounting.events} leads: {accounting.processed} processed, "
+        f"{accounting.dead} dead-lettered, {accounting.pending} pending; "
+        f"{accounting.quarantined} records quarantined; messages: {accounting.messages_sent} "
+        f"sent, {accounting.messages_failed} failed, {accounting.messages_pending} pending"
+    )
+    if application.outbox_mode:
+        _echo(f"e-mails and Slack messages were written to {application.settings.outbox_dir}")
+    return 0 if accounting.complete and not failed else 1
+
+
+def _print_results(application: Any) -> None:
+    from sqlalchemy import select
+
+    from rules.contact import mask_email
+    from rules.scoring import r1
+    from worker.store.models import Assignment, Contact
+
+    with application.store.session() as session:
+        rows = session.execute(
+            select(Contact, Assignment)
+            .outerjoin(Assignment, Assignment.contact_id == Contact.id)
+            .order_by(Contact.id)
+        ).all()
+    for contact, assignment in rows:
+        line = f"  {mask_email(contact.email):28} score {r1(contact.score or 0):>6}  {contact.stage:12}"
+        if assignment is not None:
+            who = assignment.rep or "fallback: managers"
+            line += f" → {who} ({assignment.rule}{', ' + assignment.sla_policy if assignment.sla_policy else ''})"
+        _echo(line)
+
+
+@app.command()
+def worker(config: ConfigOpt = None) -> None:
+    """dramatiq worker process (needs LEADWERK_REDIS_URL)."""
+    from worker.processes import run_worker
+
+    settings = _settings(config)
+    if not settings.redis_url:
+        _err(
+            "leadwerk worker needs LEADWERK_REDIS_URL (a Redis the web and clock share); "
+            "without Redis, `leadwerk run` runs everything in one process"
+        )
+        raise typer.Exit(2)
+    application, broker = _boot(config)
+    raise typer.Exit(run_worker(application, broker))
+
+
+@app.command()
+def clock(config: ConfigOpt = None) -> None:
+    """Scheduler process: polls, sweeps, SLA clocks. Several may run; one leads."""
+    settings = _settings(config)
+    if not settings.redis_url:
+        _err("leadwerk clock needs LEADWERK_REDIS_URL; without Redis, use `leadwerk run`")
+        raise typer.Exit(2)
+    from worker.clock import start_clock
+
+    application, _broker = _boot(config)
+    start_clock(application, background=False)
+
+
+@app.command()
+def web(
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """HTTP: webhooks in, accept links, /healthz, /metrics."""
+    from worker.web import serve
+
+    application, _broker = _boot(config)
+    serve(application, host or application.settings.web_host, port or application.settings.web_port)
+
+
+# --- rules ----------------------------------------------------------------------------------
+
+
+@rules_app.command("check")
+def rules_check(config: ConfigOpt = None) -> None:
+    """Validate all of config/; errors as file:line:col: message."""
+    from config.errors import ConfigErrors
+    from config.loader import load_config
+
+    settings = _settings(config)
+    try:
+        loaded = load_config(settings, with_tests=True)
+    except ConfigErrors as exc:
+        _echo(exc.render())
+        _echo(f"{len(exc.issues)} error(s)")
+        raise typer.Exit(1) from None
+    _echo(
+        f"config ok: {len(loaded.ruleset.fit)} fit, {len(loaded.ruleset.engagement)} engagement, "
+        f"{len(loaded.ruleset.disqualify)} disqualify rules (v{loaded.ruleset.version}, "
+        f"{loaded.hash}); {len(loaded.routing)} routing rules; {len(loaded.sla)} SLA policies; "
+        f"{len(loaded.sources)} sources; {len(loaded.tests)} rule tests"
+    )
+
+
+@rules_app.command("test")
+def rules_test(config: ConfigOpt = None) -> None:
+    """Run the cases in config/tests/; prints `N passed, N failed`."""
+    from worker.ruletests import run_rule_tests
+
+    settings = _settings(config)
+    loaded = _config(settings, with_tests=True)
+    passed, failed = run_rule_tests(loaded, _echo)
+    _echo(f"{passed} passed, {failed} failed")
+    raise typer.Exit(1 if failed else 0)
+
+
+# --- score ----------------------------------------------------------------------------------
+
+
+@app.command()
+def score(
+    file: Annotated[str, typer.Argument(help="JSON Lines file, or - for stdin.")] = "-",
+    explain: Annotated[
+        bool, typer.Option(help="Show every rule hit and the route's reasons.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    now: Annotated[str | None, typer.Option(help="Score as of this ISO 8601 time.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Score contacts with the rules as they are, touching nothing."""
+    from worker.scorecli import score_stream
+
+    settings = _settings(config)
+    loaded = _config(settings)
+    try:
+        at = _parse_now(now)
+    except ValueError as exc:
+        _err(f"--now: {exc}")
+        raise typer.Exit(2) from None
+    stream = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
+    try:
+        score_stream(loaded, stream, sys.stdout, at, as_json=as_json, explain=explain)
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+def _parse_now(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# --- import ---------------------------------------------------------------------------------
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    source: Annotated[str, typer.Option("--source", help="The source in sources.yaml.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """One-off ingest of an export file through a source's mapping; then scored and routed."""
+    from connectors.sources.files import ExportError
+    from worker import runtime
+    from worker.pipeline.poll import import_file
+
+    application, broker = _boot(config)
+    if source not in application.config.sources:
+        _err(
+            f"unknown source '{source}'; sources.yaml has: "
+            f"{', '.join(application.config.sources) or 'none'}"
+        )
+        raise typer.Exit(2)
+    try:
+        report = import_file(
+            application.store, application.config, application.config.sources[source], file
+        )
+    except ExportError as exc:
+        _err(str(exc))
+        raise typer.Exit(1) from None
+    if not application.settings.redis_url:
+        worker_ = runtime.start_worker(application, broker)
+        try:
+            runtime.drain(application, broker, worker_)
+        finally:
+            worker_.stop()
+    else:
+        from worker.sweep import enqueue, find_pending
+
+        enqueue(find_pending(application.store, datetime.now(UTC)))
+    if as_json:
+        _echo(json.dumps(report.as_dict(), ensure_ascii=False))
+    else:
+        _echo(
+            f"{file.name}: received {report.received}, accepted {report.accepted}, "
+            f"duplicates {report.duplicates}, quarantined {report.quarantined}"
+        )
+        for problem in report.problems:
+            _echo(f"  row {problem.row}: {problem.field}: {problem.reason}")
+    raise typer.Exit(0)
+
+
+# --- operations -----------------------------------------------------------------------------
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Queue depths and ages, dead letters, quarantine, SLA clocks, sources, heartbeats."""
+    from worker.app import init_app
+    from worker.status import collect_status, render_status
+
+    settings = _settings(config)
+    application = init_app(settings, config=_config(settings))
+    data = collect_status(application)
+    _echo(json.dumps(data, indent=2, default=str) if as_json else render_status(data))
+
+
+@dlq_app.command("list")
+def dlq_list(
+    as_json: Annotated[bool, typer.Option("--json")] = False, config: ConfigOpt = None
+) -> None:
+    """Dead letters with their errors."""
+    from worker.operations import dead_letters
+
+    application, _ = _boot(config)
+    rows = dead_letters(application)
+    if as_json:
+        _echo(json.dumps(rows, default=str))
+        return
+    for row in rows:
+        _echo(
+            f"{row['id']:>5}  {row['status']:8} {row['actor']}{tuple(row['args'])}: {row['error']}"
+        )
+    _echo(f"{sum(1 for r in rows if r['status'] == 'open')} open dead letter(s)")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    letter: Annotated[int | None, typer.Argument()] = None,
+    all_: Annotated[bool, typer.Option("--all")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Put dead-lettered work back on its queue once the cause is fixed."""
+    from worker.operations import replay_dead_letters
+
+    if letter is None and not all_:
+        _err("name a dead letter ID or --all")
+        raise typer.Exit(2)
+    application, broker = _boot(config)
+    count = replay_dead_letters(application, broker, None if all_ else letter)
+    _echo(f"replayed {count} dead letter(s)")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    source: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Quarantined records with source, row/record id, field and reason."""
+    from worker.operations import quarantined
+
+    application, _ = _boot(config)
+    rows = quarantined(application, source)
+    if as_json:
+        _echo(json.dumps(rows, default=str, ensure_ascii=False))
+        return
+    for row in rows:
+        where = f"row {row['row']}" if row["row"] else f"record {row['record_id']}"
+        _echo(
+            f"{row['id']:>5}  {row['source']} {where} {row['file'] or ''}: "
+            f"{row['field']}: {row['reason']}"
+        )
+    _echo(f"{len(rows)} quarantined record(s)")
+
+
+@quarantine_app.command("retry")
+def quarantine_retry(
+    record: Annotated[int | None, typer.Argument()] = None,
+    source: Annotated[str | None, typer.Option()] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Take quarantined records in again with the mapping as it is now."""
+    from worker import runtime
+    from worker.operations import retry_quarantine
+
+    application, broker = _boot(config)
+    accepted, still = retry_quarantine(application, record, source)
+    if not application.settings.redis_url:
+        worker_ = runtime.start_worker(application, broker)
+        try:
+            runtime.drain(application, broker, worker_)
+        finally:
+            worker_.stop()
+    _echo(f"{accepted} record(s) taken in, {still} still quarantined")
+
+
+@app.command()
+def accept(
+    lead: Annotated[str, typer.Argument(help="Lead id or e-mail.")], config: ConfigOpt = None
+) -> None:
+    """The rep accepts the lead: the SLA clock stops."""
+    from worker.operations import accept_lead
+
+    application, _ = _boot(config)
+    result = accept_lead(application, lead)
+    if result is None:
+        _err(f"no open assignment for lead {lead}")
+        raise typer.Exit(1)
+    _echo(result)
+
+
+def main() -> None:
+    app()

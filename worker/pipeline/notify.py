@@ -1,0 +1,290 @@
+"""Notify step: outbox messages are composed from templates, then sent exactly once.
+
+Exactly once, as far as a channel allows: a message row exists (with a unique key) before
+anything is sent; a worker claims it with one atomic UPDATE (pending → sending) and marks it
+sent right after the server's OK. A redelivered or retried actor finds it claimed or sent and
+sends nothing. The one gap no protocol closes: the server accepted, then the process died
+before the mark. Such a message is found ``sending`` after its lease, resent with the same
+Message-ID (mail clients collapse it) and counted in ``resent_after_crash``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from email.utils import parseaddr
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from jinja2 import ChainableUndefined, ChoiceLoader, Environment, FileSystemLoader, PackageLoader
+from sqlalchemy import update
+
+from config.loader import Config
+from connectors.errors import FatalError, RetriableError, UndeliverableError
+from connectors.notify.base import OutboundMessage
+from rules.contact import mask_email
+from rules.routing import RouteDecision
+from rules.scoring import r1
+from worker.store.db import Store
+
+if TYPE_CHECKING:
+    from worker.app import App
+from worker.store.models import Assignment, Contact, DeadLetter, Event, Message, Score
+
+log = logging.getLogger("leadwerk.notify")
+
+SEND_LEASE = timedelta(minutes=2)
+
+
+def template_env(config_dir: Path) -> Environment:
+    """Templates in ``config/templates/`` override the defaults shipped with Leadwerk."""
+    return Environment(
+        loader=ChoiceLoader(
+            [
+                FileSystemLoader(str(config_dir / "templates")),
+                PackageLoader("config", "templates"),
+            ]
+        ),
+        undefined=ChainableUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _html_env(env: Environment) -> Environment:
+    html = env.overlay(autoescape=True)
+    return html
+
+
+def lead_facts(
+    config: Config,
+    contact: Contact,
+    event: Event | None,
+    assignment: Assignment,
+    decision: RouteDecision,
+    score: Score | None,
+    recipient: str,
+) -> dict[str, Any]:
+    """What a template may use. Kept small and named for what a rep needs at a glance."""
+    fields = contact.fields
+    name = (
+        " ".join(p for p in (fields.get("first_name"), fields.get("last_name")) if p)
+        or contact.email
+    )
+    rep = config.team.reps.get(recipient)
+    tz = ZoneInfo((rep.timezone if rep else None) or config.settings.timezone)
+    due_local = assignment.due_at.astimezone(tz) if assignment.due_at else None
+    hits = [h for h in (score.hits if score else []) if h.get("kind") != "disqualify"]
+    hits.sort(key=lambda h: -abs(h.get("points", 0)))
+    return {
+        "lead": {
+            "id": contact.id,
+            "name": name,
+            "email": contact.email,
+            "company": fields.get("company"),
+            "title": fields.get("title"),
+            "phone": fields.get("phone"),
+            "country": fields.get("country"),
+            "company_size": fields.get("company_size"),
+            "source": contact.source,
+        },
+        "score": {
+            "total": r1(contact.score or 0),
+            "fit": r1(contact.fit or 0),
+            "engagement": r1(contact.engagement or 0),
+            "ruleset": f"v{config.ruleset.version} ({config.ruleset.hash})",
+        },
+        "reasons": [f"{h['rule']} ({h['points']:+g})" for h in hits],
+        "event": {"type": event.type, **event.attrs} if event else {},
+        "route": {"rule": decision.rule, "team": decision.team, "reason": decision.reason},
+        "rep": {"id": recipient, "name": rep.name if rep else recipient},
+        "sla": {
+            "policy": assignment.sla_policy,
+            "due": due_local.strftime("%a %d %b %Y, %H:%M %Z") if due_local else None,
+        },
+        "accept_url": accept_link(config, assignment.id),
+        "unassigned": decision.rep is None,
+    }
+
+
+def new_lead_messages(
+    config: Config,
+    contact: Contact,
+    event: Event | None,
+    assignment: Assignment,
+    decision: RouteDecision,
+    score: Score | None,
+) -> list[Message]:
+    """One message per recipient: the assigned rep, or each fallback manager."""
+    env = template_env(config.directory)
+    recipients = [decision.rep] if decision.rep else list(decision.fallback)
+    purpose = "new_lead" if decision.rep else "unassigned_lead"
+    messages = []
+    for recipient in recipients:
+        rep = config.team.reps[recipient]
+        facts = lead_facts(config, contact, event, assignment, decision, score, recipient)
+        subject = env.get_template("new_lead.subject.j2").render(facts).strip()
+        text = env.get_template("new_lead.txt.j2").render(facts)
+        html = _html_env(env).get_template("new_lead.html.j2").render(facts)
+        channel = "slack" if rep.notify == "slack" and rep.slack else "email"
+        domain = parseaddr(config.settings.mail_from)[1].rpartition("@")[2] or "leadwerk.local"
+        key = f"lead:{contact.id}:assignment:{assignment.id}:{purpose}:{recipient}"
+        messages.append(
+            Message(
+                key=key,
+                contact_id=contact.id,
+                purpose=purpose,
+                channel=channel,
+                recipient=rep.slack if channel == "slack" else rep.email,
+                recipient_name=rep.name,
+                rep=recipient,
+                subject=subject,
+                body_text=text,
+                body_html=html,
+                blocks=slack_blocks(facts) if channel == "slack" else None,
+                message_id=f"<lead-{contact.id}.a{assignment.id}.{recipient}@{domain}>",
+                status="pending",
+            )
+        )
+    return messages
+
+
+def accept_link(config: Config, assignment_id: int) -> str:
+    from worker.accept import sign_accept
+
+    token = sign_accept(config.settings, assignment_id)
+    return f"{config.settings.public_url.rstrip('/')}/accept/{token}"
+
+
+def slack_blocks(facts: dict[str, Any]) -> list[dict[str, Any]]:
+    from connectors.notify.slack import lead_card_blocks
+
+    lead = facts["lead"]
+    fields = [
+        ("Name", lead["name"]),
+        ("Company", lead["company"] or "–"),
+        ("Title", lead["title"] or "–"),
+        ("Score", str(facts["score"]["total"])),
+    ]
+    due = (
+        f"Respond by {facts['sla']['due']} ({facts['sla']['policy']})"
+        if facts["sla"]["due"]
+        else None
+    )
+    return lead_card_blocks(
+        title=f"New lead: {lead['name']}",
+        fields=fields,
+        reasons=facts["reasons"][:5],
+        due_text=due,
+        accept_url=facts["accept_url"],
+        accept_value=str(lead["id"]),
+    )
+
+
+def to_outbound(message: Message) -> OutboundMessage:
+    return OutboundMessage(
+        key=message.key,
+        channel=message.channel,
+        to_address=message.recipient,
+        to_name=message.recipient_name,
+        subject=message.subject,
+        text=message.body_text,
+        html=message.body_html,
+        blocks=message.blocks,
+        message_id=message.message_id,
+    )
+
+
+def claim(store: Store, message_id: int, now: datetime) -> Message | None:
+    """pending → sending in one atomic statement; None if another delivery has it."""
+    with store.session() as session:
+        result = session.execute(
+            update(Message)
+            .where(Message.id == message_id, Message.status == "pending")
+            .values(status="sending", claimed_at=now, attempts=Message.attempts + 1)
+        )
+        if result.rowcount != 1:
+            return None
+        return session.get(Message, message_id)
+
+
+def send_message(app: App, message_id: int, now: datetime) -> str:
+    """Send one outbox message at most once per claim. Returns what happened."""
+    store, notifiers = app.store, app.notifiers
+    message = claim(store, message_id, now)
+    if message is None:
+        return "skipped"
+    notifier = notifiers.get(message.channel) or notifiers["email"]
+    try:
+        result = notifier.send(to_outbound(message))
+    except RetriableError:
+        _set(store, message_id, status="pending")
+        raise
+    except UndeliverableError as exc:
+        if message.channel == "slack":
+            return _fall_back_to_email(app, message_id, str(exc))
+        _fail(store, message, str(exc))
+        return "failed"
+    except FatalError as exc:
+        _fail(store, message, str(exc))
+        return "failed"
+    _set(store, message_id, status="sent", sent_at=now, remote_id=result.remote_id, error=None)
+    with store.session() as session:
+        if message.purpose in ("new_lead", "unassigned_lead"):
+            session.execute(
+                update(Assignment)
+                .where(
+                    Assignment.contact_id == message.contact_id, Assignment.notified_at.is_(None)
+                )
+                .values(notified_at=now)
+            )
+    log.info("sent %s to %s via %s", message.purpose, _masked(message), message.channel)
+    return "sent"
+
+
+def _masked(message: Message) -> str:
+    return mask_email(message.recipient) if message.channel == "email" else message.recipient
+
+
+def _set(store: Store, message_id: int, **values: Any) -> None:
+    with store.session() as session:
+        session.execute(update(Message).where(Message.id == message_id).values(**values))
+
+
+def _fail(store: Store, message: Message, error: str) -> None:
+    _set(store, message.id, status="failed", error=error)
+    with store.session() as session:
+        session.add(DeadLetter(actor="send_message", args=[message.id], error=error))
+    log.error("message %s to %s failed for good: %s", message.id, _masked(message), error)
+
+
+def _fall_back_to_email(app: App, message_id: int, why: str) -> str:
+    """Slack cannot reach the rep: the same notification goes out by e-mail instead."""
+    with app.store.session() as session:
+        message = session.get(Message, message_id)
+        assert message is not None
+        contact = session.get(Contact, message.contact_id) if message.contact_id else None
+        message.status = "failed"
+        message.error = f"slack: {why}; sent by e-mail instead"
+        rep = app.config.team.reps.get(message.rep or "")
+        email = rep.email if rep else message.recipient
+        session.add(
+            Message(
+                key=message.key + ":email-fallback",
+                contact_id=contact.id if contact else None,
+                purpose=message.purpose,
+                channel="email",
+                recipient=email,
+                recipient_name=message.recipient_name,
+                rep=message.rep,
+                subject=message.subject,
+                body_text=message.body_text,
+                body_html=message.body_html,
+                message_id=message.message_id,
+                status="pending",
+            )
+        )
+    return "fallback"

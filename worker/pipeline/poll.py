@@ -1,0 +1,173 @@
+"""Pull sources and file inboxes: records in, cursor advanced in the same transaction."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from config.loader import Config
+from connectors.errors import ConnectorError, FatalError
+from connectors.sources.base import Source, SourceConfig
+from connectors.sources.files import ExportError, file_sha256, read_export
+from connectors.sources.http_json import HttpJsonConfig, HttpJsonSource
+from connectors.sources.tradefair import TradefairFilesConfig, waiting_files
+from connectors.sources.typeform import TypeformConfig, TypeformSource
+from worker.pipeline.ingest import IngestReport, ingest_records
+from worker.store.db import Store
+from worker.store.models import SourceFile, SourceState
+
+log = logging.getLogger("leadwerk.poll")
+
+
+def pull_source(config: Config, source: SourceConfig) -> Source | None:
+    """The pull connector for a source, or None for pushed/file kinds."""
+    env = config.settings.env
+    if isinstance(source, HttpJsonConfig):
+        return HttpJsonSource(source, env)
+    if isinstance(source, TypeformConfig):
+        return TypeformSource(source, env)
+    return None
+
+
+def _state(session: object, name: str) -> SourceState:
+    state = session.get(SourceState, name)  # type: ignore[attr-defined]
+    if state is None:
+        state = SourceState(
+            source=name, consecutive_failures=0, runs=0, failures=0, records_total=0
+        )
+        session.add(state)  # type: ignore[attr-defined]
+    return state
+
+
+def record_health(store: Store, name: str, now: datetime, error: str | None, records: int) -> None:
+    with store.session() as session:
+        state = _state(session, name)
+        state.last_run_at = now
+        state.runs += 1
+        state.records_total += records
+        if error is None:
+            state.last_success_at = now
+            state.consecutive_failures = 0
+            state.last_error = None
+        else:
+            state.failures += 1
+            state.consecutive_failures += 1
+            state.last_error = error[:2000]
+
+
+def poll_source(
+    store: Store, config: Config, name: str, now: datetime | None = None
+) -> IngestReport:
+    """One poll: every page after the stored cursor; each page and its cursor in one
+    transaction, so a crash between pages repeats at most that page (and keys make it harmless)."""
+    now = now or datetime.now(UTC)
+    source_cfg = config.sources[name]
+    total = IngestReport(name)
+    source = pull_source(config, source_cfg)
+    if source is None:
+        return total
+    with store.session() as session:
+        state = session.get(SourceState, name)
+        cursor = dict(state.cursor) if state and state.cursor else None
+    try:
+        for page in source.fetch(cursor):
+
+            def save_cursor(session: object, page_cursor: object = page.cursor) -> None:
+                _state(session, name).cursor = page_cursor  # type: ignore[assignment]
+
+            report = ingest_records(
+                store,
+                config,
+                source_cfg,
+                page.records,
+                now=now,
+                on_batch=save_cursor,
+                batch_size=10**9,
+            )
+            _add(total, report)
+    except ConnectorError as exc:
+        record_health(store, name, now, f"{type(exc).__name__}: {exc}", total.received)
+        if isinstance(exc, FatalError):
+            log.error("source %s stopped: %s", name, exc)
+        raise
+    finally:
+        source.close()
+    record_health(store, name, now, None, total.received)
+    return total
+
+
+def _add(total: IngestReport, report: IngestReport) -> None:
+    total.received += report.received
+    total.accepted += report.accepted
+    total.duplicates += report.duplicates
+    total.quarantined += report.quarantined
+    total.problems.extend(report.problems)
+    total.event_ids.extend(report.event_ids)
+
+
+def import_file(
+    store: Store, config: Config, source_cfg: SourceConfig, path: Path, now: datetime | None = None
+) -> IngestReport:
+    """``leadwerk import``: one export file through the source's mapping."""
+    now = now or datetime.now(UTC)
+    report = ingest_records(store, config, source_cfg, read_export(path), now=now, file=path.name)
+    with store.session() as session:
+        sha = file_sha256(path)
+        if session.get(SourceFile, sha) is None:
+            session.add(
+                SourceFile(
+                    sha256=sha,
+                    source=source_cfg.name,
+                    filename=path.name,
+                    received=report.received,
+                    accepted=report.accepted,
+                    duplicates=report.duplicates,
+                    quarantined=report.quarantined,
+                    processed_at=now,
+                )
+            )
+    record_health(store, source_cfg.name, now, None, report.received)
+    return report
+
+
+def inbox_folder(config: Config, source: TradefairFilesConfig) -> Path:
+    folder = Path(source.path)
+    return folder if folder.is_absolute() else config.directory.parent / folder
+
+
+def import_inboxes(store: Store, config: Config, now: datetime | None = None) -> list[IngestReport]:
+    """Every file waiting in a ``tradefair_files`` folder, once by content hash, then moved
+    to ``done/`` (or ``failed/`` when the whole file is unreadable)."""
+    reports = []
+    for source in config.sources.values():
+        if not isinstance(source, TradefairFilesConfig):
+            continue
+        folder = inbox_folder(config, source)
+        for path in waiting_files(folder):
+            sha = file_sha256(path)
+            with store.session() as session:
+                seen = session.scalars(select(SourceFile).where(SourceFile.sha256 == sha)).first()
+            if seen is not None:
+                _move(path, folder / "done")
+                continue
+            try:
+                reports.append(import_file(store, config, source, path, now))
+            except ExportError as exc:
+                log.error("file %s from %s could not be read: %s", path.name, source.name, exc)
+                record_health(store, source.name, now or datetime.now(UTC), str(exc), 0)
+                _move(path, folder / "failed")
+                continue
+            _move(path, folder / "done")
+    return reports
+
+
+def _move(path: Path, target_dir: Path) -> None:
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / path.name
+    if target.exists():
+        target = target_dir / f"{path.stem}-{datetime.now(UTC):%Y%m%d%H%M%S}{path.suffix}"
+    shutil.move(str(path), target)

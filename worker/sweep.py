@@ -1,0 +1,79 @@
+"""Re-derive pending work from the store and enqueue it: the queue is only a doorbell.
+
+Run by the clock every few seconds and by ``run --once`` until nothing is left, so a lost
+message (a crash, the in-process broker's memory at exit) costs a delay, never a lead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+
+from worker.pipeline.notify import SEND_LEASE
+from worker.store.db import Store
+from worker.store.models import Assignment, Contact, Event, Message
+
+
+@dataclass
+class Pending:
+    events: list[int]
+    contacts: list[int]
+    messages: list[int]
+    recovered: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.contacts or self.messages)
+
+
+def find_pending(store: Store, now: datetime, older_than: timedelta = timedelta(0)) -> Pending:
+    """Work due: events not yet scored, MQLs not yet routed, messages not yet sent.
+
+    Messages left ``sending`` past their lease (a worker died between the server's OK and our
+    mark) go back to pending and are counted: the one documented duplicate gap.
+    """
+    cutoff = now - older_than
+    with store.session() as session:
+        recovered = session.execute(
+            update(Message)
+            .where(Message.status == "sending", Message.claimed_at < now - SEND_LEASE)
+            .values(status="pending", resent_after_crash=Message.resent_after_crash + 1)
+        ).rowcount
+        events = list(
+            session.scalars(
+                select(Event.id)
+                .where(Event.status == "pending", Event.received_at <= cutoff)
+                .order_by(Event.id)
+            )
+        )
+        routed = select(Assignment.contact_id)
+        contacts = list(
+            session.scalars(
+                select(Contact.id).where(
+                    Contact.mql_at.is_not(None),
+                    Contact.stage == "mql",
+                    Contact.id.not_in(routed),
+                    Contact.updated_at <= cutoff,
+                )
+            )
+        )
+        messages = list(
+            session.scalars(
+                select(Message.id)
+                .where(Message.status == "pending", Message.created_at <= cutoff)
+                .order_by(Message.id)
+            )
+        )
+    return Pending(events, contacts, messages, recovered or 0)
+
+
+def enqueue(pending: Pending) -> None:
+    from worker.pipeline.actors import route_lead, score_lead, send_message
+
+    for event_id in pending.events:
+        score_lead.send(event_id)
+    for contact_id in pending.contacts:
+        route_lead.send(contact_id)
+    for message_id in pending.messages:
+        send_message.send(message_id)
