@@ -122,6 +122,8 @@ def new_lead_messages(
     env = template_env(config.directory)
     recipients = [decision.rep] if decision.rep else list(decision.fallback)
     purpose = "new_lead" if decision.rep else "unassigned_lead"
+    # Slack goes out with a bot token, or into the file outbox when nothing is configured.
+    slack_on = bool(config.settings.slack_token or not config.settings.smtp_url)
     messages = []
     for recipient in recipients:
         rep = config.team.reps[recipient]
@@ -129,7 +131,7 @@ def new_lead_messages(
         subject = env.get_template("new_lead.subject.j2").render(facts).strip()
         text = env.get_template("new_lead.txt.j2").render(facts)
         html = _html_env(env).get_template("new_lead.html.j2").render(facts)
-        channel = "slack" if rep.notify == "slack" and rep.slack else "email"
+        channel = "slack" if rep.notify == "slack" and rep.slack and slack_on else "email"
         domain = parseaddr(config.settings.mail_from)[1].rpartition("@")[2] or "leadwerk.local"
         key = f"lead:{contact.id}:assignment:{assignment.id}:{purpose}:{recipient}"
         messages.append(

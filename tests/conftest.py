@@ -1,0 +1,100 @@
+"""Shared fixtures: real services when reachable; skipped with the reason off CI, failing
+under CI (``CI=true``), where a missing service is a broken machine, not a skip."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_CONFIG = ROOT / "config"
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_ADMIN_URL = os.environ.get("LEADWERK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("LEADWERK_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def _missing(service: str, error: Exception) -> None:
+    message = f"No connection to {service}: {error}"
+    if CI:
+        pytest.fail(message + " (CI=true: services must run)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> str:
+    import psycopg
+
+    url = PG_ADMIN_URL
+    try:
+        with psycopg.connect(url.replace("postgresql://", "postgresql://", 1), connect_timeout=3):
+            pass
+    except Exception as exc:  # any failure to reach the server means: not here
+        _missing("PostgreSQL on 127.0.0.1:5432", exc)
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_admin: str) -> Iterator[str]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    import psycopg
+
+    name = f"leadwerk_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = postgres_admin.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(postgres_admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=3)
+        client.ping()
+    except Exception as exc:
+        _missing("Redis on 127.0.0.1:6379", exc)
+    yield REDIS_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every store test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'leadwerk.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    """A copy of the example config, free to edit in a test."""
+    target = tmp_path / "project" / "config"
+    shutil.copytree(EXAMPLE_CONFIG, target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return target
+
+
+@pytest.fixture
+def make_settings(config_dir: Path, tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEADWERK_")}
+        env.update(overrides.pop("env", {}))
+        overrides.setdefault("database_url", f"sqlite:///{tmp_path / 'leadwerk.db'}")
+        overrides.setdefault("outbox_dir", tmp_path / "outbox")
+        saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("LEADWERK_")}
+        try:
+            settings = load_settings(config_dir, env=env, **overrides)
+        finally:
+            os.environ.update(saved)
+        return settings
+
+    return make
