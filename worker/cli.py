@@ -90,7 +90,8 @@ def init(directory: Annotated[Path, typer.Argument()] = Path(".")) -> None:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
     _echo(
-        f"wrote an example config to {target}; check it with: leadwerk --config {target} rules check"
+        f"wrote an example config to {target}; "
+        f"check it with: leadwerk --config {target} rules check"
     )
 
 
@@ -187,10 +188,12 @@ def _print_results(application: Any) -> None:
             .order_by(Contact.id)
         ).all()
     for contact, assignment in rows:
-        line = f"  {mask_email(contact.email):28} score {r1(contact.score or 0):>6}  {contact.stage:12}"
+        score_text = f"{r1(contact.score or 0):>6}"
+        line = f"  {mask_email(contact.email):28} score {score_text}  {contact.stage:12}"
         if assignment is not None:
             who = assignment.rep or "fallback: managers"
-            line += f" → {who} ({assignment.rule}{', ' + assignment.sla_policy if assignment.sla_policy else ''})"
+            sla = f", {assignment.sla_policy}" if assignment.sla_policy else ""
+            line += f" → {who} ({assignment.rule}{sla})"
         _echo(line)
 
 

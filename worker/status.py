@@ -123,7 +123,8 @@ def render_status(data: dict[str, Any]) -> str:
     if broker.get("queues"):
         for name, q in broker["queues"].items():
             lines.append(
-                f"  queue {name:8} ready {q['ready']:>6}  delayed {q['delayed']:>6}  dead {q['dead']:>6}"
+                f"  queue {name:8} ready {q['ready']:>6}  delayed {q['delayed']:>6}  "
+                f"dead {q['dead']:>6}"
             )
     else:
         lines.append(f"  broker: {broker.get('mode')} {broker.get('error', '')}".rstrip())
