@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import dramatiq
 from dramatiq import Worker
+from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import func, select
 
 from worker.app import App
@@ -35,8 +36,9 @@ def drain(
         if not pending:
             return
         enqueue(pending)
+        options = {"fail_fast": False} if isinstance(broker, StubBroker) else {}
         for queue in QUEUES:
-            broker.join(queue, fail_fast=False)  # type: ignore[attr-defined]
+            broker.join(queue, **options)  # type: ignore[attr-defined]
         if worker is not None:
             worker.join()
 

@@ -1,0 +1,41 @@
+# Leadwerk: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint format bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The whole pipeline on the example config and the sample fair export, embedded defaults:
+# SQLite in var/, single process, e-mails and Slack messages written to var/outbox/.
+demo: $(STAMP)
+	mkdir -p inbox/tradefair
+	cp sample/messe-hannover-2026.csv inbox/tradefair/
+	$(BIN)/leadwerk run --once
+	@echo "--- what the reps received (var/outbox/):"
+	@ls -1 var/outbox/
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	for b in bench/bench_*.py bench/speed_to_lead.py; do [ -f $$b ] && $(BIN)/python $$b; done
+
+clean:
+	rm -rf var inbox/tradefair/done inbox/tradefair/failed
