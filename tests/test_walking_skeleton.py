@@ -17,21 +17,81 @@ from worker.pipeline.actors import route_lead, score_lead, send_message
 from worker.pipeline.poll import import_file
 from worker.store.models import Assignment, Contact, Event, Message, Quarantine
 
-HEADER = ["E-Mail", "Vorname", "Nachname", "Firma", "Position", "Telefon", "Land",
-          "Mitarbeiter", "Bewertung", "Notiz"]
+HEADER = [
+    "E-Mail",
+    "Vorname",
+    "Nachname",
+    "Firma",
+    "Position",
+    "Telefon",
+    "Land",
+    "Mitarbeiter",
+    "Bewertung",
+    "Notiz",
+]
 ROWS = [
-    ["eva.mueller@bigcorp.de", "Eva", "Müller", "Bigcorp AG", "Head of IT", "0511 123456", "DE",
-     "5.000", "hot", ""],
-    ["j.schmidt@mb-nord.de", "Jörg", "Schmidt", "MB Nord", "Geschäftsführer", "", "DE", "250",
-     "hot", ""],
-    ["l.gruber@alpenwerk.at", "Lukas", "Gruber", "Alpenwerk", "Einkaufsleiter", "", "AT", "1200",
-     "hot", ""],
-    ["m.weiss@kleinteil.de", "Marie", "Weiß", "Kleinteil KG", "Engineer", "", "DE", "40", "warm",
-     ""],
+    [
+        "eva.mueller@bigcorp.de",
+        "Eva",
+        "Müller",
+        "Bigcorp AG",
+        "Head of IT",
+        "0511 123456",
+        "DE",
+        "5.000",
+        "hot",
+        "",
+    ],
+    [
+        "j.schmidt@mb-nord.de",
+        "Jörg",
+        "Schmidt",
+        "MB Nord",
+        "Geschäftsführer",
+        "",
+        "DE",
+        "250",
+        "hot",
+        "",
+    ],
+    [
+        "l.gruber@alpenwerk.at",
+        "Lukas",
+        "Gruber",
+        "Alpenwerk",
+        "Einkaufsleiter",
+        "",
+        "AT",
+        "1200",
+        "hot",
+        "",
+    ],
+    [
+        "m.weiss@kleinteil.de",
+        "Marie",
+        "Weiß",
+        "Kleinteil KG",
+        "Engineer",
+        "",
+        "DE",
+        "40",
+        "warm",
+        "",
+    ],
     ["felix@uni-hannover.de", "Felix", "Neumann", "Uni", "Werkstudent", "", "DE", "", "hot", ""],
     ["kein-at-zeichen.example.de", "Paul", "Wagner", "Wagner", "CTO", "", "DE", "80", "hot", ""],
-    ["p.meier@helvetic-tools.ch", "Peter", "Meier", "Helvetic Tools", "VP Sales", "", "CH", "800",
-     "hot", ""],
+    [
+        "p.meier@helvetic-tools.ch",
+        "Peter",
+        "Meier",
+        "Helvetic Tools",
+        "VP Sales",
+        "",
+        "CH",
+        "800",
+        "hot",
+        "",
+    ],
 ]
 ALWAYS_OPEN_TEAM = """
 teams:
@@ -72,8 +132,9 @@ def test_a_fair_export_becomes_one_email_per_mql_for_the_rep_it_was_routed_to(
         with running(settings) as leadwerk:
             # When the export is imported and the worker drains the queues
             config = leadwerk.app.config
-            report = import_file(leadwerk.app.store, config,
-                                 config.sources["messe-hannover-2026"], export)
+            report = import_file(
+                leadwerk.app.store, config, config.sources["messe-hannover-2026"], export
+            )
             leadwerk.drain()
             mails = smtp.wait_for(4)
 
@@ -86,12 +147,14 @@ def test_a_fair_export_becomes_one_email_per_mql_for_the_rep_it_was_routed_to(
     assert by_rep["jonas@example.com"] == by_rep["lea@example.com"] == 1  # round robin
     assert by_rep["mehmet@example.com"] + by_rep["sophie@example.com"] == 2
     subjects = sorted(str(mail.message["Subject"]) for mail in mails)
-    assert subjects == sorted([
-        "New lead: Eva Müller (Bigcorp AG) · score 85.0 · standard",
-        "New lead: Jörg Schmidt (MB Nord) · score 85.0 · standard",
-        "New lead: Lukas Gruber (Alpenwerk) · score 85.0 · standard",
-        "New lead: Peter Meier (Helvetic Tools) · score 85.0 · standard",
-    ])
+    assert subjects == sorted(
+        [
+            "New lead: Eva Müller (Bigcorp AG) · score 85.0 · standard",
+            "New lead: Jörg Schmidt (MB Nord) · score 85.0 · standard",
+            "New lead: Lukas Gruber (Alpenwerk) · score 85.0 · standard",
+            "New lead: Peter Meier (Helvetic Tools) · score 85.0 · standard",
+        ]
+    )
     eva = next(m for m in mails if "Eva" in str(m.message["Subject"]))
     text = eva.message.get_body(("plain",)).get_content()
     assert "hot at the fair (+40)" in text and "large company (+20)" in text
