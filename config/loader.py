@@ -18,7 +18,10 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from config.errors import ConfigErrors, ConfigIssue
+from config.models import DisqualifyRule as DisqualifyRuleModel
+from config.models import EngagementRule as EngagementRuleModel
 from config.models import (
+    Fallback,
     FieldsFile,
     HygieneFile,
     NurtureFile,
@@ -29,7 +32,11 @@ from config.models import (
     SlaPolicy,
     TeamFile,
 )
+from config.models import FitRule as FitRuleModel
+from config.models import Rep as RepModel
+from config.models import RoutingRule as RoutingRuleModel
 from config.models import Sequence as SequenceModel
+from config.models import Team as TeamModel
 from config.settings import Settings
 from config.yamlload import YamlDoc, YamlSyntaxError, load_yaml
 from connectors.sources.base import SourceConfig
@@ -157,7 +164,12 @@ class _Collector:
             return model.model_validate(data)
         except ValidationError as exc:
             assert doc is not None
-            for error in exc.errors():
+            errors = exc.errors()
+            # `pionts: 15` is an unknown key and a missing `points`: report the typo only.
+            meant = {_meant_key(doc, model, e) for e in errors} - {None}
+            for error in errors:
+                if error["type"] == "missing" and _loc(error) in meant:
+                    continue
                 self.issues.append(_pydantic_issue(doc, model, error))
             return default
 
@@ -179,8 +191,22 @@ class _Collector:
         self.issues.append(doc.issue(path, message, key))
 
 
+def _loc(error: Any) -> tuple[Any, ...]:
+    """An error's path in the file (without pydantic's union-member tags)."""
+    return tuple(part for part in error["loc"] if not (isinstance(part, str) and "[" in part))
+
+
+def _meant_key(doc: YamlDoc, model: type[BaseModel], error: Any) -> tuple[Any, ...] | None:
+    """For an unknown key that looks like a typo, the path of the key that was meant."""
+    if error["type"] != "extra_forbidden":
+        return None
+    loc = _loc(error)
+    hint = difflib.get_close_matches(str(loc[-1]), _allowed_keys(model, loc[:-1], doc), n=1)
+    return (*loc[:-1], hint[0]) if hint else None
+
+
 def _pydantic_issue(doc: YamlDoc, model: type[BaseModel], error: Any) -> ConfigIssue:
-    loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and "[" in part))
+    loc = _loc(error)
     kind = error["type"]
     if kind == "extra_forbidden":
         name = str(loc[-1])
@@ -204,7 +230,8 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...], doc: YamlDoc) ->
             continue
         if isinstance(current, type) and issubclass(current, BaseModel):
             info = current.model_fields.get(str(part))
-            current = _inner_model(info.annotation) if info else None
+            if info is not None:  # else ``part`` is a key of a mapping of this model
+                current = _inner_model(info.annotation)
         else:
             current = None
     if isinstance(current, type) and issubclass(current, BaseModel):
@@ -269,7 +296,7 @@ def load_config(settings: Settings, with_tests: bool = False) -> Config:
             )
 
     scoring = c.model(scoring_doc, ScoringFile) if scoring_doc else None
-    lists = dict(scoring.lists) if scoring else {}
+    lists = dict(scoring.lists) if scoring else _raw_lists(scoring_doc)
 
     sources = _load_sources(c, sources_doc)
     event_fields = dict(EVENT_FIELDS)
@@ -291,11 +318,20 @@ def load_config(settings: Settings, with_tests: bool = False) -> Config:
     )
 
     ruleset = _compile_scoring(c, scoring_doc, scoring, fit_schema, engagement_schema, directory)
-    team = (c.model(team_doc, TeamFile) if team_doc else None) or TeamFile()
+    team = (c.model(team_doc, TeamFile) if team_doc else None) or TeamFile.model_construct(
+        teams=_valid_entries(team_doc, "teams", TeamModel),
+        reps=_valid_entries(team_doc, "reps", RepModel),
+    )
     calendars = _check_team(c, team_doc, team, settings.timezone)
-    routing_model = (c.model(routing_doc, RoutingFile) if routing_doc else None) or RoutingFile()
+    routing_model = (c.model(routing_doc, RoutingFile) if routing_doc else None) or (
+        RoutingFile.model_construct(
+            rules=_valid_items(routing_doc, "rules", RoutingRuleModel), fallback=Fallback()
+        )
+    )
     routing = _compile_routing(c, routing_doc, routing_model, team, decided_schema)
-    sla_model = (c.model(sla_doc, SlaFile) if sla_doc else None) or SlaFile()
+    sla_model = (c.model(sla_doc, SlaFile) if sla_doc else None) or SlaFile.model_construct(
+        policies=_valid_items(sla_doc, "policies", SlaPolicy)
+    )
     sla = _compile_sla(c, sla_doc, sla_model, decided_schema)
     nurture = (c.model(nurture_doc, NurtureFile) if nurture_doc else None) or NurtureFile()
     sequences = _compile_nurture(c, nurture_doc, nurture, nurture_schema)
@@ -329,6 +365,8 @@ def load_config(settings: Settings, with_tests: bool = False) -> Config:
 def _unique_names(c: _Collector, doc: YamlDoc, items: list[Any], prefix: tuple[Any, ...]) -> None:
     seen: set[str] = set()
     for index, item in enumerate(items):
+        if item is None:
+            continue
         if item.name in seen:
             c.add(doc, (*prefix, index, "name"), f"duplicate rule name '{item.name}'")
         seen.add(item.name)
@@ -342,8 +380,14 @@ def _compile_scoring(
     engagement_schema: Schema,
     directory: Path,
 ) -> Ruleset | None:
-    if doc is None or model is None:
+    if doc is None:
         return None
+    if model is None:  # still check the rules that are well-formed, to report every error
+        model = ScoringFile.model_construct(
+            fit=_valid_items(doc, "fit", FitRuleModel),
+            engagement=_valid_items(doc, "engagement", EngagementRuleModel),
+            disqualify=_valid_items(doc, "disqualify", DisqualifyRuleModel),
+        )
     _unique_names(c, doc, model.fit, ("fit",))
     _unique_names(c, doc, model.engagement, ("engagement",))
     _unique_names(c, doc, model.disqualify, ("disqualify",))
@@ -364,6 +408,7 @@ def _compile_scoring(
     fit = [
         FitRule(r.name, compile_fit_like("fit", i, r.when), r.points)
         for i, r in enumerate(model.fit)
+        if r is not None
     ]
     engagement = [
         EngagementRule(
@@ -373,11 +418,15 @@ def _compile_scoring(
             r.cap,
         )
         for i, r in enumerate(model.engagement)
+        if r is not None
     ]
     disqualify = [
         DisqualifyRule(r.name, compile_fit_like("disqualify", i, r.when))
         for i, r in enumerate(model.disqualify)
+        if r is not None
     ]
+    if c.issues:
+        return None
     return Ruleset(
         version=str(model.version),
         hash=rules_hash(directory),
@@ -390,6 +439,41 @@ def _compile_scoring(
     )
 
 
+def _valid_items(doc: YamlDoc | None, section: str, item_model: type[M]) -> list[M | None]:
+    """The items of a list section that validate on their own, ``None`` in place of the
+    others so that positions in the file stay right."""
+    data = doc.data.get(section) if doc is not None and isinstance(doc.data, dict) else None
+    items: list[M | None] = []
+    for item in data if isinstance(data, list) else []:
+        try:
+            items.append(item_model.model_validate(item))
+        except ValidationError:
+            items.append(None)
+    return items
+
+
+def _valid_entries(doc: YamlDoc | None, section: str, model: type[M]) -> dict[str, M | None]:
+    """Like :func:`_valid_items` for a mapping section: every name is kept, so references to
+    an entry with an error of its own are not reported as unknown names too."""
+    data = doc.data.get(section) if doc is not None and isinstance(doc.data, dict) else None
+    entries: dict[str, M | None] = {}
+    for name, item in data.items() if isinstance(data, dict) else ():
+        try:
+            entries[str(name)] = model.model_validate(item)
+        except ValidationError:
+            entries[str(name)] = None
+    return entries
+
+
+def _raw_lists(doc: YamlDoc | None) -> dict[str, list[str]]:
+    """The named lists of a scoring.yaml that failed to validate elsewhere, so that rules
+    using them are still checked (and not reported as using unknown lists)."""
+    data = doc.data.get("lists") if doc is not None and isinstance(doc.data, dict) else None
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): [str(v) for v in vs] for k, vs in data.items() if isinstance(vs, list)}
+
+
 def _check_team(
     c: _Collector, doc: YamlDoc | None, team: TeamFile, default_tz: str
 ) -> dict[str, WorkCalendar]:
@@ -397,12 +481,16 @@ def _check_team(
     if doc is None:
         return calendars
     for name, t in team.teams.items():
+        if t is None:  # invalid on its own: already reported
+            continue
         for index, member in enumerate(t.members):
             if member not in team.reps:
                 c.add(doc, ("teams", name, "members", index), _unknown_rep(member, team))
         if t.manager and t.manager not in team.reps:
             c.add(doc, ("teams", name, "manager"), _unknown_rep(t.manager, team))
     for rep_id, rep in team.reps.items():
+        if rep is None:
+            continue
         tz = rep.timezone or default_tz
         try:
             zoneinfo.ZoneInfo(tz)
@@ -440,6 +528,8 @@ def _compile_routing(
     _unique_names(c, doc, model.rules, ("rules",))
     rules: list[RoutingRule] = []
     for index, rule in enumerate(model.rules):
+        if rule is None:  # invalid on its own: already reported
+            continue
         if (rule.assign is None) == (rule.team is None):
             c.add(
                 doc, ("rules", index), f"rule '{rule.name}' needs exactly one of assign: or team:"
@@ -468,6 +558,7 @@ def _compile_sla(
     return [
         CompiledSla(p, c.expr(doc, ("policies", i, "when"), p.when, schema) if p.when else None)
         for i, p in enumerate(model.policies)
+        if p is not None
     ]
 
 

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     mail_from: str = "Leadwerk <leads@localhost>"
     slack_token: str | None = None
     slack_base_url: str = "https://slack.com/api"
+    # Checks that a click on a Slack button (POST /slack/actions) really comes from Slack.
+    slack_signing_secret: str | None = None
     outbox_dir: Path = Path("var/outbox")
     inbox_dir: Path = Path("inbox")
     web_host: str = "127.0.0.1"
@@ -52,6 +54,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = "console"  # console | json
     worker_threads: int = 4
+    # Seconds a claimed message may stay "sending" before the sweep takes its worker for dead
+    # and sends it again; keep it above the longest send (SMTP and Slack time out after 10 s).
+    send_lease: float = Field(default=120.0, gt=0)
     admin_email: str | None = None
     env: dict[str, str] = Field(default_factory=dict, exclude=True)
 

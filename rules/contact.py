@@ -6,6 +6,7 @@ contact is read the same way whichever door it came through.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -13,6 +14,11 @@ from typing import Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import (
+    CASE_INSENSITIVE_MAILBOX_NAMES,
+    EMAIL_MAX_LENGTH,
+    LOCAL_PART_MAX_LENGTH,
+)
 
 from rules.expr import FieldType
 
@@ -105,12 +111,38 @@ def normalise_email(value: Any) -> str:
     if value is None or not str(value).strip():
         raise FieldError("email", "no e-mail address")
     text = str(value).strip()
+    simple = _SIMPLE_EMAIL.fullmatch(text)
+    if simple is not None and len(text) <= EMAIL_MAX_LENGTH:
+        local, domain = simple[1], simple[2].lower()
+        if (
+            len(local) <= LOCAL_PART_MAX_LENGTH
+            and local.lower() not in _CASE_INSENSITIVE
+            and _valid_plain_domain(domain)
+        ):
+            return f"{local}@{domain}"
     try:
         result = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:
         raise FieldError("email", f"not a valid e-mail address ({exc})") from None
     local, _, domain = result.normalized.rpartition("@")
     return f"{local}@{domain.lower()}"
+
+
+# The common case, checked without the full validator: a plain ASCII dot-atom local part and
+# an ASCII domain. The domain's verdict comes from the validator, once per domain; anything
+# unusual (quotes, Unicode, IDNA, reserved names, odd lengths) takes the full path.
+_SIMPLE_EMAIL = re.compile(r"([A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*)@([A-Za-z0-9.-]+)")
+_CASE_INSENSITIVE = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+
+
+@functools.lru_cache(maxsize=65536)
+def _valid_plain_domain(domain: str) -> bool:
+    """Whether the validator accepts ``x@domain`` and keeps the domain as it is."""
+    try:
+        result = validate_email(f"x@{domain}", check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return result.domain == domain
 
 
 def email_domain(email: str) -> str:

@@ -117,26 +117,35 @@ def score_contact(
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     person = contact_view(contact)
-    base = Context(contact=person, event=None, account=account, now=now)
+    ctx = Context(contact=person, event=None, account=account, now=now)
     hits: list[Hit] = []
 
     fit = 0.0
     for rule in ruleset.fit:
-        if rule.when(base):
+        if rule.when(ctx):
             fit += rule.points
             hits.append(Hit(rule.name, "fit", rule.points))
 
-    views = [event_view(event) for event in events]
-    contexts = [Context(contact=person, event=v, account=account, now=now) for v in views]
-    engagement = 0.0
-    for rule in ruleset.engagement:
-        total = 0.0
-        count = 0
-        for view, ctx in zip(views, contexts, strict=True):
+    # One pass over the events, every engagement rule asked about each; sums per rule add up
+    # in event order, as the contract's formula reads.
+    rules = ruleset.engagement
+    totals = [0.0] * len(rules)
+    counts = [0] * len(rules)
+    half_life = ruleset.half_life.total_seconds() if ruleset.half_life else None
+    for event in events:
+        view = event_view(event)
+        ctx.event = view
+        factor = None
+        for index, rule in enumerate(rules):
             if not rule.when(ctx):
                 continue
-            count += 1
-            total += rule.points * _decay(ruleset.half_life, view.get("at"), now)
+            if factor is None:
+                factor = _decay(half_life, view.get("at"), now)
+            totals[index] += rule.points * factor
+            counts[index] += 1
+    ctx.event = None
+    engagement = 0.0
+    for rule, total, count in zip(rules, totals, counts, strict=True):
         if count == 0:
             continue
         if rule.cap is not None:
@@ -146,7 +155,7 @@ def score_contact(
 
     disqualified = None
     for drule in ruleset.disqualify:
-        if drule.when(base):
+        if drule.when(ctx):
             disqualified = drule.name
             hits.append(Hit(drule.name, "disqualify", 0.0))
             break
@@ -161,8 +170,9 @@ def score_contact(
     return ScoreResult(total_score, fit, engagement, mql, disqualified, tuple(hits))
 
 
-def _decay(half_life: timedelta | None, at: datetime | None, now: datetime) -> float:
+def _decay(half_life: float | None, at: datetime | None, now: datetime) -> float:
+    """``0.5 ** (age / half_life)``; 1 without decay or without the event's time."""
     if half_life is None or at is None:
         return 1.0
     age = max((now - at).total_seconds(), 0.0)
-    return 0.5 ** (age / half_life.total_seconds())
+    return 0.5 ** (age / half_life)

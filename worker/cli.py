@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -109,6 +111,7 @@ def run(
 ) -> None:
     """All of Leadwerk in one process (embedded defaults), or the group against Redis."""
     from worker import runtime
+    from worker.reload import start_reloader
 
     application, broker = _boot(config)
     settings = application.settings
@@ -117,6 +120,7 @@ def run(
 
         raise typer.Exit(run_group(settings, host, port))
     worker = runtime.start_worker(application, broker)
+    reloader = None if once else start_reloader(application)
     try:
         if demo:
             from worker.demo import feed_demo
@@ -134,17 +138,19 @@ def run(
         finally:
             clock.shutdown(wait=False)
     finally:
+        if reloader is not None:
+            reloader.stop()
         worker.stop()
 
 
 def _run_once(application: Any, broker: Any, worker: Any) -> int:
     from connectors.errors import ConnectorError
     from worker import runtime
-    from worker.pipeline.poll import import_inboxes, poll_source, pull_source
+    from worker.pipeline.poll import import_inboxes, is_pulled, poll_source
 
     failed = False
     for name, source in application.config.sources.items():
-        if pull_source(application.config, source) is None:
+        if not is_pulled(source):
             continue
         try:
             report = poll_source(application.store, application.config, name)
@@ -156,6 +162,10 @@ def _run_once(application: Any, broker: Any, worker: Any) -> int:
             failed = True
             _err(f"polling {name} failed: {exc}")
     for report in import_inboxes(application.store, application.config):
+        if report.error:
+            failed = True
+            _err(f"importing {report.file} for {report.source} failed: {report.error}")
+            continue
         _echo(
             f"imported {report.source}: {report.received} rows, {report.accepted} new, "
             f"{report.duplicates} known, {report.quarantined} quarantined"
@@ -201,6 +211,7 @@ def _print_results(application: Any) -> None:
 def worker(config: ConfigOpt = None) -> None:
     """dramatiq worker process (needs LEADWERK_REDIS_URL)."""
     from worker.processes import run_worker
+    from worker.reload import start_reloader
 
     settings = _settings(config)
     if not settings.redis_url:
@@ -210,6 +221,7 @@ def worker(config: ConfigOpt = None) -> None:
         )
         raise typer.Exit(2)
     application, broker = _boot(config)
+    start_reloader(application)
     raise typer.Exit(run_worker(application, broker))
 
 
@@ -221,8 +233,10 @@ def clock(config: ConfigOpt = None) -> None:
         _err("leadwerk clock needs LEADWERK_REDIS_URL; without Redis, use `leadwerk run`")
         raise typer.Exit(2)
     from worker.clock import start_clock
+    from worker.reload import start_reloader
 
     application, _broker = _boot(config)
+    start_reloader(application)
     start_clock(application, background=False)
 
 
@@ -233,9 +247,11 @@ def web(
     config: ConfigOpt = None,
 ) -> None:
     """HTTP: webhooks in, accept links, /healthz, /metrics."""
+    from worker.reload import start_reloader
     from worker.web import serve
 
     application, _broker = _boot(config)
+    start_reloader(application)
     serve(application, host or application.settings.web_host, port or application.settings.web_port)
 
 
@@ -247,19 +263,26 @@ def rules_check(config: ConfigOpt = None) -> None:
     """Validate all of config/; errors as file:line:col: message."""
     from config.errors import ConfigErrors
     from config.loader import load_config
+    from worker.templates import check_templates, template_files
 
     settings = _settings(config)
+    issues = check_templates(settings.config_dir)
+    loaded = None
     try:
         loaded = load_config(settings, with_tests=True)
     except ConfigErrors as exc:
-        _echo(exc.render())
-        _echo(f"{len(exc.issues)} error(s)")
-        raise typer.Exit(1) from None
+        issues = [*exc.issues, *issues]
+    if issues or loaded is None:
+        errors = ConfigErrors(issues)
+        _echo(errors.render())
+        _echo(f"{len(errors.issues)} error(s)")
+        raise typer.Exit(1)
     _echo(
         f"config ok: {len(loaded.ruleset.fit)} fit, {len(loaded.ruleset.engagement)} engagement, "
         f"{len(loaded.ruleset.disqualify)} disqualify rules (v{loaded.ruleset.version}, "
         f"{loaded.hash}); {len(loaded.routing)} routing rules; {len(loaded.sla)} SLA policies; "
-        f"{len(loaded.sources)} sources; {len(loaded.tests)} rule tests"
+        f"{len(loaded.sources)} sources; {len(loaded.tests)} rule tests; "
+        f"{len(template_files(settings.config_dir))} templates"
     )
 
 
@@ -275,6 +298,50 @@ def rules_test(config: ConfigOpt = None) -> None:
     raise typer.Exit(1 if failed else 0)
 
 
+@rules_app.command("diff")
+def rules_diff(
+    against: Annotated[
+        str, typer.Option("--against", help="A config directory or a git ref (main, HEAD~1).")
+    ],
+    since: Annotated[
+        str | None, typer.Option(help="Only events received within this span, like 30d.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    now: Annotated[str | None, typer.Option(help="Replay as of this ISO 8601 time.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Replay stored history under both rule sets: who becomes or stops being an MQL, and how
+    routing changes."""
+    from config.errors import ConfigErrors
+    from config.types import parse_duration
+    from worker.rulesdiff import DiffError, diff_rules, load_against
+    from worker.store.db import Store
+
+    settings = _settings(config)
+    current = _config(settings)
+    try:
+        at = _parse_now(now)
+        span = parse_duration(since) if since else None
+    except ValueError as exc:
+        _err(f"bad option: {exc}")
+        raise typer.Exit(2) from None
+    try:
+        other = load_against(settings, against)
+    except DiffError as exc:
+        _err(str(exc))
+        raise typer.Exit(2) from None
+    except ConfigErrors as exc:
+        _err(exc.render())
+        _err(f"the rules at {against} do not load: {len(exc.issues)} error(s)")
+        raise typer.Exit(2) from None
+    store = Store(settings.database_url)
+    try:
+        report = diff_rules(store, other, current, against=against, now=at, since=span)
+    finally:
+        store.close()
+    _echo(json.dumps(report.as_dict(), ensure_ascii=False) if as_json else report.render())
+
+
 # --- score ----------------------------------------------------------------------------------
 
 
@@ -286,6 +353,9 @@ def score(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     now: Annotated[str | None, typer.Option(help="Score as of this ISO 8601 time.")] = None,
+    jobs: Annotated[
+        int, typer.Option(min=0, help="Score in this many processes; 0: one per CPU.")
+    ] = 1,
     config: ConfigOpt = None,
 ) -> None:
     """Score contacts with the rules as they are, touching nothing."""
@@ -300,7 +370,15 @@ def score(
         raise typer.Exit(2) from None
     stream = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
     try:
-        score_stream(loaded, stream, sys.stdout, at, as_json=as_json, explain=explain)
+        score_stream(
+            loaded,
+            stream,
+            sys.stdout,
+            at,
+            as_json=as_json,
+            explain=explain,
+            jobs=jobs or os.cpu_count() or 1,
+        )
     finally:
         if stream is not sys.stdin:
             stream.close()
@@ -311,6 +389,55 @@ def _parse_now(value: str | None) -> datetime:
         return datetime.now(UTC)
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# --- preview --------------------------------------------------------------------------------
+
+
+@app.command()
+def preview(
+    template: Annotated[str, typer.Argument(help="A template name, e.g. new_lead.")],
+    contact: Annotated[
+        Path,
+        typer.Option(
+            "--contact",
+            exists=True,
+            dir_okay=False,
+            help='A JSON file like {"contact": {...}, "events": [...]}.',
+        ),
+    ],
+    rep: Annotated[str | None, typer.Option(help="Render for this rep.")] = None,
+    now: Annotated[str | None, typer.Option(help="As of this ISO 8601 time.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Render a message template for one contact, as the rep would receive it; sends nothing."""
+    from rules.contact import FieldError
+    from worker.templates import PreviewError
+    from worker.templates import preview as render_preview
+
+    settings = _settings(config)
+    loaded = _config(settings)
+    try:
+        item = json.loads(contact.read_text(encoding="utf-8"))
+        if not isinstance(item, dict):
+            raise ValueError("expected a JSON object")
+        at = _parse_now(now)
+    except ValueError as exc:
+        _err(f"{contact}: {exc}")
+        raise typer.Exit(2) from None
+    try:
+        shown = render_preview(loaded, template, item, at, rep)
+    except (PreviewError, FieldError) as exc:
+        _err(str(exc))
+        raise typer.Exit(2) from None
+    for note in shown.notes:
+        _err(f"note: {note}")
+    _echo(f"To: {shown.recipient}")
+    _echo(f"Subject: {shown.subject if shown.subject is not None else '(no subject template)'}")
+    for label, body in (("text", shown.text), ("html", shown.html)):
+        if body is not None:
+            _echo(f"--- {label} ---")
+            _echo(body.rstrip("\n"))
 
 
 # --- import ---------------------------------------------------------------------------------
@@ -326,6 +453,7 @@ def import_(
     """One-off ingest of an export file through a source's mapping; then scored and routed."""
     from connectors.sources.files import ExportError
     from worker import runtime
+    from worker.pipeline.ingest import IngestReport
     from worker.pipeline.poll import import_file
 
     application, broker = _boot(config)
@@ -340,6 +468,9 @@ def import_(
             application.store, application.config, application.config.sources[source], file
         )
     except ExportError as exc:
+        if as_json:
+            failed = IngestReport(source, file=file.name, error=str(exc))
+            _echo(json.dumps(failed.as_dict(), ensure_ascii=False))
         _err(str(exc))
         raise typer.Exit(1) from None
     if not application.settings.redis_url:
@@ -351,7 +482,8 @@ def import_(
     else:
         from worker.sweep import enqueue, find_pending
 
-        enqueue(find_pending(application.store, datetime.now(UTC)))
+        lease = timedelta(seconds=application.settings.send_lease)
+        enqueue(find_pending(application.store, datetime.now(UTC), send_lease=lease))
     if as_json:
         _echo(json.dumps(report.as_dict(), ensure_ascii=False))
     else:
@@ -475,6 +607,59 @@ def accept(
         _err(f"no open assignment for lead {lead}")
         raise typer.Exit(1)
     _echo(result)
+
+
+class _Stage(StrEnum):
+    sql = "sql"
+    recycled = "recycled"
+    disqualified = "disqualified"
+
+
+@app.command()
+def stage(
+    lead: Annotated[str, typer.Argument(help="Lead id or e-mail.")],
+    to: Annotated[_Stage, typer.Argument(help="The new stage (SAL comes from accept).")],
+    reason: Annotated[str | None, typer.Option(help="Why; stored with the change.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Move a lead on by hand: an SAL to sql, back to marketing (recycled), or disqualified."""
+    from worker.lifecycle import StageError, change_stage
+
+    application, _ = _boot(config)
+    try:
+        moved = change_stage(application.store, lead, to.value, reason)
+    except StageError as exc:
+        _err(str(exc))
+        raise typer.Exit(1) from None
+    _echo(moved.describe())
+
+
+sla_app = typer.Typer(help="Response-time SLAs: how fast leads are accepted.", no_args_is_help=True)
+app.add_typer(sla_app, name="sla")
+
+
+@sla_app.command("report")
+def sla_report(
+    since: Annotated[str, typer.Option(help="How far back, e.g. 7d, 30d, 12w.")] = "30d",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    now: Annotated[str | None, typer.Option(help="Report as of this ISO 8601 time.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Per rep and team: time to accept, share within SLA, breaches, bands; the funnel."""
+    from config.types import parse_duration
+    from worker.app import init_app
+    from worker.slareport import render_report
+    from worker.slareport import sla_report as build
+
+    try:
+        period, until = parse_duration(since), _parse_now(now)
+    except ValueError as exc:
+        _err(f"--since/--now: {exc}")
+        raise typer.Exit(2) from None
+    settings = _settings(config)
+    application = init_app(settings, config=_config(settings))
+    data = build(application.store, application.config, until, period)
+    _echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else render_report(data))
 
 
 def main() -> None:

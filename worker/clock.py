@@ -19,7 +19,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from connectors.errors import ConnectorError
 from worker.app import App
-from worker.pipeline.poll import import_inboxes, poll_source, pull_source
+from worker.pipeline.poll import import_inboxes, is_pulled, poll_source
+from worker.pipeline.sla import enqueue_due_timers
 from worker.store.models import Heartbeat
 from worker.sweep import enqueue, find_pending
 
@@ -93,10 +94,22 @@ def start_clock(app: App, background: bool) -> BaseScheduler:
 
     def sweep() -> None:
         # Older than a few seconds: fresh work is already on its way through the queue.
-        enqueue(find_pending(app.store, datetime.now(UTC), older_than=timedelta(seconds=5)))
+        lease = timedelta(seconds=app.settings.send_lease)
+        enqueue(
+            find_pending(
+                app.store, datetime.now(UTC), older_than=timedelta(seconds=5), send_lease=lease
+            )
+        )
 
     scheduler.add_job(leader.renew, "interval", seconds=1, id="leader", max_instances=1)
     scheduler.add_job(leading(sweep), "interval", seconds=5, id="sweep", max_instances=1)
+    scheduler.add_job(
+        leading(lambda: enqueue_due_timers(app.store, datetime.now(UTC))),
+        "interval",
+        seconds=5,
+        id="sla",
+        max_instances=1,
+    )
     scheduler.add_job(
         leading(lambda: import_inboxes(app.store, app.config)),
         "interval",
@@ -112,7 +125,7 @@ def start_clock(app: App, background: bool) -> BaseScheduler:
         max_instances=1,
     )
     for name, source in app.config.sources.items():
-        if pull_source(app.config, source) is None:
+        if not is_pulled(source):
             continue
         every = (source.poll_every or timedelta(seconds=60)).total_seconds()
         scheduler.add_job(

@@ -106,7 +106,8 @@ def accept_lead(app: App, lead: str, now: datetime | None = None) -> str | None:
     """Stop the SLA clock: the assignment is accepted and the contact becomes an SAL."""
     now = now or datetime.now(UTC)
     with app.store.session() as session:
-        query = select(Contact)
+        # Locked, as the SLA clock locks it before a breach reassigns the lead.
+        query = select(Contact).with_for_update()
         query = (
             query.where(Contact.id == int(lead))
             if lead.isdigit()
@@ -123,6 +124,38 @@ def accept_lead(app: App, lead: str, now: datetime | None = None) -> str | None:
         if assignment is None:
             return None
         return accept_assignment(session, assignment, contact, now, "accepted with leadwerk accept")
+
+
+def accept_from_slack(
+    app: App, lead: str, slack_user: str | None, now: datetime
+) -> tuple[bool, str]:
+    """A click on "Accept" in Slack: (accepted?, what to tell the rep). Only the rep who has
+    the lead (or, for an unassigned one, a fallback manager) may accept it there, so a button
+    in an old message never accepts a lead that has since gone to someone else."""
+    reps = app.config.team.reps
+    rep = next((r for r, p in reps.items() if slack_user and p.slack == slack_user), None)
+    if not lead.isdigit():
+        return False, "this button does not name a lead"
+    with app.store.session() as session:
+        contact = session.get(Contact, int(lead), with_for_update=True)
+        if contact is None:
+            return False, "this lead no longer exists"
+        assignments = list(
+            session.scalars(
+                select(Assignment)
+                .where(Assignment.contact_id == contact.id)
+                .order_by(Assignment.id.desc())
+            )
+        )
+        current = next((a for a in assignments if a.status == "open"), None)
+        if current is None:
+            last = assignments[0].status if assignments else "never assigned"
+            return False, f"lead {contact.id} is not open: it was {last}"
+        allowed = current.rep == rep or (current.rep is None and rep in app.config.fallback)
+        if rep is None or not allowed:
+            holder = current.rep or "the managers"
+            return False, f"lead {contact.id} is assigned to {holder}; only they can accept it"
+        return True, accept_assignment(session, current, contact, now, "accepted in Slack")
 
 
 def accept_assignment(

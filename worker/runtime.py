@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dramatiq
 from dramatiq import Worker
@@ -32,7 +32,9 @@ def drain(
     """Enqueue all pending work from the store and wait until it is done, repeatedly, until
     the store shows nothing pending (single-process mode: the in-process broker)."""
     for _ in range(rounds):
-        pending = find_pending(app.store, datetime.now(UTC))
+        pending = find_pending(
+            app.store, datetime.now(UTC), send_lease=timedelta(seconds=app.settings.send_lease)
+        )
         if not pending:
             return
         enqueue(pending)

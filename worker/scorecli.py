@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterable
+import multiprocessing
+from collections import deque
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from multiprocessing.pool import AsyncResult
 from typing import Any, TextIO
 
 from config.loader import Config
 from rules.contact import FieldError
-from worker.evaluate import evaluate
+from worker.evaluate import assess
 
 
 def score_line(config: Config, line: str, now: datetime) -> dict[str, Any]:
@@ -25,7 +29,7 @@ def score_line(config: Config, line: str, now: datetime) -> dict[str, Any]:
         return {"error": "events must be a list of objects"}
     account = item.get("account") if isinstance(item.get("account"), dict) else None
     try:
-        result, route, sla, _contact = evaluate(config, item["contact"], events, now, account)
+        result, route, sla = assess(config, item["contact"], events, now, account)
     except FieldError as exc:
         return {"error": str(exc), "field": exc.field}
     out = result.summary()
@@ -43,16 +47,66 @@ def score_stream(
     *,
     as_json: bool,
     explain: bool,
+    jobs: int = 1,
 ) -> None:
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        result = score_line(config, line, now)
-        if as_json:
-            result = {"line": number, **result}
-            out.write(json.dumps(result, ensure_ascii=False, separators=(",", ":")) + "\n")
-        else:
-            out.write(_human(number, result, explain) + "\n")
+    """Score every line and write the results in input order; ``jobs`` > 1 scores chunks of
+    lines in that many forked processes (where the platform can fork)."""
+    numbered = enumerate(lines, start=1)
+    if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
+        _score_forked(config, numbered, out, now, as_json, explain, jobs)
+        return
+    for number, line in numbered:
+        if line.strip():
+            out.write(_render(config, number, line, now, as_json, explain))
+
+
+def _render(
+    config: Config, number: int, line: str, now: datetime, as_json: bool, explain: bool
+) -> str:
+    result = score_line(config, line, now)
+    if as_json:
+        result = {"line": number, **result}
+        return json.dumps(result, ensure_ascii=False, separators=(",", ":")) + "\n"
+    return _human(number, result, explain) + "\n"
+
+
+# What forked scorers inherit: the compiled rules cannot be pickled, but a fork shares them.
+_forked: dict[str, Any] = {}
+_CHUNK = 1000
+
+
+def _score_forked(
+    config: Config,
+    numbered: Iterator[tuple[int, str]],
+    out: TextIO,
+    now: datetime,
+    as_json: bool,
+    explain: bool,
+    jobs: int,
+) -> None:
+    """Chunks go to a pool of forked scorers; results are written in input order, and only
+    a few chunks per process are in flight, so a million lines from a pipe never pile up."""
+    _forked.update(config=config, now=now, as_json=as_json, explain=explain)
+    pending: deque[AsyncResult[str]] = deque()
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        while True:
+            chunk = list(itertools.islice(numbered, _CHUNK))
+            if chunk:
+                pending.append(pool.apply_async(_score_chunk, (chunk,)))
+            while pending and (len(pending) > 2 * jobs or not chunk):
+                out.write(pending.popleft().get())
+            if not chunk:
+                break
+    _forked.clear()
+
+
+def _score_chunk(chunk: list[tuple[int, str]]) -> str:
+    state = _forked
+    return "".join(
+        _render(state["config"], number, line, state["now"], state["as_json"], state["explain"])
+        for number, line in chunk
+        if line.strip()
+    )
 
 
 def _human(number: int, result: dict[str, Any], explain: bool) -> str:

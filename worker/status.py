@@ -9,8 +9,17 @@ from sqlalchemy import func, select
 
 from worker.app import App
 from worker.broker import QUEUES
+from worker.metrics import message_counts
 from worker.runtime import account
-from worker.store.models import Assignment, DeadLetter, Event, Heartbeat, Message, SourceState
+from worker.store.models import (
+    Assignment,
+    DeadLetter,
+    Event,
+    Heartbeat,
+    Message,
+    SlaTimer,
+    SourceState,
+)
 
 
 def _age(now: datetime, then: datetime | None) -> float | None:
@@ -65,7 +74,17 @@ def collect_status(app: App, now: datetime | None = None) -> dict[str, Any]:
             .select_from(Assignment)
             .where(Assignment.status == "open", Assignment.due_at < now)
         )
-        resent = session.scalar(select(func.coalesce(func.sum(Message.resent_after_crash), 0)))
+        # Reminders and breaches due but not yet fired: above zero for long, the clock lags.
+        timers_due = session.scalar(
+            select(func.count())
+            .select_from(SlaTimer)
+            .join(Assignment, Assignment.id == SlaTimer.assignment_id)
+            .where(
+                Assignment.status == "open",
+                SlaTimer.fired_at.is_(None),
+                SlaTimer.fire_at <= now,
+            )
+        )
         sources = {
             s.source: {
                 "last_run_at": s.last_run_at,
@@ -98,6 +117,7 @@ def collect_status(app: App, now: datetime | None = None) -> dict[str, Any]:
             },
         )
     acc = account(app)
+    messages = message_counts(app.store)
     return {
         "at": now,
         "broker": broker_queues(app),
@@ -110,8 +130,13 @@ def collect_status(app: App, now: datetime | None = None) -> dict[str, Any]:
         "leads": acc.as_dict(),
         "dead_letters": dead or 0,
         "quarantine": acc.quarantined,
-        "sla": {"running": running or 0, "breached": breached or 0},
-        "messages_resent_after_crash": int(resent or 0),
+        "sla": {
+            "running": running or 0,
+            "breached": breached or 0,
+            "timers_due": timers_due or 0,
+        },
+        "messages_resent_after_crash": messages["resent_after_crash"],
+        "messages": messages,
         "sources": sources,
         "heartbeats": heartbeats,
     }
@@ -138,9 +163,15 @@ def render_status(data: dict[str, Any]) -> str:
         f"  leads: {leads['events']} in, {leads['processed']} processed, "
         f"{leads['dead']} dead-lettered; {data['quarantine']} quarantined records"
     )
+    m = data["messages"]
+    lines.append(
+        f"  messages: {m['sent']} sent, {m['failed']} failed, {m['pending']} pending, "
+        f"{m['resent_after_crash']} sent again after a worker crash"
+    )
     lines.append(
         f"  dead letters: {data['dead_letters']}   SLA clocks: {data['sla']['running']} "
-        f"running, {data['sla']['breached']} breached"
+        f"running, {data['sla']['breached']} breached, {data['sla']['timers_due']} "
+        "reminders/breaches due"
     )
     for name, s in data["sources"].items():
         lines.append(

@@ -27,17 +27,23 @@ class Pending:
         return bool(self.events or self.contacts or self.messages)
 
 
-def find_pending(store: Store, now: datetime, older_than: timedelta = timedelta(0)) -> Pending:
+def find_pending(
+    store: Store,
+    now: datetime,
+    older_than: timedelta = timedelta(0),
+    send_lease: timedelta = SEND_LEASE,
+) -> Pending:
     """Work due: events not yet scored, MQLs not yet routed, messages not yet sent.
 
-    Messages left ``sending`` past their lease (a worker died between the server's OK and our
-    mark) go back to pending and are counted: the one documented duplicate gap.
+    Messages left ``sending`` past ``send_lease`` (the ``send_lease`` setting: a worker died
+    between the server's OK and our mark) go back to pending and are counted: the one
+    documented duplicate gap.
     """
     cutoff = now - older_than
     with store.session() as session:
         recovered = session.execute(
             update(Message)
-            .where(Message.status == "sending", Message.claimed_at < now - SEND_LEASE)
+            .where(Message.status == "sending", Message.claimed_at < now - send_lease)
             .values(status="pending", resent_after_crash=Message.resent_after_crash + 1)
         ).rowcount
         events = list(

@@ -1,4 +1,4 @@
-"""The web process: webhooks in, accept links, /healthz, /metrics.
+"""The web process: webhooks in, accept links, Slack buttons, /healthz, /metrics.
 
 A webhook answers 202 only once the record is durably stored; 401 for a missing or wrong
 signature (nothing stored); 400 for a body that is not JSON or lacks the mapped e-mail
@@ -8,7 +8,6 @@ adds nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 
@@ -16,27 +15,22 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from sqlalchemy import select
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from connectors.sources.base import RawRecord
-from connectors.sources.typeform import (
-    TypeformConfig,
-    parse_typeform_webhook,
-    verify_typeform_signature,
-)
-from connectors.sources.webhook import (
-    SignatureError,
-    WebhookConfig,
-    record_from_webhook,
-    verify_webhook,
+from connectors.notify.slack_actions import (
+    SlackRequestError,
+    parse_block_actions,
+    verify_slack_request,
 )
 from worker.accept import AcceptLinkError, verify_accept
 from worker.app import App
-from worker.operations import accept_assignment
-from worker.pipeline.ingest import ingest_records, quarantine
+from worker.metrics import store_registry
+from worker.operations import accept_assignment, accept_from_slack
 from worker.store.models import Assignment, Contact
+from worker.webhooks import body_limit, receive_webhook, webhook_source
 
 log = logging.getLogger("leadwerk.web")
 
@@ -47,6 +41,7 @@ WEBHOOKS = Counter(
 
 def create_app(app: App) -> Starlette:
     settings = app.settings
+    outbox_metrics = store_registry(app.store)
 
     async def healthz(request: Request) -> Response:
         try:
@@ -57,64 +52,22 @@ def create_app(app: App) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        body = generate_latest() + generate_latest(outbox_metrics)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def hook(request: Request) -> Response:
         name = request.path_params["source"]
-        source = app.config.sources.get(name)
-        if not isinstance(source, WebhookConfig | TypeformConfig):
+        source = webhook_source(app, name)
+        if source is None:
             return JSONResponse({"error": f"no webhook source named '{name}'"}, status_code=404)
-        limit = getattr(source, "max_body_bytes", settings.max_body_bytes)
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        limit = body_limit(app, source)
+        body = await _read_body(request, limit)
+        if body is None:
             return _answer(name, "too_large", 413, f"body larger than {limit} bytes")
-        body = await request.body()
-        if len(body) > limit:
-            return _answer(name, "too_large", 413, f"body larger than {limit} bytes")
-        secret_env = getattr(source, "secret_env", None)
-        secret = settings.secret(secret_env) if secret_env else None
-        if not secret:
-            log.error("webhook %s: the secret env var %s is not set; refusing", name, secret_env)
-            return _answer(name, "unauthorized", 401, "signature cannot be checked")
-        if isinstance(source, WebhookConfig):
-            try:
-                verify_webhook(source, secret, request.headers, body, datetime.now(UTC))
-            except SignatureError as exc:
-                return _answer(name, "unauthorized", 401, str(exc))
-        elif not verify_typeform_signature(secret, body, request.headers.get("typeform-signature")):
-            return _answer(name, "unauthorized", 401, "signature does not match")
-        try:
-            payload = json.loads(body)
-            if not isinstance(payload, dict):
-                raise ValueError("the body is not a JSON object")
-        except ValueError as exc:
-            with app.store.session() as session:
-                quarantine(
-                    session,
-                    name,
-                    RawRecord(data={"body": body.decode("utf-8", "replace")}),
-                    f"not JSON: {exc}",
-                    "body",
-                )
-            return _answer(name, "bad_request", 400, f"body is not a JSON object: {exc}")
-        record = (
-            record_from_webhook(source, payload)
-            if isinstance(source, WebhookConfig)
-            else parse_typeform_webhook(payload)
+        answer = await run_in_threadpool(
+            receive_webhook, app, name, request.headers, body, datetime.now(UTC)
         )
-        report = ingest_records(app.store, app.config, source, [record])
-        if report.quarantined:
-            problem = report.problems[0]
-            return _answer(
-                name, "bad_request", 400, f"{problem.field}: {problem.reason} (quarantined)"
-            )
-        if report.accepted:
-            from worker.pipeline.actors import score_lead
-
-            for event_id in report.event_ids:
-                score_lead.send(event_id)
-            return _answer(name, "accepted", 202, "stored")
-        return _answer(name, "duplicate", 202, "already received")
+        return _answer(name, answer.outcome, answer.status, answer.detail)
 
     async def accept(request: Request) -> Response:
         try:
@@ -123,15 +76,44 @@ def create_app(app: App) -> Starlette:
             return HTMLResponse(f"<p>{exc}</p>", status_code=403)
         now = datetime.now(UTC)
         with app.store.session() as session:
+            # The lead before its assignment: the order the SLA clock locks them in.
+            contact_id = session.scalar(
+                select(Assignment.contact_id).where(Assignment.id == assignment_id)
+            )
+            contact = session.get(Contact, contact_id, with_for_update=True) if contact_id else None
             assignment = session.get(Assignment, assignment_id, with_for_update=True)
-            if assignment is None:
+            if assignment is None or contact is None:
                 return HTMLResponse("<p>This lead no longer exists.</p>", status_code=404)
             if assignment.status != "open":
                 return HTMLResponse(f"<p>This lead was already {assignment.status}.</p>")
-            contact = session.get(Contact, assignment.contact_id)
-            assert contact is not None
             text = accept_assignment(session, assignment, contact, now, "accepted by link")
         return HTMLResponse(f"<p>Thank you: {text}.</p>")
+
+    async def slack_actions(request: Request) -> Response:
+        """Slack buttons: "Accept" on a lead card accepts the lead and stops its SLA clock."""
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        secret = settings.slack_signing_secret
+        if not secret:
+            log.error("/slack/actions: LEADWERK_SLACK_SIGNING_SECRET is not set; refusing")
+            return JSONResponse({"error": "signature cannot be checked"}, status_code=401)
+        now = datetime.now(UTC)
+        try:
+            verify_slack_request(secret, request.headers, body, now)
+        except SlackRequestError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=401)
+        try:
+            actions = parse_block_actions(body)
+        except SlackRequestError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        accepted, texts = 0, []
+        for action in actions:
+            if action.action_id == "accept_lead":
+                done, text = accept_from_slack(app, action.value or "", action.user_id, now)
+                accepted += done
+                texts.append(text)
+        return JSONResponse({"accepted": accepted, "text": "; ".join(texts) or "nothing to do"})
 
     return Starlette(
         routes=[
@@ -139,8 +121,25 @@ def create_app(app: App) -> Starlette:
             Route("/metrics", metrics),
             Route("/hooks/{source}", hook, methods=["POST"]),
             Route("/accept/{token}", accept, methods=["GET"]),
+            Route("/slack/actions", slack_actions, methods=["POST"]),
         ]
     )
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed ``limit`` bytes (by its declared
+    length, or while it streams in), so that an oversized body is never held whole."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _answer(source: str, outcome: str, status: int, detail: str) -> Response:

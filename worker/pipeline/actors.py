@@ -13,7 +13,7 @@ from dramatiq.brokers.stub import StubBroker
 
 from connectors.errors import RetriableError
 from worker.app import get_app
-from worker.pipeline import notify, route, score
+from worker.pipeline import notify, route, score, sla
 
 # Declared on a private stub broker; worker.broker.setup_broker re-binds them.
 _declaring = StubBroker()
@@ -41,11 +41,20 @@ def route_lead(contact_id: int) -> None:
 @dramatiq.actor(queue_name="notify", max_retries=10, min_backoff=1000, broker=_declaring)
 def send_message(message_id: int) -> None:
     try:
-        notify.send_message(get_app(), message_id, _now())
+        outcome = notify.send_message(get_app(), message_id, _now())
     except RetriableError as exc:
         if exc.retry_after:
             raise dramatiq.Retry(delay=int(exc.retry_after * 1000)) from exc
         raise
+    if outcome.follow_up is not None:
+        send_message.send(outcome.follow_up)
 
 
-ALL = (score_lead, route_lead, send_message)
+@dramatiq.actor(queue_name="route", max_retries=8, broker=_declaring)
+def fire_sla_timer(timer_id: int) -> None:
+    app = get_app()
+    for message_id in sla.fire_timer(app.store, app.config, timer_id, _now()).message_ids:
+        send_message.send(message_id)
+
+
+ALL = (score_lead, route_lead, send_message, fire_sla_timer)

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from config.loader import Config
@@ -25,14 +24,15 @@ from rules.contact import (
     STANDARD_FIELDS,
     FieldError,
     coerce_datetime,
-    email_domain,
-    mask_email,
     normalise_contact,
 )
+from worker.pipeline.batch import Bad, is_transient, store_batch, store_quarantined
 from worker.store.db import Store
-from worker.store.models import Contact, Event, Quarantine
 
 log = logging.getLogger("leadwerk.ingest")
+
+# A batch that hits a PostgreSQL deadlock is rolled back whole and run again, this often.
+_ATTEMPTS = 3
 
 
 @dataclass
@@ -60,10 +60,14 @@ class IngestReport:
     quarantined: int = 0
     problems: list[Problem] = field(default_factory=list)
     event_ids: list[int] = field(default_factory=list)
+    file: str | None = None
+    error: str | None = None  # the whole file could not be read; nothing was taken in
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
+            "file": self.file,
+            "error": self.error,
             "received": self.received,
             "accepted": self.accepted,
             "duplicates": self.duplicates,
@@ -80,7 +84,13 @@ class Prepared:
     occurred_at: datetime
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def _json_safe(value: Any) -> Any:
+    # A flat dict of plain values (every CSV row) is JSON as it is: skip the round trip.
+    if type(value) is dict and all(type(k) is str and type(v) in _PLAIN for k, v in value.items()):
+        return dict(value)
     return json.loads(json.dumps(value, default=str, ensure_ascii=False))
 
 
@@ -123,77 +133,15 @@ def quarantine(
     file: str | None = None,
     key: str | None = None,
 ) -> None:
-    session.add(
-        Quarantine(
-            source=source,
-            record_key=key,
-            record_id=record.record_id,
-            row=record.row,
-            file=file,
-            field=field_name,
-            reason=reason,
-            raw=_json_safe(record.data),
-        )
-    )
-
-
-def upsert_contact(
-    session: Session, source: str, contact: dict[str, Any], now: datetime
-) -> Contact:
-    """The contact by e-mail: created, or its fields updated with what this record knows."""
-    email = contact["email"]
-    found = session.scalars(select(Contact).where(Contact.email == email)).first()
-    if found is None:
-        try:
-            with session.begin_nested():
-                found = Contact(
-                    email=email,
-                    email_domain=email_domain(email),
-                    fields=_json_safe(contact),
-                    source=source,
-                    created_at=now,
-                    updated_at=now,
-                )
-                session.add(found)
-                session.flush()
-            return found
-        except IntegrityError:  # created meanwhile by another process
-            found = session.scalars(select(Contact).where(Contact.email == email)).one()
-    merged = {**found.fields, **_json_safe(contact)}
-    if merged != found.fields:
-        found.fields = merged
-        found.updated_at = now
-    return found
+    """Quarantine one record (not again while the same record is still open there)."""
+    store_quarantined(session, source, [Bad(record, reason, field_name, file, key)], _json_safe)
 
 
 def store_prepared(
     session: Session, source: str, prepared: Prepared, raw: RawRecord, now: datetime
 ) -> int | None:
     """Insert the event (and upsert its contact); None when the key was already taken in."""
-    exists = session.scalars(
-        select(Event.id).where(Event.source == source, Event.record_key == prepared.key)
-    ).first()
-    if exists is not None:
-        return None
-    try:
-        with session.begin_nested():
-            contact = upsert_contact(session, source, prepared.contact, now)
-            event = Event(
-                contact_id=contact.id,
-                source=source,
-                record_key=prepared.key,
-                type=str(prepared.event.get("type")),
-                attrs=prepared.event,
-                raw=_json_safe(raw.data),
-                occurred_at=prepared.occurred_at,
-                received_at=now,
-                status="pending",
-            )
-            session.add(event)
-            session.flush()
-    except IntegrityError:
-        return None  # the same record arrived concurrently: a duplicate
-    return event.id
+    return store_batch(session, source, [(prepared, raw)], now, _json_safe)[0]
 
 
 def ingest_records(
@@ -217,36 +165,29 @@ def ingest_records(
     batch: list[RawRecord] = []
 
     def flush() -> None:
-        with store.session() as session:
-            for record in batch:
-                _one(session, record)
-            if on_batch is not None:
-                on_batch(session)
+        # Mapping and validation happen before the transaction: on SQLite the transaction
+        # holds the database, and webhooks should not wait for our CPU work.
+        good: list[tuple[Prepared, RawRecord]] = []
+        bad: list[Bad] = []
+        for record in batch:
+            try:
+                good.append((prepare(config, source, record, now), record))
+            except FieldError as exc:
+                bad.append(Bad(record, str(exc).split(": ", 1)[-1], exc.field, file))
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with store.session() as session:
+                    event_ids = store_batch(session, source.name, good, now, _json_safe)
+                    store_quarantined(session, source.name, bad, _json_safe)
+                    if on_batch is not None:
+                        on_batch(session)
+                break
+            except OperationalError as exc:
+                if attempt == _ATTEMPTS or not is_transient(exc):
+                    raise
+                log.warning("batch from %s hit a deadlock; running it again", source.name)
+        _count(report, event_ids, bad)
         batch.clear()
-
-    def _one(session: Session, record: RawRecord) -> None:
-        report.received += 1
-        try:
-            prepared = prepare(config, source, record, now)
-        except FieldError as exc:
-            reason = str(exc).split(": ", 1)[-1]
-            quarantine(session, source.name, record, reason, exc.field, file)
-            report.quarantined += 1
-            report.problems.append(Problem(record.row, record.record_id, exc.field, reason))
-            log.warning(
-                "quarantined a record from %s (row %s): %s",
-                source.name,
-                record.row,
-                f"{exc.field}: {reason}" if exc.field != "email" else "bad e-mail",
-            )
-            return
-        event_id = store_prepared(session, source.name, prepared, record, now)
-        if event_id is None:
-            report.duplicates += 1
-            return
-        report.accepted += 1
-        report.event_ids.append(event_id)
-        log.info("accepted %s from %s", mask_email(prepared.contact["email"]), source.name)
 
     for record in records:
         batch.append(record)
@@ -254,4 +195,35 @@ def ingest_records(
             flush()
     if batch or on_batch is not None:
         flush()
+    if report.received:
+        log.info(
+            "%s: %d received, %d accepted, %d duplicates, %d quarantined",
+            source.name,
+            report.received,
+            report.accepted,
+            report.duplicates,
+            report.quarantined,
+        )
     return report
+
+
+def _count(report: IngestReport, event_ids: list[int | None], bad: list[Bad]) -> None:
+    """Add a committed batch to the report (never before: a rolled-back try counts nothing)."""
+    report.received += len(event_ids) + len(bad)
+    for event_id in event_ids:
+        if event_id is None:
+            report.duplicates += 1
+        else:
+            report.accepted += 1
+            report.event_ids.append(event_id)
+    for entry in bad:
+        record = entry.record
+        report.quarantined += 1
+        report.problems.append(Problem(record.row, record.record_id, entry.field, entry.reason))
+    if bad:
+        first = bad[0].record
+        where = f"row {first.row}" if first.row else f"record {first.record_id or '-'}"
+        what = "bad e-mail" if bad[0].field == "email" else f"{bad[0].field}: {bad[0].reason}"
+        log.warning(
+            "quarantined %d record(s) from %s; first: %s, %s", len(bad), report.source, where, what
+        )

@@ -10,7 +10,9 @@ Message-ID (mail clients collapse it) and counted in ``resent_after_crash``.
 
 from __future__ import annotations
 
+import functools
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 from pathlib import Path
@@ -21,12 +23,14 @@ from jinja2 import ChainableUndefined, ChoiceLoader, Environment, FileSystemLoad
 from sqlalchemy import update
 
 from config.loader import Config
+from config.settings import Settings
 from connectors.errors import FatalError, RetriableError, UndeliverableError
 from connectors.notify.base import OutboundMessage
 from rules.contact import mask_email
 from rules.routing import RouteDecision
 from rules.scoring import r1
 from worker.store.db import Store
+from worker.unsubscribe import is_nurture, list_unsubscribe_headers
 
 if TYPE_CHECKING:
     from worker.app import App
@@ -37,8 +41,14 @@ log = logging.getLogger("leadwerk.notify")
 SEND_LEASE = timedelta(minutes=2)
 
 
+@functools.lru_cache(maxsize=8)
 def template_env(config_dir: Path) -> Environment:
-    """Templates in ``config/templates/`` override the defaults shipped with Leadwerk."""
+    """Templates in ``config/templates/`` override the defaults shipped with Leadwerk.
+
+    One environment per folder and process: it keeps templates compiled, which costs more than
+    all the rest of composing a message (speed to lead). An edited file is still picked up, as
+    Jinja checks each template's modification time when it is used.
+    """
     return Environment(
         loader=ChoiceLoader(
             [
@@ -54,9 +64,10 @@ def template_env(config_dir: Path) -> Environment:
     )
 
 
+@functools.lru_cache(maxsize=8)
 def _html_env(env: Environment) -> Environment:
-    html = env.overlay(autoescape=True)
-    return html
+    """An overlay copies the compiled templates it starts with, so it is kept too."""
+    return env.overlay(autoescape=True)
 
 
 def lead_facts(
@@ -186,7 +197,12 @@ def slack_blocks(facts: dict[str, Any]) -> list[dict[str, Any]]:
     )
 
 
-def to_outbound(message: Message) -> OutboundMessage:
+def to_outbound(message: Message, settings: Settings) -> OutboundMessage:
+    """The outbox row as the notifier seam takes it. Nurture e-mails carry one-click
+    unsubscribe headers (RFC 8058), which mailbox providers require of bulk senders."""
+    headers = {}
+    if message.channel == "email" and is_nurture(message.purpose) and message.contact_id:
+        headers = list_unsubscribe_headers(settings, message.contact_id)
     return OutboundMessage(
         key=message.key,
         channel=message.channel,
@@ -197,6 +213,7 @@ def to_outbound(message: Message) -> OutboundMessage:
         html=message.body_html,
         blocks=message.blocks,
         message_id=message.message_id,
+        headers=headers,
     )
 
 
@@ -213,15 +230,24 @@ def claim(store: Store, message_id: int, now: datetime) -> Message | None:
         return session.get(Message, message_id)
 
 
-def send_message(app: App, message_id: int, now: datetime) -> str:
-    """Send one outbox message at most once per claim. Returns what happened."""
+@dataclass(frozen=True)
+class Outcome:
+    """What ``send_message`` did: ``sent``, ``skipped`` (another delivery has it), ``failed``
+    or ``fallback``; ``follow_up`` is an outbox message to send next (the e-mail fallback)."""
+
+    status: str
+    follow_up: int | None = None
+
+
+def send_message(app: App, message_id: int, now: datetime) -> Outcome:
+    """Send one outbox message at most once per claim."""
     store, notifiers = app.store, app.notifiers
     message = claim(store, message_id, now)
     if message is None:
-        return "skipped"
+        return Outcome("skipped")
     notifier = notifiers.get(message.channel) or notifiers["email"]
     try:
-        result = notifier.send(to_outbound(message))
+        result = notifier.send(to_outbound(message, app.settings))
     except RetriableError:
         _set(store, message_id, status="pending")
         raise
@@ -229,10 +255,10 @@ def send_message(app: App, message_id: int, now: datetime) -> str:
         if message.channel == "slack":
             return _fall_back_to_email(app, message_id, str(exc))
         _fail(store, message, str(exc))
-        return "failed"
+        return Outcome("failed")
     except FatalError as exc:
         _fail(store, message, str(exc))
-        return "failed"
+        return Outcome("failed")
     _set(store, message_id, status="sent", sent_at=now, remote_id=result.remote_id, error=None)
     with store.session() as session:
         if message.purpose in ("new_lead", "unassigned_lead"):
@@ -244,7 +270,7 @@ def send_message(app: App, message_id: int, now: datetime) -> str:
                 .values(notified_at=now)
             )
     log.info("sent %s to %s via %s", message.purpose, _masked(message), message.channel)
-    return "sent"
+    return Outcome("sent")
 
 
 def _masked(message: Message) -> str:
@@ -263,7 +289,7 @@ def _fail(store: Store, message: Message, error: str) -> None:
     log.error("message %s to %s failed for good: %s", message.id, _masked(message), error)
 
 
-def _fall_back_to_email(app: App, message_id: int, why: str) -> str:
+def _fall_back_to_email(app: App, message_id: int, why: str) -> Outcome:
     """Slack cannot reach the rep: the same notification goes out by e-mail instead."""
     with app.store.session() as session:
         message = session.get(Message, message_id)
@@ -273,20 +299,20 @@ def _fall_back_to_email(app: App, message_id: int, why: str) -> str:
         message.error = f"slack: {why}; sent by e-mail instead"
         rep = app.config.team.reps.get(message.rep or "")
         email = rep.email if rep else message.recipient
-        session.add(
-            Message(
-                key=message.key + ":email-fallback",
-                contact_id=contact.id if contact else None,
-                purpose=message.purpose,
-                channel="email",
-                recipient=email,
-                recipient_name=message.recipient_name,
-                rep=message.rep,
-                subject=message.subject,
-                body_text=message.body_text,
-                body_html=message.body_html,
-                message_id=message.message_id,
-                status="pending",
-            )
+        fallback = Message(
+            key=message.key + ":email-fallback",
+            contact_id=contact.id if contact else None,
+            purpose=message.purpose,
+            channel="email",
+            recipient=email,
+            recipient_name=message.recipient_name,
+            rep=message.rep,
+            subject=message.subject,
+            body_text=message.body_text,
+            body_html=message.body_html,
+            message_id=message.message_id,
+            status="pending",
         )
-    return "fallback"
+        session.add(fallback)
+        session.flush()
+    return Outcome("fallback", follow_up=fallback.id)

@@ -23,8 +23,14 @@ from worker.store.models import SourceFile, SourceState
 log = logging.getLogger("leadwerk.poll")
 
 
+def is_pulled(source: SourceConfig) -> bool:
+    """Whether the clock polls this source (rather than it pushing, or dropping files)."""
+    return isinstance(source, HttpJsonConfig | TypeformConfig)
+
+
 def pull_source(config: Config, source: SourceConfig) -> Source | None:
-    """The pull connector for a source, or None for pushed/file kinds."""
+    """The pull connector for a source, or None for pushed/file kinds. Raises FatalError
+    when an environment variable that the source names is not set."""
     env = config.settings.env
     if isinstance(source, HttpJsonConfig):
         return HttpJsonSource(source, env)
@@ -67,13 +73,15 @@ def poll_source(
     now = now or datetime.now(UTC)
     source_cfg = config.sources[name]
     total = IngestReport(name)
-    source = pull_source(config, source_cfg)
-    if source is None:
+    if not is_pulled(source_cfg):
         return total
     with store.session() as session:
         state = session.get(SourceState, name)
         cursor = dict(state.cursor) if state and state.cursor else None
+    source: Source | None = None
     try:
+        source = pull_source(config, source_cfg)  # a missing token is a failed poll too
+        assert source is not None
         for page in source.fetch(cursor):
 
             def save_cursor(session: object, page_cursor: object = page.cursor) -> None:
@@ -95,7 +103,8 @@ def poll_source(
             log.error("source %s stopped: %s", name, exc)
         raise
     finally:
-        source.close()
+        if source is not None:
+            source.close()
     record_health(store, name, now, None, total.received)
     return total
 
@@ -112,9 +121,23 @@ def _add(total: IngestReport, report: IngestReport) -> None:
 def import_file(
     store: Store, config: Config, source_cfg: SourceConfig, path: Path, now: datetime | None = None
 ) -> IngestReport:
-    """``leadwerk import``: one export file through the source's mapping."""
+    """``leadwerk import`` and the inboxes: one export file through the source's mapping.
+
+    A file is taken in whole or not at all. It is read to its end once before anything is
+    stored, so an export that breaks partway (a quote never closed, a damaged sheet) raises
+    :class:`ExportError` with nothing taken in, rather than leaving the rows above the break
+    in the pipeline and the rest nowhere. (A crash during the import itself leaves the
+    batches stored so far; the file stays where it is and the next run adds only the rest,
+    as every row is known by its key.)
+    """
     now = now or datetime.now(UTC)
+    try:
+        for _record in read_export(path):
+            pass
+    except ExportError as exc:
+        raise ExportError(f"{exc}; nothing from this file was taken in") from exc
     report = ingest_records(store, config, source_cfg, read_export(path), now=now, file=path.name)
+    report.file = path.name
     with store.session() as session:
         sha = file_sha256(path)
         if session.get(SourceFile, sha) is None:
@@ -141,7 +164,8 @@ def inbox_folder(config: Config, source: TradefairFilesConfig) -> Path:
 
 def import_inboxes(store: Store, config: Config, now: datetime | None = None) -> list[IngestReport]:
     """Every file waiting in a ``tradefair_files`` folder, once by content hash, then moved
-    to ``done/`` (or ``failed/`` when the whole file is unreadable)."""
+    to ``done/``, or to ``failed/`` when it cannot be read to its end (its report then has
+    ``error`` set and nothing of it was taken in)."""
     reports = []
     for source in config.sources.values():
         if not isinstance(source, TradefairFilesConfig):
@@ -157,8 +181,9 @@ def import_inboxes(store: Store, config: Config, now: datetime | None = None) ->
             try:
                 reports.append(import_file(store, config, source, path, now))
             except ExportError as exc:
-                log.error("file %s from %s could not be read: %s", path.name, source.name, exc)
+                log.error("%s: %s; moved to failed/", source.name, exc)
                 record_health(store, source.name, now or datetime.now(UTC), str(exc), 0)
+                reports.append(IngestReport(source.name, file=path.name, error=str(exc)))
                 _move(path, folder / "failed")
                 continue
             _move(path, folder / "done")

@@ -5,22 +5,34 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from config.loader import Config
-from rules.assign import RepState
+from rules.assign import RepState, Skip
 from rules.expr import Context
 from rules.routing import RouteDecision, choose_sla, decide_route, due_time
 from rules.scoring import contact_view
+from rules.sla import plan_timers
 from worker.pipeline.notify import new_lead_messages
 from worker.pipeline.score import event_facts
 from worker.store.db import Store
-from worker.store.models import Assignment, Contact, Event, RepCounter, Score
+from worker.store.models import (
+    Assignment,
+    Contact,
+    Event,
+    Message,
+    RepCounter,
+    Score,
+    SlaTimer,
+)
 
 log = logging.getLogger("leadwerk.route")
 
@@ -66,6 +78,13 @@ def team_states(session: Session, config: Config, team: str, now: datetime) -> l
     """The team's reps with their lifetime counts, today's load and calendars; the counter
     rows are locked (PostgreSQL) so parallel workers never hand out the same turn."""
     members = config.team.teams[team].members
+    if members:
+        # A new rep's counter row is made first, and a parallel worker's insert of the same
+        # row is no error: then every member has a row for FOR UPDATE to lock.
+        dialect = session.get_bind().dialect.name
+        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(RepCounter)
+        rows = [{"team": team, "rep": rep, "assigned_total": 0} for rep in members]
+        session.execute(insert.values(rows).on_conflict_do_nothing())
     existing = {
         c.rep: c
         for c in session.scalars(
@@ -75,11 +94,6 @@ def team_states(session: Session, config: Config, team: str, now: datetime) -> l
             .with_for_update()
         )
     }
-    for rep in members:
-        if rep not in existing:
-            existing[rep] = RepCounter(team=team, rep=rep, assigned_total=0)
-            session.add(existing[rep])
-    session.flush()
     states = []
     for rep in members:
         settings = config.team.reps[rep]
@@ -121,39 +135,88 @@ def route_contact(store: Store, config: Config, contact_id: int, now: datetime) 
             )
         ).first():
             return []
-        event = session.scalars(
-            select(Event)
-            .where(Event.contact_id == contact.id, Event.status == "processed")
-            .order_by(Event.occurred_at.desc(), Event.id.desc())
-        ).first()
-        account = account_facts(session, config, contact)
-        ctx = lead_context(contact, event, account, now)
-        policy = choose_sla(config.sla, ctx)
-        within = policy.policy.respond_within if policy else None
-        states = {
-            rule.team: team_states(session, config, rule.team, now)
-            for rule in config.routing
-            if rule.team and _matches(rule, ctx)
-        }
-        decision = decide_route(
-            config.routing,
-            ctx,
-            states=states,
-            account_owner=account.get("owner"),
-            fallback=config.fallback,
-            max_wait=within,
-            seed=random.SystemRandom().randrange(2**31),
-        )
-        assignment = _assign(session, config, contact, event, decision, policy, within, now)
-        score = session.scalars(
-            select(Score).where(Score.contact_id == contact.id).order_by(Score.id.desc())
-        ).first()
-        messages = new_lead_messages(config, contact, event, assignment, decision, score)
-        for message in messages:
-            session.add(message)
-        session.flush()
-        log.info("routed lead %s: %s", contact.id, decision.reason)
+        routing = decide(session, config, contact, now)
+        messages = hand_over(session, config, contact, routing, now)
+        log.info("routed lead %s: %s", contact.id, routing.decision.reason)
         return [m.id for m in messages]
+
+
+@dataclass(frozen=True)
+class Routing:
+    """A routing decision not yet persisted, with what persisting it needs."""
+
+    event: Event | None
+    decision: RouteDecision
+    policy: Any  # the SLA policy chosen (config.loader.CompiledSla), or None
+    within: timedelta | None
+
+
+def decide(
+    session: Session,
+    config: Config,
+    contact: Contact,
+    now: datetime,
+    exclude: Collection[str] = (),
+) -> Routing:
+    """Where the lead goes now. ``exclude``: reps who must not get it again because they let
+    its SLA pass; they are listed as skipped, and an excluded account owner is passed over."""
+    event = session.scalars(
+        select(Event)
+        .where(Event.contact_id == contact.id, Event.status == "processed")
+        .order_by(Event.occurred_at.desc(), Event.id.desc())
+    ).first()
+    account = account_facts(session, config, contact)
+    ctx = lead_context(contact, event, account, now)
+    policy = choose_sla(config.sla, ctx)
+    within = policy.policy.respond_within if policy else None
+    states = {
+        rule.team: [
+            state
+            for state in team_states(session, config, rule.team, now)
+            if state.name not in exclude
+        ]
+        for rule in config.routing
+        if rule.team and _matches(rule, ctx)
+    }
+    owner = account.get("owner")
+    decision = decide_route(
+        config.routing,
+        ctx,
+        states=states,
+        account_owner=None if owner in exclude else owner,
+        fallback=config.fallback,
+        max_wait=within,
+        seed=random.SystemRandom().randrange(2**31),
+    )
+    if exclude:
+        passed = tuple(Skip(rep, "let the SLA on this lead pass") for rep in sorted(exclude))
+        decision = replace(decision, skipped=passed + decision.skipped)
+    return Routing(event, decision, policy, within)
+
+
+def hand_over(
+    session: Session, config: Config, contact: Contact, routing: Routing, now: datetime
+) -> list[Message]:
+    """Persist a decision: the assignment with its SLA timers, and its outbox messages."""
+    assignment = _assign(
+        session,
+        config,
+        contact,
+        routing.event,
+        routing.decision,
+        routing.policy,
+        routing.within,
+        now,
+    )
+    score = session.scalars(
+        select(Score).where(Score.contact_id == contact.id).order_by(Score.id.desc())
+    ).first()
+    decision = routing.decision
+    messages = new_lead_messages(config, contact, routing.event, assignment, decision, score)
+    for message in messages:
+        session.add(message)
+    session.flush()
+    return messages
 
 
 def _matches(rule: Any, ctx: Context) -> bool:
@@ -200,4 +263,11 @@ def _assign(
     else:
         contact.owner = None
     session.flush()
+    if policy is not None and decision.rep:
+        # The SLA clock lives in the store: reminders and the breach fire from these rows.
+        calendar = config.calendars.get(decision.rep)
+        for timer in plan_timers(now, policy.policy, calendar):
+            session.add(
+                SlaTimer(assignment_id=assignment.id, kind=timer.kind, fire_at=timer.fire_at)
+            )
     return assignment

@@ -74,8 +74,10 @@ def _record(
     contact.updated_at = now
     if result.disqualified and contact.stage == "lead":
         _move(session, contact, "disqualified", f"disqualify rule '{result.disqualified}'", now)
-    elif result.mql and contact.mql_at is None and contact.stage in ("lead", "recycled"):
-        contact.mql_at = now  # sticks even if decay lowers the score later
+    elif result.mql and contact.stage in ("lead", "recycled"):
+        # Sticks even if decay lowers the score later; a recycled contact that qualifies
+        # again starts a new cycle (the first MQL date stays in stage_changes).
+        contact.mql_at = now
         _move(
             session,
             contact,

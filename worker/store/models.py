@@ -171,6 +171,28 @@ class RepCounter(Base):
     last_assigned_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class SlaTimer(Base):
+    """One step of an assignment's SLA clock: ``kind`` is ``remind:50``, ``remind:80`` or
+    ``breach``. Written with the assignment, claimed once by setting ``fired_at``; a timer of
+    an assignment that is no longer open never fires, it is closed with ``fired_at`` set and
+    ``outcome`` saying so. ``enqueued_at`` keeps the clock from ringing the same doorbell every
+    tick while a worker is busy."""
+
+    __tablename__ = "sla_timers"
+    __table_args__ = (
+        UniqueConstraint("assignment_id", "kind", name="uq_sla_timers_assignment_kind"),
+        Index("ix_sla_timers_due", "fired_at", "fire_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    fire_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    fired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    outcome: Mapped[str | None] = mapped_column(Text)
+
+
 class Message(Base):
     """The outbox. A message is written here, with a key that makes a resend impossible,
     before it is sent; ``status``: pending → sending → sent | failed."""

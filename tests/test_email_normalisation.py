@@ -1,0 +1,72 @@
+"""E-mail addresses are read the same whether the quick path for plain addresses or the full
+validator decides: the quick path is only a shortcut, never a second opinion."""
+
+from __future__ import annotations
+
+import pytest
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rules.contact import FieldError, normalise_email
+
+
+def full_validator(text: str) -> str | None:
+    """What the validator alone makes of an address (``None``: not an address)."""
+    try:
+        result = validate_email(text.strip(), check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    local, _, domain = result.normalized.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def leadwerk(text: str) -> str | None:
+    try:
+        return normalise_email(text)
+    except FieldError:
+        return None
+
+
+LOCAL = st.text(alphabet="abcXYZ019._%+-!#äé\"' ", min_size=0, max_size=70)
+LABEL = st.one_of(
+    st.text(alphabet="abcXYZ019-", min_size=0, max_size=66),
+    st.sampled_from(["xn--mller-kva", "xn--bad", "ab--cd", "localhost", "local", "test", "arpa"]),
+)
+TLD = st.sampled_from(["de", "com", "DE", "a", "123", "local", "test", "invalid", "onion", ""])
+DOMAIN = st.builds(
+    lambda labels, tld: ".".join([*labels, tld]), st.lists(LABEL, min_size=0, max_size=4), TLD
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(local=LOCAL, domain=DOMAIN)
+def test_the_quick_path_agrees_with_the_full_validator(local: str, domain: str) -> None:
+    address = f"{local}@{domain}"
+    assert leadwerk(address) == full_validator(address)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "Eva.Mueller@BigCorp.DE",
+        "postmaster@bigcorp.de",
+        "eva@xn--mller-kva.de",
+        "eva@mail.local",
+        "a" * 65 + "@bigcorp.de",
+        "eva@" + "a" * 250 + ".de",
+        "eva..m@bigcorp.de",
+        ".eva@bigcorp.de",
+        "eva@-bigcorp.de",
+        "eva@bigcorp",
+        "eva@1.2",
+        " eva@bigcorp.de ",
+        "özlem@bigcorp.de",
+    ],
+)
+def test_addresses_at_the_edges_read_as_the_validator_reads_them(address: str) -> None:
+    assert leadwerk(address) == full_validator(address)
+
+
+def test_a_plain_address_keeps_its_local_part_and_lowercases_its_domain() -> None:
+    assert normalise_email("  Eva.Mueller@BigCorp.DE ") == "Eva.Mueller@bigcorp.de"

@@ -1,0 +1,300 @@
+"""`leadwerk score`: JSON Lines in, one result per line out, and the contract's scoring
+semantics to the decimal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.lead_helpers import restore_logging  # noqa: F401
+from worker.cli import app
+
+runner = CliRunner()
+NOW = "2026-11-24T12:00:00+00:00"
+COMMAND = [sys.executable, "-m", "worker"]
+KEYS = ["score", "fit", "engagement", "mql", "disqualified", "hits", "route", "sla", "ruleset"]
+
+# A small rule set whose numbers are easy to follow by hand.
+SEMANTICS = """\
+version: semantics-1
+mql:
+  threshold: 60
+  requires: {fit: 10}
+decay:
+  engagement_half_life: 10d
+fit:
+  - name: big company
+    when: company_size >= 100
+    points: 20
+  - name: nearly there
+    when: industry == "nearly"
+    points: 39.96
+  - name: free-mail
+    when: email_domain in lists.free_mail
+    points: -15
+engagement:
+  - name: webinar
+    when: event.type == "webinar"
+    points: 10
+    cap: 25
+  - name: demo request
+    when: event.type == "form"
+    points: 40
+disqualify:
+  - name: competitor
+    when: email_domain == "rival.de"
+lists:
+  free_mail: [gmail.com]
+"""
+
+
+def line(contact: dict[str, Any], *events: dict[str, Any]) -> str:
+    return json.dumps({"contact": contact, "events": list(events)})
+
+
+def days_ago(days: float, **event: Any) -> dict[str, Any]:
+    from datetime import datetime, timedelta
+
+    at = datetime.fromisoformat(NOW) - timedelta(days=days)
+    return {**event, "at": at.isoformat()}
+
+
+def score(config_dir: Path, *lines: str, now: str = NOW, flags: tuple[str, ...] = ("--json",)):
+    result = runner.invoke(
+        app,
+        ["--config", str(config_dir), "score", "-", "--now", now, *flags],
+        input="\n".join(lines) + "\n",
+    )
+    assert result.exit_code == 0, result.output
+    if "--json" not in flags:
+        return result.stdout
+    return [json.loads(text) for text in result.stdout.splitlines()]
+
+
+@pytest.fixture
+def rules(config_dir: Path) -> Path:
+    (config_dir / "scoring.yaml").write_text(SEMANTICS, encoding="utf-8")
+    return config_dir
+
+
+BIG = {"email": "eva@bigcorp.de", "company_size": 5000}
+
+
+# --- the output contract ----------------------------------------------------------------------
+
+
+def test_each_input_line_gives_one_object_in_input_order_with_every_key(config_dir: Path) -> None:
+    # Given: three contacts as JSON Lines, fed to the real command on stdin
+    lines = [
+        line(
+            {
+                "email": "eva@bigcorp.de",
+                "company_size": 5000,
+                "country": "DE",
+                "title": "Head of IT",
+            },
+            {"type": "form", "form": "demo-request", "at": NOW},
+        ),
+        line({"email": "reader@kleinteil.de", "country": "DE"}, {"type": "ebook", "at": NOW}),
+        line({"email": "spy@rival-gmbh.de", "company_size": 5000}),
+    ]
+    done = subprocess.run(
+        [*COMMAND, "--config", str(config_dir), "score", "--json", "--now", NOW],
+        input="\n".join(lines),
+        capture_output=True,
+        text=True,
+    )
+    # Then: one object per line, in order, each with the contract's keys
+    assert done.returncode == 0, done.stderr
+    out = [json.loads(text) for text in done.stdout.splitlines()]
+    assert [o["line"] for o in out] == [1, 2, 3]
+    for result in out:
+        assert [k for k in result if k != "line"] == KEYS
+    eva, reader, spy = out
+    assert (eva["score"], eva["fit"], eva["engagement"], eva["mql"]) == (95.0, 45.0, 50.0, True)
+    assert eva["route"]["team"] == "enterprise-dach" and eva["route"]["rule"] == "enterprise DACH"
+    assert eva["route"]["rep"] in ("jonas", "lea")
+    assert eva["sla"] == {"policy": "hot", "due": "2026-11-24T12:05:00+00:00"}
+    assert eva["ruleset"]["version"] == "3" and len(eva["ruleset"]["hash"]) == 12
+    assert {"rule": "demo request", "kind": "engagement", "points": 50.0, "events": 1} in eva[
+        "hits"
+    ]
+    assert (reader["score"], reader["mql"], reader["route"], reader["sla"]) == (
+        20.0,
+        False,
+        None,
+        None,
+    )
+    assert spy["disqualified"] == "competitor" and spy["mql"] is False
+
+
+def test_a_bad_line_yields_an_error_object_and_the_others_go_on(config_dir: Path) -> None:
+    out = score(
+        config_dir,
+        line({"email": "eva@bigcorp.de"}),
+        "{not json",
+        json.dumps({"contact": {"email": "no-at-sign"}}),
+        json.dumps({"events": []}),
+        json.dumps({"contact": {"email": "ok@bigcorp.de", "company_size": "viele"}}),
+        line({"email": "tom@bigcorp.de"}),
+    )
+    assert [o["line"] for o in out] == [1, 2, 3, 4, 5, 6]
+    assert "score" in out[0] and "score" in out[5]
+    for bad in out[1:5]:
+        assert "error" in bad and "score" not in bad
+    assert out[1]["error"].startswith("not JSON")
+    assert out[2]["field"] == "email"
+    assert out[4]["field"] == "company_size"
+
+
+def test_now_moves_the_decay(rules: Path) -> None:
+    contact = line(BIG, {"type": "form", "at": "2026-11-14T12:00:00+00:00"})
+    at_event = score(rules, contact, now="2026-11-14T12:00:00+00:00")[0]
+    ten_days_on = score(rules, contact, now="2026-11-24T12:00:00Z")[0]
+    assert at_event["engagement"] == 40.0
+    assert ten_days_on["engagement"] == 20.0
+
+
+def test_explain_lists_every_hit_and_the_route(config_dir: Path) -> None:
+    text = score(
+        config_dir,
+        line(
+            {
+                "email": "eva@bigcorp.de",
+                "company_size": 5000,
+                "country": "DE",
+                "title": "Head of IT",
+            },
+            {"type": "form", "form": "demo-request", "at": NOW},
+        ),
+        flags=("--explain",),
+    )
+    lines = text.splitlines()
+    assert lines[0].startswith("line 1: score 95.0 (fit 45.0, engagement 50.0): MQL → ")
+    assert lines[1:5] == [
+        "    fit         large company: +20",
+        "    fit         decision maker: +15",
+        "    fit         DACH: +10",
+        "    engagement  demo request: +50",
+    ]
+    assert lines[5].startswith("    route: rule 'enterprise DACH': ")
+
+
+# --- scoring semantics, exactly as the contract states ----------------------------------------
+
+
+def test_fit_rules_count_once_however_many_events(rules: Path) -> None:
+    events = [{"type": "page", "at": NOW}] * 5
+    result = score(rules, line(BIG, *events))[0]
+    assert result["fit"] == 20.0
+    assert result["hits"] == [{"rule": "big company", "kind": "fit", "points": 20.0}]
+
+
+def test_engagement_counts_every_matching_event(rules: Path) -> None:
+    result = score(rules, line(BIG, {"type": "form", "at": NOW}, {"type": "form", "at": NOW}))[0]
+    assert result["engagement"] == 80.0
+    assert {"rule": "demo request", "kind": "engagement", "points": 80.0, "events": 2} in result[
+        "hits"
+    ]
+
+
+def test_a_cap_limits_what_one_rule_gives_one_contact(rules: Path) -> None:
+    result = score(rules, line(BIG, *[{"type": "webinar", "at": NOW}] * 4))[0]
+    assert result["engagement"] == 25.0
+
+
+def test_the_cap_applies_to_the_decayed_sum(rules: Path) -> None:
+    # four webinars ten days ago: 4 x 10 x 0.5 = 20, under the cap of 25
+    result = score(rules, line(BIG, *[days_ago(10, type="webinar")] * 4))[0]
+    assert result["engagement"] == 20.0
+
+
+def test_engagement_halves_every_half_life(rules: Path) -> None:
+    out = score(
+        rules,
+        line(BIG, days_ago(0, type="form")),
+        line(BIG, days_ago(10, type="form")),
+        line(BIG, days_ago(20, type="form")),
+        line(BIG, days_ago(5, type="form")),
+    )
+    assert [o["engagement"] for o in out] == [40.0, 20.0, 10.0, 28.3]  # 40 * 0.5 ** 0.5
+
+
+def test_without_a_decay_section_nothing_decays(rules: Path) -> None:
+    text = (rules / "scoring.yaml").read_text()
+    (rules / "scoring.yaml").write_text(text.replace("decay:\n  engagement_half_life: 10d\n", ""))
+    result = score(rules, line(BIG, days_ago(365, type="form")))[0]
+    assert result["engagement"] == 40.0
+
+
+def test_negative_points_lower_the_score(rules: Path) -> None:
+    result = score(rules, line({"email": "eva@gmail.com", "company_size": 5000}))[0]
+    assert (result["fit"], result["score"]) == (5.0, 5.0)
+    alone = score(rules, line({"email": "eva@gmail.com"}))[0]
+    assert alone["score"] == -15.0
+
+
+def test_a_disqualified_contact_is_never_an_mql_whatever_the_score(rules: Path) -> None:
+    result = score(
+        rules, line({"email": "x@rival.de", "company_size": 5000}, days_ago(0, type="form"))
+    )[0]
+    assert result["score"] == 60.0
+    assert (result["mql"], result["disqualified"]) == (False, "competitor")
+
+
+def test_a_score_at_the_threshold_is_an_mql(rules: Path) -> None:
+    result = score(rules, line(BIG, days_ago(0, type="form")))[0]
+    assert (result["score"], result["mql"]) == (60.0, True)
+
+
+def test_every_minimum_in_requires_must_hold(rules: Path) -> None:
+    # fit 0 misses `requires: {fit: 10}`, though the score of 80 clears the threshold
+    no_fit = score(rules, line({"email": "a@small.de"}, *[days_ago(0, type="form")] * 2))[0]
+    assert (no_fit["score"], no_fit["fit"], no_fit["mql"]) == (80.0, 0.0, False)
+
+
+def test_figures_are_rounded_but_the_threshold_compares_the_unrounded_score(rules: Path) -> None:
+    # 20 + 39.96 = 59.96: reported as 60.0, and still short of the threshold of 60
+    contact = {"email": "eva@bigcorp.de", "company_size": 5000, "industry": "nearly"}
+    result = score(rules, line(contact))[0]
+    assert result["score"] == 60.0
+    assert result["mql"] is False
+
+
+def test_scoring_in_several_processes_gives_the_same_lines_in_the_same_order(
+    config_dir: Path, tmp_path: Path
+) -> None:
+    # Given: 1,500 contacts, every 700th line broken: two chunks of work
+    lines = []
+    for i in range(1500):
+        if i % 700 == 699:
+            lines.append("{broken")
+            continue
+        contact = {"email": f"lead{i}@firma{i % 50}.de", "company_size": i, "country": "DE"}
+        lines.append(line(contact, {"type": "form", "form": "demo-request", "at": NOW}))
+    source = tmp_path / "export.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def run(*extra: str) -> str:
+        command = [*COMMAND, "--config", str(config_dir), "score", str(source), "--json"]
+        done = subprocess.run(
+            [*command, "--now", NOW, *extra],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    # When: scored in one process and in two
+    one, two = run(), run("--jobs", "2")
+    # Then: byte for byte the same, one line out per line in, in input order
+    assert two == one
+    out = [json.loads(text) for text in two.splitlines()]
+    assert [o["line"] for o in out] == list(range(1, 1501))
+    assert [o["line"] for o in out if "error" in o] == [700, 1400]

@@ -1,0 +1,162 @@
+"""Receiving one webhook delivery: verify, parse, store, answer.
+
+The web process reads the body (refusing it past the size limit while it streams in) and
+hands it here, in a worker thread, since storing it waits on the database. The answers are
+the product's contract:
+
+* ``202`` once the record is durably stored, or when it was stored before (a re-delivery
+  adds nothing);
+* ``200`` ``ignored`` for a Typeform event that is not a completed response (a partial
+  response): a 2xx, so that Typeform does not deliver it again and again;
+* ``400`` for a body that is not a JSON object or that lacks what the mapping needs (the
+  mapped e-mail): quarantined with the reason, visible in ``leadwerk quarantine list``;
+* ``401`` for a missing, wrong or stale signature, with nothing stored;
+* ``404`` for a path that names no webhook source, ``413`` past the size limit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from connectors.errors import SkippableError
+from connectors.sources.base import RawRecord
+from connectors.sources.typeform import (
+    SIGNATURE_HEADER,
+    TypeformConfig,
+    parse_typeform_webhook,
+    verify_typeform_signature,
+)
+from connectors.sources.webhook import (
+    BodyTooLargeError,
+    SignatureError,
+    WebhookConfig,
+    record_from_webhook,
+    verify_webhook,
+)
+from worker.app import App
+from worker.pipeline.ingest import ingest_records, quarantine
+
+log = logging.getLogger("leadwerk.webhooks")
+
+
+@dataclass(frozen=True)
+class HookAnswer:
+    status: int
+    outcome: str  # accepted | duplicate | ignored | bad_request | unauthorized | ...
+    detail: str
+
+
+def webhook_source(app: App, name: str) -> WebhookConfig | TypeformConfig | None:
+    source = app.config.sources.get(name)
+    return source if isinstance(source, WebhookConfig | TypeformConfig) else None
+
+
+def body_limit(app: App, source: WebhookConfig | TypeformConfig) -> int:
+    """The largest body a source accepts: its ``max_body_bytes``, else the setting."""
+    return getattr(source, "max_body_bytes", None) or app.settings.max_body_bytes
+
+
+def receive_webhook(
+    app: App, name: str, headers: Mapping[str, str], body: bytes, now: datetime
+) -> HookAnswer:
+    """Handle one delivery to ``POST /hooks/<name>``; ``headers`` are looked up without
+    regard to case (Starlette's headers are)."""
+    source = webhook_source(app, name)
+    if source is None:
+        return HookAnswer(404, "not_found", f"no webhook source named '{name}'")
+    limit = body_limit(app, source)
+    if len(body) > limit:
+        return HookAnswer(413, "too_large", f"body larger than {limit} bytes")
+    refused = _check_signature(app, name, source, headers, body, now)
+    if refused is not None:
+        log.warning("webhook %s refused: %s", name, refused.detail)
+        return refused
+    try:
+        payload = json.loads(body)
+        if not isinstance(payload, dict):
+            raise ValueError(f"a JSON {type(payload).__name__}, not an object")
+    except (ValueError, RecursionError) as exc:
+        reason = f"the body is not a JSON object ({_short(exc)})"
+        raw = RawRecord(data={"body": body.decode("utf-8", "replace")})
+        return _quarantine(app, name, raw, reason, "body")
+    if isinstance(source, WebhookConfig):
+        record = record_from_webhook(source, payload)
+    else:
+        try:
+            record = parse_typeform_webhook(payload)
+        except SkippableError as exc:
+            if payload.get("event_type") != "form_response":
+                return HookAnswer(200, "ignored", str(exc))
+            return _quarantine(app, name, RawRecord(data=payload), str(exc), "form_response")
+    report = ingest_records(app.store, app.config, source, [record], now=now)
+    if report.quarantined:
+        problem = report.problems[0]
+        return HookAnswer(400, "bad_request", f"{problem.field}: {problem.reason} (quarantined)")
+    if report.accepted:
+        _ring(report.event_ids)
+        return HookAnswer(202, "accepted", "stored")
+    return HookAnswer(202, "duplicate", "already received")
+
+
+def _check_signature(
+    app: App,
+    name: str,
+    source: WebhookConfig | TypeformConfig,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: datetime,
+) -> HookAnswer | None:
+    secret_env = source.secret_env
+    secret = app.settings.secret(secret_env) if secret_env else None
+    if not secret:
+        what = f"environment variable {secret_env} is not set" if secret_env else "no secret_env"
+        log.error(
+            "webhook %s: %s, so no delivery can be verified; set it to the secret the sender "
+            "signs with (Typeform: the webhook's secret)",
+            name,
+            what,
+        )
+        return HookAnswer(401, "unauthorized", "signature cannot be checked")
+    if isinstance(source, WebhookConfig):
+        try:
+            verify_webhook(source, secret, headers, body, now)
+        except BodyTooLargeError as exc:
+            return HookAnswer(413, "too_large", str(exc))
+        except SignatureError as exc:
+            return HookAnswer(401, "unauthorized", str(exc))
+        return None
+    sent = headers.get(SIGNATURE_HEADER)
+    if not sent:
+        return HookAnswer(401, "unauthorized", f"missing {SIGNATURE_HEADER} header")
+    if not verify_typeform_signature(secret, body, sent):
+        return HookAnswer(401, "unauthorized", "signature does not match")
+    return None
+
+
+def _quarantine(app: App, name: str, record: RawRecord, reason: str, field: str) -> HookAnswer:
+    with app.store.session() as session:
+        quarantine(session, name, record, reason, field)
+    log.warning("webhook %s: quarantined a delivery: %s", name, reason)
+    return HookAnswer(400, "bad_request", f"{field}: {reason} (quarantined)")
+
+
+def _ring(event_ids: list[int]) -> None:
+    """Tell the workers. The record is stored already, so a broker that is away costs a
+    delay (the clock's sweep finds the event), never the lead, and never a 5xx that would
+    make the sender deliver again."""
+    from worker.pipeline.actors import score_lead
+
+    for event_id in event_ids:
+        try:
+            score_lead.send(event_id)
+        except Exception as exc:  # any broker failure; the sweep re-derives the work
+            log.warning("event %s stored; the queue is unreachable (%s)", event_id, exc)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 120 else text[:120] + "…"
