@@ -662,5 +662,25 @@ def sla_report(
     _echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else render_report(data))
 
 
+@app.command()
+def forget(
+    email: Annotated[str, typer.Argument(help="The person's e-mail address.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Erase a person: contact, events, messages, quarantined records, outbox copies."""
+    from worker.erasure import forget as erase
+
+    application, _ = _boot(config)
+    erased = erase(application, email)
+    if not erased.contacts and not erased.quarantined:
+        _err("nobody with that e-mail address is stored")
+        raise typer.Exit(1)
+    _echo(
+        f"erased {erased.contacts} contact, {erased.events} events, {erased.messages} messages, "
+        f"{erased.quarantined} quarantined records, {erased.outbox_files} outbox files "
+        "(no CRM connector is configured, so no CRM was told)"
+    )
+
+
 def main() -> None:
     app()

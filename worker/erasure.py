@@ -1,0 +1,79 @@
+"""``leadwerk forget EMAIL``: erasure of a person on request.
+
+The contact, its events (raw payloads included), scores, stage changes, assignments, SLA
+timers and outbox messages go (the foreign keys cascade), and so do quarantined records that
+carry the address and the file-outbox copies of its messages. Aggregates that name nobody
+(rep counters) stay.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import String, cast, delete, func, select
+
+from rules.contact import FieldError, mask_email, normalise_email
+from worker.app import App
+from worker.store.models import Contact, Event, Message, Quarantine
+
+log = logging.getLogger("leadwerk.erasure")
+
+
+@dataclass
+class Erased:
+    contacts: int = 0
+    events: int = 0
+    messages: int = 0
+    quarantined: int = 0
+    outbox_files: int = 0
+
+
+def forget(app: App, email: str) -> Erased:
+    try:
+        address = normalise_email(email)
+    except FieldError:
+        address = email.strip()
+    erased = Erased()
+    with app.store.session() as session:
+        contact = session.scalars(
+            select(Contact).where(func.lower(Contact.email) == address.lower())
+        ).first()
+        if contact is not None:
+            erased.events = (
+                session.scalar(
+                    select(func.count()).select_from(Event).where(Event.contact_id == contact.id)
+                )
+                or 0
+            )
+            erased.messages = (
+                session.scalar(
+                    select(func.count())
+                    .select_from(Message)
+                    .where(Message.contact_id == contact.id)
+                )
+                or 0
+            )
+            erased.outbox_files = _remove_outbox_files(Path(app.settings.outbox_dir), contact.id)
+            session.delete(contact)
+            erased.contacts = 1
+        pattern = f"%{address.lower()}%"
+        erased.quarantined = (
+            session.execute(
+                delete(Quarantine).where(func.lower(cast(Quarantine.raw, String)).like(pattern))
+            ).rowcount
+            or 0
+        )
+    log.info("erased %s: %s", mask_email(address), erased)
+    return erased
+
+
+def _remove_outbox_files(directory: Path, contact_id: int) -> int:
+    if not directory.is_dir():
+        return 0
+    removed = 0
+    for path in directory.glob(f"lead_{contact_id}_*"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
