@@ -428,7 +428,7 @@ def _compile_scoring(
     if c.issues:
         return None
     return Ruleset(
-        version=str(model.version),
+        version=model.version,
         hash=rules_hash(directory),
         threshold=model.mql.threshold,
         requires=dict(model.mql.requires),

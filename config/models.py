@@ -5,10 +5,10 @@ Expressions stay text here; ``config.loader`` compiles them against the field sc
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from config.types import Duration, Percent
 
@@ -45,6 +45,13 @@ class Mql(Strict):
 
 class Decay(Strict):
     engagement_half_life: Duration
+
+    @field_validator("engagement_half_life")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("a half-life must be longer than zero (leave decay: out for none)")
+        return value
 
 
 class ScoringFile(Strict):

@@ -7,18 +7,22 @@ receives a :class:`Settings` object (and, for secrets named in YAML, ``Settings.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from config.errors import ConfigErrors, ConfigIssue
+from config.yamlload import YamlDoc, YamlSyntaxError, load_yaml
 
 
 def config_dir_from_env(explicit: str | Path | None = None) -> Path:
@@ -92,18 +96,45 @@ class Settings(BaseSettings):
 _CURRENT_CONFIG_DIR = Path("config")
 
 
+SECRET_KEYS = ("smtp_password", "slack_token", "slack_signing_secret", "accept_secret")
+
+
 def load_settings(
     config_dir: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> Settings:
     """Settings for a process. Relative paths (var/, inbox/) are anchored at the project root,
-    the parent of the config directory, so commands work from any working directory."""
+    the parent of the config directory, so commands work from any working directory.
+
+    Raises :class:`ConfigErrors` for a bad setting, located in ``leadwerk.yaml`` or naming the
+    env var, and for a secret written into ``leadwerk.yaml`` (secrets come only from env).
+    """
     global _CURRENT_CONFIG_DIR
     directory = config_dir_from_env(config_dir)
     _CURRENT_CONFIG_DIR = directory
-    settings = Settings(config_dir=directory, **overrides)
-    settings.env = dict(os.environ if env is None else env)
+    environ = dict(os.environ if env is None else env)
+    doc = _settings_doc(directory)
+    issues = [
+        doc.issue(
+            (key,),
+            f"'{key}' is a secret: set LEADWERK_{key.upper()} in the environment, never in a file",
+            key=True,
+        )
+        for key in SECRET_KEYS
+        if doc is not None and isinstance(doc.data, dict) and key in doc.data
+    ]
+    settings = None
+    try:
+        settings = Settings(config_dir=directory, **overrides)
+    except ValidationError as exc:
+        issues.extend(_setting_issue(doc, environ, error) for error in exc.errors())
+    port = environ.get("PORT")
+    if port is not None and "LEADWERK_WEB_PORT" not in environ and not port.isdigit():
+        issues.append(ConfigIssue("PORT", 1, 1, f"PORT must be a port number, not {port!r}"))
+    if issues or settings is None:
+        raise ConfigErrors(issues)
+    settings.env = environ
     root = directory.parent
     if settings.sqlite_path is not None and not settings.sqlite_path.is_absolute():
         settings.database_url = f"sqlite:///{root / settings.sqlite_path}"
@@ -111,6 +142,32 @@ def load_settings(
         settings.outbox_dir = root / settings.outbox_dir
     if not settings.inbox_dir.is_absolute():
         settings.inbox_dir = root / settings.inbox_dir
-    if "PORT" in settings.env and "LEADWERK_WEB_PORT" not in settings.env:
-        settings.web_port = int(settings.env["PORT"])
+    if port is not None and "LEADWERK_WEB_PORT" not in environ:
+        settings.web_port = int(port)
+        if "LEADWERK_WEB_HOST" not in environ:
+            settings.web_host = "0.0.0.0"  # a platform that sets PORT routes to it from outside
     return settings
+
+
+def _settings_doc(directory: Path) -> YamlDoc | None:
+    path = directory / "leadwerk.yaml"
+    if not path.exists():
+        return None
+    try:
+        return load_yaml(path, os.path.relpath(path))
+    except YamlSyntaxError as exc:
+        raise ConfigErrors([exc.issue]) from None
+
+
+def _setting_issue(doc: YamlDoc | None, environ: Mapping[str, str], error: Any) -> ConfigIssue:
+    key = str(error["loc"][0]) if error["loc"] else ""
+    message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
+    env_name = f"LEADWERK_{key.upper()}"
+    if env_name in environ:
+        return ConfigIssue(env_name, 1, 1, f"{env_name}: {message}")
+    if doc is not None and isinstance(doc.data, dict) and key in doc.data:
+        if error["type"] == "extra_forbidden":
+            hint = difflib.get_close_matches(key, list(Settings.model_fields), n=1)
+            message = f"unknown setting '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+        return doc.issue((key,), message, key=error["type"] == "extra_forbidden")
+    return ConfigIssue("settings", 1, 1, f"{key}: {message}")

@@ -15,7 +15,6 @@ from typing import Any
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import (
-    CASE_INSENSITIVE_MAILBOX_NAMES,
     EMAIL_MAX_LENGTH,
     LOCAL_PART_MAX_LENGTH,
 )
@@ -107,32 +106,27 @@ class FieldError(ValueError):
 
 
 def normalise_email(value: Any) -> str:
-    """Trimmed, syntax-checked (no DNS), domain lower-cased; the local part kept as written."""
+    """Trimmed, syntax-checked (no DNS) and lower-cased: one person is one contact however the
+    address was typed (``Eva@Firma.de`` and ``eva@firma.de`` reach the same mailbox)."""
     if value is None or not str(value).strip():
         raise FieldError("email", "no e-mail address")
     text = str(value).strip()
     simple = _SIMPLE_EMAIL.fullmatch(text)
     if simple is not None and len(text) <= EMAIL_MAX_LENGTH:
         local, domain = simple[1], simple[2].lower()
-        if (
-            len(local) <= LOCAL_PART_MAX_LENGTH
-            and local.lower() not in _CASE_INSENSITIVE
-            and _valid_plain_domain(domain)
-        ):
-            return f"{local}@{domain}"
+        if len(local) <= LOCAL_PART_MAX_LENGTH and _valid_plain_domain(domain):
+            return f"{local.lower()}@{domain}"
     try:
         result = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:
         raise FieldError("email", f"not a valid e-mail address ({exc})") from None
-    local, _, domain = result.normalized.rpartition("@")
-    return f"{local}@{domain.lower()}"
+    return result.normalized.lower()
 
 
 # The common case, checked without the full validator: a plain ASCII dot-atom local part and
 # an ASCII domain. The domain's verdict comes from the validator, once per domain; anything
 # unusual (quotes, Unicode, IDNA, reserved names, odd lengths) takes the full path.
 _SIMPLE_EMAIL = re.compile(r"([A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*)@([A-Za-z0-9.-]+)")
-_CASE_INSENSITIVE = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
 
 
 @functools.lru_cache(maxsize=65536)

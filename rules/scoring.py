@@ -41,7 +41,7 @@ class DisqualifyRule:
 
 @dataclass(frozen=True)
 class Ruleset:
-    version: str
+    version: int | str
     hash: str
     threshold: float
     requires: Mapping[str, float] = field(default_factory=dict)

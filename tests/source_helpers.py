@@ -141,5 +141,6 @@ def counts(store: Store) -> dict[str, int]:
 
 
 def contact(store: Store, email: str) -> Contact | None:
+    """The contact with this address, however the case of its local part was kept."""
     with store.session() as session:
-        return session.scalar(select(Contact).where(Contact.email == email))
+        return session.scalar(select(Contact).where(func.lower(Contact.email) == email.lower()))

@@ -73,8 +73,8 @@ def test_the_config_directory_can_be_named_from_anywhere(project: Path, tmp_path
     assert by_env.returncode == 0 and by_env.stdout.startswith("config ok")
     assert by_option.returncode == 0 and by_option.stdout.startswith("config ok")
     missing = leadwerk("rules", "check", cwd=elsewhere)
-    assert missing.returncode == 1
-    assert "scoring.yaml is missing" in missing.stdout
+    assert missing.returncode == 2
+    assert "no config directory at" in missing.stderr
 
 
 def test_worker_and_clock_without_redis_say_what_they_need(project: Path) -> None:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from sqlalchemy import select
 from config.settings import Settings
 from tests.lead_helpers import FAIR, fair_row, take_in
 from tests.pipeline_helpers import running
+from tests.redis_namespace import own_namespace
 from tests.servers.smtp import SmtpServer
 from worker.app import init_app
 from worker.broker import QUEUES, setup_broker
@@ -200,11 +200,11 @@ def test_a_worker_killed_mid_batch_leaves_every_lead_notified_and_counts_each_du
 ) -> None:
     staff_desk(config_dir)
     export = write_fair_export(tmp_path / "messe.csv", LEADS)
-    with KillingSmtpServer(kill_at=KILL_AT) as smtp:
+    with own_namespace(redis_url) as namespace, KillingSmtpServer(kill_at=KILL_AT) as smtp:
         settings = make_settings(
             database_url=postgres_url,
             redis_url=redis_url,
-            redis_namespace=f"test-{uuid.uuid4().hex[:8]}",
+            redis_namespace=namespace,
             smtp_url=smtp.url,
             send_lease=2,
         )

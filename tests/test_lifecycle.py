@@ -19,6 +19,7 @@ from worker.lifecycle import StageError, change_stage
 from worker.pipeline.route import route_contact
 from worker.store.db import Store
 from worker.store.models import Assignment, Contact, Score, StageChange
+from worker.sweep import find_pending
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # a Tuesday morning
 EVA = "eva.mueller@bigcorp.de"
@@ -177,6 +178,7 @@ def test_a_recycled_contact_can_become_an_mql_again_and_is_routed_anew(
     # Then: an MQL again, with the new date, and routed again
     again = contact(store, contact_id)
     assert (again.stage, again.mql_at) == ("mql", later)
+    assert contact_id in find_pending(store, later).contacts  # the sweep would route it too
     assert route_contact(store, config, contact_id, later) != []
     steps = changes(store, contact_id)
     assert [(f, t) for f, t, _, _ in steps] == [

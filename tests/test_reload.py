@@ -54,7 +54,7 @@ def test_a_valid_change_takes_effect_without_a_restart(
 ) -> None:
     # Given: a running Leadwerk on rules v3
     before = get_app().config
-    assert before.ruleset.version == "3"
+    assert before.ruleset.version == 3
     # When: marketing ops raise the value of a hot fair contact and bump the version
     scoring = config_dir / "scoring.yaml"
     edit(scoring, "version: 3 ", "version: 4 ")
@@ -66,7 +66,7 @@ def test_a_valid_change_takes_effect_without_a_restart(
     wait_until(lambda: get_app().config.hash != before.hash, "the new rules to load")
     # Then: the next lead is scored with the new rules, and the score says which ones
     config = get_app().config
-    assert config.ruleset.version == "4"
+    assert config.ruleset.version == 4
     row = fair_row("eva.mueller@bigcorp.de", size=5000, title="Head of IT", rating="hot")
     ingest_records(leadwerk.app.store, config, config.sources[FAIR], [row])
     leadwerk.drain()

@@ -121,7 +121,7 @@ def test_each_input_line_gives_one_object_in_input_order_with_every_key(config_d
     assert eva["route"]["team"] == "enterprise-dach" and eva["route"]["rule"] == "enterprise DACH"
     assert eva["route"]["rep"] in ("jonas", "lea")
     assert eva["sla"] == {"policy": "hot", "due": "2026-11-24T12:05:00+00:00"}
-    assert eva["ruleset"]["version"] == "3" and len(eva["ruleset"]["hash"]) == 12
+    assert eva["ruleset"]["version"] == 3 and len(eva["ruleset"]["hash"]) == 12
     assert {"rule": "demo request", "kind": "engagement", "points": 50.0, "events": 1} in eva[
         "hits"
     ]

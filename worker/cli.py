@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 from config.loader import Config, load_or_exit
 from config.settings import Settings, load_settings
@@ -42,10 +43,24 @@ def _main(config: ConfigOpt = None) -> None:
     _global["config"] = config
 
 
-def _settings(config: Path | None) -> Settings:
+def _settings(config: Path | None, failed_check: int = 2) -> Settings:
+    """The process settings, or the located errors and exit 2 (``failed_check`` for
+    ``rules check``, where a bad config is the check's finding)."""
+    from config.errors import ConfigErrors
     from worker.logging import setup_logging
 
-    settings = load_settings(config or _global["config"])
+    try:
+        settings = load_settings(config or _global["config"])
+    except ConfigErrors as exc:
+        _err(exc.render())
+        _err(f"{len(exc.issues)} error(s) in the settings")
+        raise typer.Exit(failed_check) from None
+    if not settings.config_dir.is_dir():
+        _err(
+            f"no config directory at {settings.config_dir}: name one with --config DIR or "
+            "LEADWERK_CONFIG_DIR, or write an example with `leadwerk init`"
+        )
+        raise typer.Exit(2)
     setup_logging(settings.log_level, settings.log_format)
     return settings
 
@@ -64,12 +79,17 @@ def _config(settings: Settings, with_tests: bool = False) -> Config:
 
 def _boot(config_dir: Path | None) -> Any:
     """Settings, config, store and broker for a command that runs the pipeline."""
+    from connectors.errors import FatalError
     from worker.app import init_app
     from worker.broker import setup_broker
 
     settings = _settings(config_dir)
     config = _config(settings)
-    application = init_app(settings, config=config)
+    try:
+        application = init_app(settings, config=config)
+    except (FatalError, ArgumentError, OperationalError) as exc:
+        _err(f"cannot start: {exc}")
+        raise typer.Exit(2) from None
     broker = setup_broker(settings)
     return application, broker
 
@@ -78,10 +98,13 @@ def _boot(config_dir: Path | None) -> Any:
 
 
 @app.command()
-def init(directory: Annotated[Path, typer.Argument()] = Path(".")) -> None:
-    """Write a working example config/ (and sample data) to start from."""
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where config/ goes.")] = Path("."),
+    config: ConfigOpt = None,
+) -> None:
+    """Write a working example config/ to start from (at --config DIR when given)."""
     source = Path(__file__).resolve().parent.parent / "config"
-    target = directory / "config"
+    target = config or _global["config"] or directory / "config"
     if target.exists() and any(target.glob("*.yaml")):
         _err(f"{target} already holds a config; nothing written")
         raise typer.Exit(2)
@@ -265,7 +288,7 @@ def rules_check(config: ConfigOpt = None) -> None:
     from config.loader import load_config
     from worker.templates import check_templates, template_files
 
-    settings = _settings(config)
+    settings = _settings(config, failed_check=1)
     issues = check_templates(settings.config_dir)
     loaded = None
     try:
@@ -368,7 +391,11 @@ def score(
     except ValueError as exc:
         _err(f"--now: {exc}")
         raise typer.Exit(2) from None
-    stream = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
+    try:
+        stream = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        _err(f"cannot read {file}: {exc.strerror}")
+        raise typer.Exit(2) from None
     try:
         score_stream(
             loaded,

@@ -37,10 +37,9 @@ def forget(app: App, email: str) -> Erased:
         address = email.strip()
     erased = Erased()
     with app.store.session() as session:
-        contact = session.scalars(
+        for contact in session.scalars(
             select(Contact).where(func.lower(Contact.email) == address.lower())
-        ).first()
-        if contact is not None:
+        ).all():
             erased.events = (
                 session.scalar(
                     select(func.count()).select_from(Event).where(Event.contact_id == contact.id)
@@ -55,10 +54,11 @@ def forget(app: App, email: str) -> Erased:
                 )
                 or 0
             )
-            erased.outbox_files = _remove_outbox_files(Path(app.settings.outbox_dir), contact.id)
+            erased.outbox_files += _remove_outbox_files(Path(app.settings.outbox_dir), contact.id)
             session.delete(contact)
-            erased.contacts = 1
-        pattern = f"%{address.lower()}%"
+            erased.contacts += 1
+        # The address as a whole JSON string value, so lisa@x.de survives forgetting a@x.de.
+        pattern = f'%"{address.lower()}"%'
         erased.quarantined = (
             session.execute(
                 delete(Quarantine).where(func.lower(cast(Quarantine.raw, String)).like(pattern))

@@ -1,8 +1,8 @@
 """Stateless evaluation of one contact with the rules as they are: score, route and SLA.
 
-Used by ``leadwerk score`` and ``leadwerk rules test``; touches no store. Routing picks within
-a team as if every rep had equal counts, with a seed derived from the e-mail so the answer is
-repeatable.
+Used by ``leadwerk score``, ``leadwerk rules test`` and ``leadwerk rules diff``; touches no
+store. Routing picks within a team as if every rep had equal counts, with a seed derived from
+the e-mail so the answer is repeatable.
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 
 from config.loader import Config, load_config
 from config.settings import Settings
-from rules.contact import FieldError, mask_email
+from rules.contact import mask_email
 from rules.scoring import r1
-from worker.evaluate import evaluate
+from worker.evaluate import decide
 from worker.pipeline.route import account_facts
 from worker.pipeline.score import event_facts
 from worker.store.db import Store
@@ -117,7 +117,6 @@ class DiffReport:
     now: datetime
     since: timedelta | None
     compared: int = 0
-    skipped: int = 0
     shift_total: float = 0.0
     changes: list[ContactDiff] = field(default_factory=list)
 
@@ -145,7 +144,6 @@ class DiffReport:
             "route_changes": self.route_changes,
             "mean_score_shift": r1(self.mean_shift),
             "contacts_changed": len(self.changes),
-            "contacts_skipped": self.skipped,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -168,8 +166,6 @@ class DiffReport:
             f"contacts compared: {self.compared}, gain MQL: {self.gain}, lose MQL: {self.lose}, "
             f"route changes: {self.route_changes}, mean score shift: {self.mean_shift:+.1f}",
         ]
-        if self.skipped:
-            lines.append(f"{self.skipped} contact(s) could not be scored and were left out")
         for change in self.changes:
             lines.append(_render_change(change))
         if not self.changes:
@@ -300,12 +296,8 @@ def diff_rules(
                 if (domain in free_old) == (domain in free_new)
                 else account_facts(session, old, contact)
             )
-            try:
-                new_side = _outcome(new, contact, facts, now, new_account)
-                old_side = _outcome(old, contact, facts, now, old_account)
-            except FieldError:
-                report.skipped += 1
-                continue
+            new_side = _outcome(new, contact, facts, now, new_account)
+            old_side = _outcome(old, contact, facts, now, old_account)
             change = ContactDiff(contact.id, mask_email(contact.email), old_side, new_side)
             report.compared += 1
             report.shift_total += change.shift
@@ -348,7 +340,8 @@ def _outcome(
     now: datetime,
     account: dict[str, Any],
 ) -> Outcome:
-    result, route, _sla, _ = evaluate(config, contact.fields, events, now, account)
+    # As the score step reads it: the stored contact was normalised when it was taken in.
+    result, route, _sla = decide(config, contact.fields, events, now, account)
     points: dict[str, float] = {}
     for hit in result.hits:
         points[hit.rule] = points.get(hit.rule, 0.0) + hit.points

@@ -65,7 +65,7 @@ def _render(
 ) -> str:
     result = score_line(config, line, now)
     if as_json:
-        result = {"line": number, **result}
+        result = {**result, "line": number}
         return json.dumps(result, ensure_ascii=False, separators=(",", ":")) + "\n"
     return _human(number, result, explain) + "\n"
 

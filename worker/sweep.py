@@ -53,7 +53,9 @@ def find_pending(
                 .order_by(Event.id)
             )
         )
-        routed = select(Assignment.contact_id)
+        # A recycled lead's closed assignment does not count: when it qualifies again, it is
+        # routed again.
+        routed = select(Assignment.contact_id).where(Assignment.status != "closed")
         contacts = list(
             session.scalars(
                 select(Contact.id).where(
@@ -67,7 +69,11 @@ def find_pending(
         messages = list(
             session.scalars(
                 select(Message.id)
-                .where(Message.status == "pending", Message.created_at <= cutoff)
+                .where(
+                    Message.status == "pending",
+                    Message.created_at <= cutoff,
+                    Message.retry_at.is_(None) | (Message.retry_at <= now),
+                )
                 .order_by(Message.id)
             )
         )

@@ -180,7 +180,9 @@ def _read_csv(text: str, name: str) -> Iterator[RawRecord]:
 def _csv_reader(text: str, delimiter: str) -> Iterator[list[str]]:
     """The csv module's reader; spaces after a delimiter are skipped so that a quoted cell
     written as ``a, "b, c"`` is still one cell (cells are trimmed anyway)."""
-    return csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True)
+    return csv.reader(
+        io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True
+    )
 
 
 def _csv_rows(text: str, delimiter: str, name: str) -> Iterator[tuple[int, list[str]]]:

@@ -1,4 +1,8 @@
-"""dramatiq actors: thin. Each loads state, asks the step module, persists, enqueues the next.
+"""dramatiq actors: thin. Each loads state, asks the step module, persists, starts the next.
+
+The next step runs at once in the same thread (:func:`_next`): a queue round trip costs more
+than the step itself, and speed to lead is the point. Only when it fails does it go on the
+queue, to be retried there with its own backoff.
 
 Every actor is idempotent (the store decides whether work is still due), so a redelivered
 message or a sweep that re-enqueues work never does it twice.
@@ -6,7 +10,9 @@ message or a sweep that re-enqueues work never does it twice.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -15,12 +21,32 @@ from connectors.errors import RetriableError
 from worker.app import get_app
 from worker.pipeline import notify, route, score, sla
 
+log = logging.getLogger("leadwerk.actors")
+
 # Declared on a private stub broker; worker.broker.setup_broker re-binds them.
 _declaring = StubBroker()
+
+# A next step that failed on the fast path is queued to run again after this long.
+FAST_PATH_RETRY_MS = 1000
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _next(actor: dramatiq.Actor[Any, Any], *args: Any) -> None:
+    """Run the next step now, in this thread; if it fails, queue it to be retried on its own
+    (after the delay a ``dramatiq.Retry`` asks for, such as Slack's Retry-After)."""
+    try:
+        actor.fn(*args)
+    except dramatiq.Retry as exc:
+        actor.send_with_options(args=args, delay=exc.delay or FAST_PATH_RETRY_MS)
+    except Exception as exc:
+        # Only the class: the queued retry logs the details if it fails again.
+        log.warning(
+            "%s%s failed at once (%s); queued to retry", actor.actor_name, args, type(exc).__name__
+        )
+        actor.send_with_options(args=args, delay=FAST_PATH_RETRY_MS)
 
 
 @dramatiq.actor(queue_name="score", max_retries=8, broker=_declaring)
@@ -28,14 +54,14 @@ def score_lead(event_id: int) -> None:
     app = get_app()
     contact_id = score.score_event(app.store, app.config, event_id, _now())
     if contact_id is not None:
-        route_lead.send(contact_id)
+        _next(route_lead, contact_id)
 
 
 @dramatiq.actor(queue_name="route", max_retries=8, broker=_declaring)
 def route_lead(contact_id: int) -> None:
     app = get_app()
     for message_id in route.route_contact(app.store, app.config, contact_id, _now()):
-        send_message.send(message_id)
+        _next(send_message, message_id)
 
 
 @dramatiq.actor(queue_name="notify", max_retries=10, min_backoff=1000, broker=_declaring)

@@ -20,17 +20,21 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import (
     ColumnElement,
     Table,
+    Text,
     any_,
     bindparam,
-    exists,
+    cast,
+    column,
     func,
+    literal,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -80,24 +84,25 @@ def _insert_new(
     """Insert ``rows`` except those whose ``unique`` columns are taken; returns the
     ``returning`` columns of the rows inserted.
 
-    On PostgreSQL the rows travel as one array per column (``INSERT ... SELECT FROM
-    unnest(...)``): a short statement, prepared once, 2-3x faster than a ``VALUES`` list of
-    thousands of parameters. SQLite gets the ``VALUES`` list.
+    On PostgreSQL the whole batch travels as one JSON document, unpacked by
+    ``jsonb_to_recordset``: one short statement, where a ``VALUES`` list is 5,000 parameters
+    and arrays of JSON are escaped element by element (66 ms per 500 events; this: 20-30 ms).
+    SQLite gets the ``VALUES`` list.
     """
     if not rows:
         return []
     names = list(rows[0])
     wanted = [table.c[name] for name in returning]
     if session.get_bind().dialect.name == "postgresql":
-        arrays = [
-            bindparam(None, [row[name] for row in rows], type_=postgresql.ARRAY(table.c[name].type))
-            for name in names
-        ]
-        unnested = func.unnest(*arrays).table_valued(*names).render_derived()
-        from_arrays = select(*[unnested.c[name] for name in names])
+        document = json.dumps(rows, default=_json_value, ensure_ascii=False)
+        unpacked = (
+            func.jsonb_to_recordset(cast(bindparam(None, document, type_=Text), postgresql.JSONB))
+            .table_valued(*[column(name, table.c[name].type) for name in names])
+            .render_derived(with_types=True)
+        )
         statement = (
             postgresql.insert(table)
-            .from_select(names, from_arrays)
+            .from_select(names, select(*[unpacked.c[name] for name in names]))
             .on_conflict_do_nothing(index_elements=unique)
             .returning(*wanted)
         )
@@ -106,6 +111,12 @@ def _insert_new(
         sqlite.insert(table).on_conflict_do_nothing(index_elements=unique).returning(*wanted)
     )
     return [tuple(row) for row in session.execute(statement, rows)]
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):  # stored as UTC, as UtcDateTime does
+        return value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat() + "Z"
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _among(session: Session, column: Any, values: Iterable[str]) -> ColumnElement[bool]:
@@ -120,10 +131,11 @@ def _among(session: Session, column: Any, values: Iterable[str]) -> ColumnElemen
 def _known_keys(session: Session, source: str, keys: Iterable[str]) -> set[str]:
     """The keys of ``source`` that are stored already.
 
-    On PostgreSQL one index probe per key (``unnest`` + ``EXISTS``). psycopg prepares a
-    statement after five runs, and the generic plan of ``record_key IN (...)`` or ``= ANY``
-    finds the source's rows by index and then tests each against every key: 0.4 s per batch
-    of 500 once a source has 20k events, growing with every import.
+    On PostgreSQL as one index probe per key: ``unnest`` the keys and look each up in a
+    ``LATERAL`` subquery with ``LIMIT 1``, which the planner cannot turn into a join. Before
+    the events table has statistics (a fresh database, a first big import), ``IN (...)``,
+    ``= ANY`` and ``EXISTS`` are all planned as a scan of every event of the source, tested
+    against every key: 40-400 ms per batch of 500 at 20-100k events, against 3 ms.
     """
     keys = list(keys)
     if session.get_bind().dialect.name != "postgresql":
@@ -131,11 +143,18 @@ def _known_keys(session: Session, source: str, keys: Iterable[str]) -> set[str]:
             EVENTS.c.source == source, EVENTS.c.record_key.in_(keys)
         )
         return set(session.scalars(query))
-    key = func.unnest(
-        bindparam(None, keys, type_=postgresql.ARRAY(EVENTS.c.record_key.type))
-    ).column_valued("key")
-    stored = exists().where(EVENTS.c.source == source, EVENTS.c.record_key == key)
-    return set(session.scalars(select(key).where(stored)))
+    wanted = (
+        func.unnest(bindparam(None, keys, type_=postgresql.ARRAY(EVENTS.c.record_key.type)))
+        .table_valued("key")
+        .render_derived()
+    )
+    hit = (
+        select(literal(1).label("hit"))
+        .where(EVENTS.c.source == source, EVENTS.c.record_key == wanted.c.key)
+        .limit(1)
+        .lateral()
+    )
+    return set(session.scalars(select(wanted.c.key).select_from(wanted.join(hit, true()))))
 
 
 def store_batch(

@@ -38,6 +38,10 @@ from worker.store.models import Assignment, Contact, DeadLetter, Event, Message,
 
 log = logging.getLogger("leadwerk.notify")
 
+# After this many claims that ended in a passing fault, a message is dead-lettered: a mail
+# server down for hours is an admin's matter, not a retry loop's.
+MAX_SEND_ATTEMPTS = 10
+
 SEND_LEASE = timedelta(minutes=2)
 
 
@@ -200,7 +204,7 @@ def slack_blocks(facts: dict[str, Any]) -> list[dict[str, Any]]:
 def to_outbound(message: Message, settings: Settings) -> OutboundMessage:
     """The outbox row as the notifier seam takes it. Nurture e-mails carry one-click
     unsubscribe headers (RFC 8058), which mailbox providers require of bulk senders."""
-    headers = {}
+    headers: dict[str, str] = {}
     if message.channel == "email" and is_nurture(message.purpose) and message.contact_id:
         headers = list_unsubscribe_headers(settings, message.contact_id)
     return OutboundMessage(
@@ -218,16 +222,15 @@ def to_outbound(message: Message, settings: Settings) -> OutboundMessage:
 
 
 def claim(store: Store, message_id: int, now: datetime) -> Message | None:
-    """pending → sending in one atomic statement; None if another delivery has it."""
+    """pending → sending in one atomic statement that also returns the row; None if another
+    delivery has it."""
     with store.session() as session:
-        result = session.execute(
+        return session.scalars(
             update(Message)
             .where(Message.id == message_id, Message.status == "pending")
             .values(status="sending", claimed_at=now, attempts=Message.attempts + 1)
-        )
-        if result.rowcount != 1:
-            return None
-        return session.get(Message, message_id)
+            .returning(Message)
+        ).one_or_none()
 
 
 @dataclass(frozen=True)
@@ -248,8 +251,12 @@ def send_message(app: App, message_id: int, now: datetime) -> Outcome:
     notifier = notifiers.get(message.channel) or notifiers["email"]
     try:
         result = notifier.send(to_outbound(message, app.settings))
-    except RetriableError:
-        _set(store, message_id, status="pending")
+    except RetriableError as exc:
+        if message.attempts >= MAX_SEND_ATTEMPTS:
+            _fail(store, message, f"gave up after {message.attempts} attempts: {exc}")
+            return Outcome("failed")
+        wait = exc.retry_after or min(2.0**message.attempts, 300.0)
+        _set(store, message_id, status="pending", retry_at=now + timedelta(seconds=wait))
         raise
     except UndeliverableError as exc:
         if message.channel == "slack":
@@ -259,8 +266,12 @@ def send_message(app: App, message_id: int, now: datetime) -> Outcome:
     except FatalError as exc:
         _fail(store, message, str(exc))
         return Outcome("failed")
-    _set(store, message_id, status="sent", sent_at=now, remote_id=result.remote_id, error=None)
-    with store.session() as session:
+    with store.session() as session:  # one transaction: the mark and what it means
+        session.execute(
+            update(Message)
+            .where(Message.id == message_id)
+            .values(status="sent", sent_at=now, remote_id=result.remote_id, error=None)
+        )
         if message.purpose in ("new_lead", "unassigned_lead"):
             session.execute(
                 update(Assignment)
@@ -295,7 +306,7 @@ def _fall_back_to_email(app: App, message_id: int, why: str) -> Outcome:
         message = session.get(Message, message_id)
         assert message is not None
         contact = session.get(Contact, message.contact_id) if message.contact_id else None
-        message.status = "failed"
+        message.status = "rerouted"
         message.error = f"slack: {why}; sent by e-mail instead"
         rep = app.config.team.reps.get(message.rep or "")
         email = rep.email if rep else message.recipient

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -169,15 +169,11 @@ def decide(
     ctx = lead_context(contact, event, account, now)
     policy = choose_sla(config.sla, ctx)
     within = policy.policy.respond_within if policy else None
-    states = {
-        rule.team: [
-            state
-            for state in team_states(session, config, rule.team, now)
-            if state.name not in exclude
+    states = _TeamStates(
+        lambda team: [
+            state for state in team_states(session, config, team, now) if state.name not in exclude
         ]
-        for rule in config.routing
-        if rule.team and _matches(rule, ctx)
-    }
+    )
     owner = account.get("owner")
     decision = decide_route(
         config.routing,
@@ -219,8 +215,25 @@ def hand_over(
     return messages
 
 
-def _matches(rule: Any, ctx: Context) -> bool:
-    return rule.when is None or bool(rule.when(ctx))
+class _TeamStates(Mapping[str, list[RepState]]):
+    """Team states made when routing asks for a team: only the first matching rule's team is
+    counted and its counters locked, not every team a later rule names (speed to lead, and
+    no needless lock on other teams' counters)."""
+
+    def __init__(self, make: Callable[[str], list[RepState]]) -> None:
+        self._make = make
+        self._made: dict[str, list[RepState]] = {}
+
+    def __getitem__(self, team: str) -> list[RepState]:
+        if team not in self._made:
+            self._made[team] = self._make(team)
+        return self._made[team]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._made)
+
+    def __len__(self) -> int:
+        return len(self._made)
 
 
 def _assign(

@@ -65,7 +65,7 @@ def _record(
             mql=result.mql,
             disqualified=result.disqualified,
             hits=[h.as_dict() for h in result.hits],
-            ruleset_version=ruleset.version,
+            ruleset_version=str(ruleset.version),
             ruleset_hash=ruleset.hash,
             computed_at=now,
         )

@@ -195,7 +195,8 @@ class SlaTimer(Base):
 
 class Message(Base):
     """The outbox. A message is written here, with a key that makes a resend impossible,
-    before it is sent; ``status``: pending → sending → sent | failed."""
+    before it is sent; ``status``: pending → sending → sent | failed, or rerouted (a Slack
+    message that went out by e-mail instead). ``retry_at``: not due before then."""
 
     __tablename__ = "messages"
     __table_args__ = (Index("ix_messages_status", "status"),)
@@ -218,6 +219,7 @@ class Message(Base):
     status: Mapped[str] = mapped_column(String(20), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     remote_id: Mapped[str | None] = mapped_column(String(300))
     resent_after_crash: Mapped[int] = mapped_column(Integer, default=0)
