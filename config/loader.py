@@ -121,6 +121,7 @@ class Config:
     hygiene: HygieneFile
     sources: dict[str, SourceConfig]
     tests: list[RuleTest] = field(default_factory=list)
+    warnings: list[ConfigIssue] = field(default_factory=list)
 
     def team_of(self, rep: str) -> str | None:
         for name, team in self.team.teams.items():
@@ -139,6 +140,7 @@ class _Collector:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.issues: list[ConfigIssue] = []
+        self.warnings: list[ConfigIssue] = []
 
     def display(self, path: Path) -> str:
         try:
@@ -184,6 +186,9 @@ class _Collector:
                     ConfigIssue(err.file, err.line, err.col, err.message, err.source_line)
                 )
             return compile_expr("false", schema, origin)
+
+    def warn(self, doc: YamlDoc, path: tuple[str | int, ...], message: str) -> None:
+        self.warnings.append(doc.issue(path, message))
 
     def add(
         self, doc: YamlDoc, path: tuple[str | int, ...], message: str, key: bool = False
@@ -359,6 +364,7 @@ def load_config(settings: Settings, with_tests: bool = False) -> Config:
         hygiene=hygiene,
         sources=sources,
         tests=tests,
+        warnings=c.warnings,
     )
 
 
@@ -483,11 +489,29 @@ def _check_team(
     for name, t in team.teams.items():
         if t is None:  # invalid on its own: already reported
             continue
+        # A rep named in a team but not described under reps: has no address to be told at,
+        # so it is left out of routing, loudly; the file still loads (a team being staffed).
         for index, member in enumerate(t.members):
             if member not in team.reps:
-                c.add(doc, ("teams", name, "members", index), _unknown_rep(member, team))
+                _rep_reference(
+                    c,
+                    doc,
+                    ("teams", name, "members", index),
+                    member,
+                    team,
+                    "left out of routing",
+                )
+        t.members = [m for m in t.members if m in team.reps]
         if t.manager and t.manager not in team.reps:
-            c.add(doc, ("teams", name, "manager"), _unknown_rep(t.manager, team))
+            _rep_reference(
+                c,
+                doc,
+                ("teams", name, "manager"),
+                t.manager,
+                team,
+                "escalations go to the fallback",
+            )
+            t.manager = None
     for rep_id, rep in team.reps.items():
         if rep is None:
             continue
@@ -511,6 +535,23 @@ def _check_team(
         if rep.notify == "slack" and not rep.slack:
             c.add(doc, ("reps", rep_id, "notify"), "notify: slack needs the rep's slack user id")
     return calendars
+
+
+def _rep_reference(
+    c: _Collector,
+    doc: YamlDoc,
+    path: tuple[str | int, ...],
+    name: str,
+    team: TeamFile,
+    consequence: str,
+) -> None:
+    """A rep named but not described under ``reps:``. Near a known name it is a typo: an
+    error. Otherwise the rep is not described yet (a team being staffed): a warning, and the
+    rep is left out, since there is no address to reach them at."""
+    if difflib.get_close_matches(name, list(team.reps), n=1):
+        c.add(doc, path, _unknown_rep(name, team))
+    else:
+        c.warn(doc, path, f"{_unknown_rep(name, team)}; {consequence}")
 
 
 def _unknown_rep(name: str, team: TeamFile) -> str:
@@ -545,7 +586,15 @@ def _compile_routing(
         rules.append(RoutingRule(rule.name, when, rule.assign, rule.team, rule.strategy))
     for index, name in enumerate(model.fallback.notify):
         if name not in team.reps:
-            c.add(doc, ("fallback", "notify", index), _unknown_rep(name, team))
+            _rep_reference(
+                c,
+                doc,
+                ("fallback", "notify", index),
+                name,
+                team,
+                "left out of the fallback",
+            )
+    model.fallback.notify = [name for name in model.fallback.notify if name in team.reps]
     return rules
 
 

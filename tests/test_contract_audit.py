@@ -386,16 +386,12 @@ def test_every_contract_example_loads_and_its_rule_test_passes(tmp_path: Path) -
     assert tested.stdout.strip().splitlines()[-1] == "1 passed, 0 failed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConfigErrors,
-    reason="PRODUCT.md's team.yaml example defines only rep jonas while its teams name anna, "
-    "lea, mehmet, sophie and tom: rules check reports 7 'unknown rep' errors, against 'Every "
-    "YAML example in this file must load' (fix the example or the loader, and say which)",
-)
 def test_the_contract_team_example_loads_as_written(tmp_path: Path) -> None:
     config = write_project(tmp_path, CONTRACT_YAML, templates=False)
-    load(config)  # raises ConfigErrors: unknown rep 'anna', 'lea', ...
+    loaded = load(config)
+    # reps named in teams but not described under reps: are warnings, left out of routing
+    assert {w.message.split(" (")[0] for w in loaded.warnings} >= {"unknown rep 'lea'"}
+    assert loaded.team.teams["enterprise-dach"].members == ["jonas"]
 
 
 # --- scoring semantics, exactly ------------------------------------------------------------

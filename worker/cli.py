@@ -300,6 +300,8 @@ def rules_check(config: ConfigOpt = None) -> None:
         _echo(errors.render())
         _echo(f"{len(errors.issues)} error(s)")
         raise typer.Exit(1)
+    for warning in loaded.warnings:
+        _err(f"warning: {warning.render()}")
     _echo(
         f"config ok: {len(loaded.ruleset.fit)} fit, {len(loaded.ruleset.engagement)} engagement, "
         f"{len(loaded.ruleset.disqualify)} disqualify rules (v{loaded.ruleset.version}, "
