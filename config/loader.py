@@ -177,13 +177,21 @@ class _Collector:
 
     def expr(self, doc: YamlDoc, path: tuple[str | int, ...], text: str, schema: Schema) -> Expr:
         line, col = doc.where(path)
+        indent = 0
+        block = doc.block_scalar(line, col)
+        if block is not None:
+            # A `when: >` or `|` block: compile the lines as they stand in the file, so an
+            # error points at its own line and column (newlines are blanks in expressions).
+            text, line, indent = block
+            col = indent + 1
         origin = Origin(doc.file, line, col, doc.line_text(line))
         try:
             return compile_expr(str(text), schema, origin)
         except ExprErrors as exc:
             for err in exc.errors:
+                at_col = err.col + indent if err.line > line else err.col
                 self.issues.append(
-                    ConfigIssue(err.file, err.line, err.col, err.message, err.source_line)
+                    ConfigIssue(err.file, err.line, at_col, err.message, doc.line_text(err.line))
                 )
             return compile_expr("false", schema, origin)
 

@@ -60,6 +60,29 @@ class YamlDoc:
         line, col = self.where(path, key)
         return ConfigIssue(self.file, line, col, message, self.line_text(line))
 
+    def block_scalar(self, line: int, col: int) -> tuple[str, int, int] | None:
+        """For a block scalar (``>`` or ``|``) starting at line:col: its lines as written,
+        the line of the first one and their indentation; None for any other value."""
+        text = self.line_text(line)
+        if text is None or text[col - 1 : col] not in (">", "|"):
+            return None
+        lines: list[str] = []
+        indent = None
+        for number in range(line + 1, len(self.lines) + 1):
+            current = self.lines[number - 1]
+            if not current.strip():
+                lines.append("")
+                continue
+            width = len(current) - len(current.lstrip(" "))
+            if indent is None:
+                indent = width
+            if width < indent:
+                break
+            lines.append(current[indent:])
+        if indent is None:
+            return None
+        return "\n".join(lines).rstrip("\n"), line + 1, indent
+
     def line_text(self, line: int) -> str | None:
         return self.lines[line - 1] if 0 < line <= len(self.lines) else None
 

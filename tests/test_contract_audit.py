@@ -633,11 +633,6 @@ engagement: []
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an error inside a block scalar (when: > or |) is reported at the line of the '>' "
-    "with a column counted in the folded text (here 5:31), not where the typo stands (7:11)",
-)
 def test_an_error_in_a_folded_rule_points_at_the_line_of_the_typo(tmp_path: Path) -> None:
     config = write_project(tmp_path, {**OWN_CONFIG, "scoring.yaml": BLOCK}, templates=False)
     with pytest.raises(ConfigErrors) as caught:
