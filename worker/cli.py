@@ -472,6 +472,23 @@ def preview(
 # --- import ---------------------------------------------------------------------------------
 
 
+def _process_now(application: Any, broker: Any) -> None:
+    """New work in the store: processed here in single-process mode, handed to the workers
+    (enqueued) when Redis is set."""
+    from worker import runtime
+    from worker.sweep import enqueue, find_pending
+
+    if application.settings.redis_url:
+        lease = timedelta(seconds=application.settings.send_lease)
+        enqueue(find_pending(application.store, datetime.now(UTC), send_lease=lease))
+        return
+    worker_ = runtime.start_worker(application, broker)
+    try:
+        runtime.drain(application, broker, worker_)
+    finally:
+        worker_.stop()
+
+
 @app.command("import")
 def import_(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
@@ -481,7 +498,6 @@ def import_(
 ) -> None:
     """One-off ingest of an export file through a source's mapping; then scored and routed."""
     from connectors.sources.files import ExportError
-    from worker import runtime
     from worker.pipeline.ingest import IngestReport
     from worker.pipeline.poll import import_file
 
@@ -502,17 +518,7 @@ def import_(
             _echo(json.dumps(failed.as_dict(), ensure_ascii=False))
         _err(str(exc))
         raise typer.Exit(1) from None
-    if not application.settings.redis_url:
-        worker_ = runtime.start_worker(application, broker)
-        try:
-            runtime.drain(application, broker, worker_)
-        finally:
-            worker_.stop()
-    else:
-        from worker.sweep import enqueue, find_pending
-
-        lease = timedelta(seconds=application.settings.send_lease)
-        enqueue(find_pending(application.store, datetime.now(UTC), send_lease=lease))
+    _process_now(application, broker)
     if as_json:
         _echo(json.dumps(report.as_dict(), ensure_ascii=False))
     else:
@@ -609,17 +615,11 @@ def quarantine_retry(
     config: ConfigOpt = None,
 ) -> None:
     """Take quarantined records in again with the mapping as it is now."""
-    from worker import runtime
     from worker.operations import retry_quarantine
 
     application, broker = _boot(config)
     accepted, still = retry_quarantine(application, record, source)
-    if not application.settings.redis_url:
-        worker_ = runtime.start_worker(application, broker)
-        try:
-            runtime.drain(application, broker, worker_)
-        finally:
-            worker_.stop()
+    _process_now(application, broker)
     _echo(f"{accepted} record(s) taken in, {still} still quarantined")
 
 
