@@ -74,6 +74,22 @@ def _html_env(env: Environment) -> Environment:
     return env.overlay(autoescape=True)
 
 
+def display_name(contact: Contact) -> str:
+    """First and last name as written, else the address."""
+    fields = contact.fields
+    parts = (fields.get("first_name"), fields.get("last_name"))
+    return " ".join(p for p in parts if p) or contact.email
+
+
+def local_time_text(config: Config, reader: str | None, moment: datetime | None) -> str | None:
+    """``Tue 24 Nov 2026, 16:27 CET``: a time as the reading rep's clock shows it."""
+    if moment is None:
+        return None
+    rep = config.team.reps.get(reader or "")
+    zone = ZoneInfo((rep.timezone if rep else None) or config.settings.timezone)
+    return moment.astimezone(zone).strftime("%a %d %b %Y, %H:%M %Z")
+
+
 def lead_facts(
     config: Config,
     contact: Contact,
@@ -85,13 +101,9 @@ def lead_facts(
 ) -> dict[str, Any]:
     """What a template may use. Kept small and named for what a rep needs at a glance."""
     fields = contact.fields
-    name = (
-        " ".join(p for p in (fields.get("first_name"), fields.get("last_name")) if p)
-        or contact.email
-    )
+    name = display_name(contact)
     rep = config.team.reps.get(recipient)
-    tz = ZoneInfo((rep.timezone if rep else None) or config.settings.timezone)
-    due_local = assignment.due_at.astimezone(tz) if assignment.due_at else None
+    due_text = local_time_text(config, recipient, assignment.due_at)
     hits = [h for h in (score.hits if score else []) if h.get("kind") != "disqualify"]
     hits.sort(key=lambda h: -abs(h.get("points", 0)))
     return {
@@ -118,7 +130,7 @@ def lead_facts(
         "rep": {"id": recipient, "name": rep.name if rep else recipient},
         "sla": {
             "policy": assignment.sla_policy,
-            "due": due_local.strftime("%a %d %b %Y, %H:%M %Z") if due_local else None,
+            "due": due_text,
         },
         "accept_url": accept_link(config, assignment.id),
         "unassigned": decision.rep is None,

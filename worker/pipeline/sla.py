@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import literal, or_, select, update
 from sqlalchemy.orm import Session
@@ -25,7 +24,7 @@ from sqlalchemy.orm import Session
 from config.loader import Config
 from config.models import SlaPolicy
 from rules.sla import BREACH
-from worker.pipeline.notify import accept_link, template_env
+from worker.pipeline.notify import accept_link, display_name, local_time_text, template_env
 from worker.pipeline.route import decide, hand_over
 from worker.store.db import Store
 from worker.store.models import Assignment, Contact, Message, SlaTimer
@@ -266,14 +265,8 @@ def _facts(
 ) -> dict[str, Any]:
     """What the reminder and escalation templates may use; times in the reader's zone."""
     fields = contact.fields
-    name = (
-        " ".join(p for p in (fields.get("first_name"), fields.get("last_name")) if p)
-        or contact.email
-    )
+    name = display_name(contact)
     person = config.team.reps.get(rep)
-    reader = config.team.reps.get(viewer or rep)
-    tz = ZoneInfo((reader.timezone if reader else None) or config.settings.timezone)
-    due = assignment.due_at.astimezone(tz) if assignment.due_at else None
     return {
         "lead": {
             "id": contact.id,
@@ -285,7 +278,7 @@ def _facts(
         "rep": {"id": rep, "name": person.name if person else rep},
         "sla": {
             "policy": assignment.sla_policy,
-            "due": due.strftime("%a %d %b %Y, %H:%M %Z") if due else None,
+            "due": local_time_text(config, viewer or rep, assignment.due_at),
             "within": _span(policy.respond_within) if policy else "?",
         },
         "accept_url": accept_link(config, assignment.id),
