@@ -18,6 +18,7 @@ team, are drawn with ``random.Random(seed)`` and the seed is kept in the :class:
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -184,22 +185,24 @@ def _unavailable(rep: RepState, now: datetime, max_wait: timedelta | None) -> st
 
 def _rotation(available: Sequence[RepState], *, weighted: bool, now: datetime) -> list[_Ranked]:
     """Rank reps for round robin or weighted round robin (see the module docstring)."""
-
-    def weight(rep: RepState) -> Fraction:
-        # Exact fractions, so that float noise never makes a rep look a turn behind.
-        return Fraction(rep.weight) if weighted else Fraction(1)
-
-    def turn(rep: RepState) -> Fraction:
-        return (rep.assigned_total + 1) / weight(rep)
-
-    lead = max(rep.assigned_total / weight(rep) for rep in available)
-    next_in_line = min(turn(rep) for rep in available if turn(rep) >= lead)
+    # Exact fractions, so that float noise never makes a rep look a turn behind.
+    standings = [_standing(rep.assigned_total, rep.weight if weighted else 1) for rep in available]
+    lead = max(standing for standing, _turn, _weight in standings)
+    next_in_line = min(turn for _standing, turn, _weight in standings if turn >= lead)
     ranked = []
-    for rep in available:
-        lifted = turn(rep) < lead  # more than one of their own turns behind the leader
-        key = (next_in_line if lifted else turn(rep), -_waited(rep, now) * float(weight(rep)))
+    for rep, (_standing_now, turn, weight) in zip(available, standings, strict=True):
+        lifted = turn < lead  # more than one of their own turns behind the leader
+        key = (next_in_line if lifted else turn, -_waited(rep, now) * weight)
         ranked.append(_Ranked(rep, key, lifted))
     return ranked
+
+
+@functools.lru_cache(maxsize=4096)
+def _standing(assigned_total: int, weight: float) -> tuple[Fraction, Fraction, float]:
+    """A rep's standing ``assigned_total / weight``, their turn ``(assigned_total + 1) /
+    weight`` (both exact) and the weight as a float; worked out once per count and weight."""
+    exact = Fraction(weight)
+    return assigned_total / exact, (assigned_total + 1) / exact, float(exact)
 
 
 def _waited(rep: RepState, now: datetime) -> float:

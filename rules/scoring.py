@@ -9,7 +9,7 @@ one decimal; comparisons use the unrounded values.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -114,38 +114,51 @@ def score_contact(
     account: Mapping[str, Any] | None = None,
 ) -> ScoreResult:
     """Score one contact with all its events at ``now`` (no I/O, no clock read)."""
+    return score_view(ruleset, contact_view(contact), events, now, account)[0]
+
+
+def score_view(
+    ruleset: Ruleset,
+    person: Mapping[str, Any],
+    events: Sequence[Mapping[str, Any]],
+    now: datetime,
+    account: Mapping[str, Any] | None = None,
+) -> tuple[ScoreResult, dict[str, Any] | None]:
+    """:func:`score_contact` for a contact already seen as expressions read it
+    (:func:`contact_view`); also gives the view of the last event (``None`` without events)."""
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
-    person = contact_view(contact)
+    plan = _plan(ruleset)
     ctx = Context(contact=person, event=None, account=account, now=now)
     hits: list[Hit] = []
 
     fit = 0.0
-    for rule in ruleset.fit:
-        if rule.when(ctx):
-            fit += rule.points
-            hits.append(Hit(rule.name, "fit", rule.points))
+    for name, test, points in plan.fit:
+        if test(ctx):
+            fit += points
+            hits.append(Hit(name, "fit", points))
 
     # One pass over the events, every engagement rule asked about each; sums per rule add up
     # in event order, as the contract's formula reads.
-    rules = ruleset.engagement
-    totals = [0.0] * len(rules)
-    counts = [0] * len(rules)
-    half_life = ruleset.half_life.total_seconds() if ruleset.half_life else None
+    tests = plan.engagement_tests
+    points = plan.engagement_points
+    totals = [0.0] * len(tests)
+    counts = [0] * len(tests)
+    half_life = plan.half_life
+    view = None
     for event in events:
         view = event_view(event)
         ctx.event = view
         factor = None
-        for index, rule in enumerate(rules):
-            if not rule.when(ctx):
-                continue
-            if factor is None:
-                factor = _decay(half_life, view.get("at"), now)
-            totals[index] += rule.points * factor
-            counts[index] += 1
+        for index, test in enumerate(tests):
+            if test(ctx):
+                if factor is None:
+                    factor = _decay(half_life, view.get("at"), now)
+                totals[index] += points[index] * factor
+                counts[index] += 1
     ctx.event = None
     engagement = 0.0
-    for rule, total, count in zip(rules, totals, counts, strict=True):
+    for rule, total, count in zip(ruleset.engagement, totals, counts, strict=True):
         if count == 0:
             continue
         if rule.cap is not None:
@@ -154,20 +167,49 @@ def score_contact(
         hits.append(Hit(rule.name, "engagement", total, count))
 
     disqualified = None
-    for drule in ruleset.disqualify:
-        if drule.when(ctx):
-            disqualified = drule.name
-            hits.append(Hit(drule.name, "disqualify", 0.0))
+    for name, test in plan.disqualify:
+        if test(ctx):
+            disqualified = name
+            hits.append(Hit(name, "disqualify", 0.0))
             break
 
     total_score = fit + engagement
-    parts = {"fit": fit, "engagement": engagement, "score": total_score}
-    mql = (
-        disqualified is None
-        and total_score >= ruleset.threshold
-        and all(parts[name] >= minimum for name, minimum in ruleset.requires.items())
-    )
-    return ScoreResult(total_score, fit, engagement, mql, disqualified, tuple(hits))
+    mql = disqualified is None and total_score >= ruleset.threshold
+    if mql and ruleset.requires:
+        parts = {"fit": fit, "engagement": engagement, "score": total_score}
+        mql = all(parts[name] >= minimum for name, minimum in ruleset.requires.items())
+    result = ScoreResult(total_score, fit, engagement, mql, disqualified, tuple(hits))
+    return result, view
+
+
+class _RulesetPlan:
+    """A ruleset's rules as the scoring loop reads them: the compiled tests themselves, so that
+    each evaluation is one call."""
+
+    def __init__(self, ruleset: Ruleset) -> None:
+        self.ruleset = ruleset
+        self.fit = [(rule.name, _test_of(rule.when), rule.points) for rule in ruleset.fit]
+        self.engagement_tests = [_test_of(rule.when) for rule in ruleset.engagement]
+        self.engagement_points = [rule.points for rule in ruleset.engagement]
+        self.disqualify = [(rule.name, _test_of(rule.when)) for rule in ruleset.disqualify]
+        self.half_life = ruleset.half_life.total_seconds() if ruleset.half_life else None
+
+
+def _test_of(when: Expr) -> Callable[[Context], Any]:
+    return when.test if isinstance(when, Expr) else when
+
+
+_plans: dict[int, _RulesetPlan] = {}
+
+
+def _plan(ruleset: Ruleset) -> _RulesetPlan:
+    """The plan of this ruleset object; a reloaded ruleset gets a new one."""
+    plan = _plans.get(id(ruleset))
+    if plan is None or plan.ruleset is not ruleset:
+        if len(_plans) > 8:
+            _plans.clear()
+        plan = _plans[id(ruleset)] = _RulesetPlan(ruleset)
+    return plan
 
 
 def _decay(half_life: float | None, at: datetime | None, now: datetime) -> float:

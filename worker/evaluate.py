@@ -18,7 +18,7 @@ from rules.assign import RepState, pick_rep
 from rules.contact import normalise_contact
 from rules.expr import Context
 from rules.routing import RouteDecision, choose_sla, decide_route, due_time
-from rules.scoring import ScoreResult, contact_view, event_view, score_contact
+from rules.scoring import ScoreResult, contact_view, score_view
 
 
 def evaluate(
@@ -58,13 +58,12 @@ def decide(
     account: Mapping[str, Any] | None = None,
 ) -> tuple[ScoreResult, RouteDecision | None, dict[str, Any] | None]:
     """(score, route, sla) for a contact already normalised."""
-    plan = _plan(config)
-    result = score_contact(config.ruleset, contact, events, now, account)
+    view = contact_view(contact)
+    result, last = score_view(config.ruleset, view, events, now, account)
     if not result.mql:  # only MQLs are routed and have an SLA
         return result, None, None
-    view = contact_view(contact)
+    plan = _plan(config)
     view.update(score=result.score, fit=result.fit, engagement=result.engagement, mql=result.mql)
-    last = event_view(events[-1]) if events else None
     ctx = Context(contact=view, event=last, account=account, now=now)
     policy = choose_sla(config.sla, ctx)
     within = policy.policy.respond_within if policy else None

@@ -148,6 +148,12 @@ def new_lead_messages(
     """One message per recipient: the assigned rep, or each fallback manager."""
     env = template_env(config.directory)
     recipients = [decision.rep] if decision.rep else list(decision.fallback)
+    if not recipients:
+        log.error(
+            "lead %s could not be routed and routing.yaml names no fallback rep to tell: "
+            "it waits unassigned (leadwerk status counts it)",
+            contact.id,
+        )
     purpose = "new_lead" if decision.rep else "unassigned_lead"
     # Slack goes out with a bot token, or into the file outbox when nothing is configured.
     slack_on = bool(config.settings.slack_token or not config.settings.smtp_url)
