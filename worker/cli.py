@@ -508,6 +508,12 @@ def import_(
             f"{', '.join(application.config.sources) or 'none'}"
         )
         raise typer.Exit(2)
+    if application.config.sources[source].kind != "tradefair_files":
+        _err(
+            f"source '{source}' is a {application.config.sources[source].kind} source; "
+            "files are imported through a tradefair_files source"
+        )
+        raise typer.Exit(2)
     try:
         report = import_file(
             application.store, application.config, application.config.sources[source], file

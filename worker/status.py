@@ -142,6 +142,10 @@ def collect_status(app: App, now: datetime | None = None) -> dict[str, Any]:
     }
 
 
+def _oldest(age: float | None) -> str:
+    return "" if age is None else f" (oldest {age} s)"
+
+
 def render_status(data: dict[str, Any]) -> str:
     lines = [f"Leadwerk status at {data['at']:%Y-%m-%d %H:%M:%S %Z}"]
     broker = data["broker"]
@@ -155,8 +159,8 @@ def render_status(data: dict[str, Any]) -> str:
         lines.append(f"  broker: {broker.get('mode')} {broker.get('error', '')}".rstrip())
     p = data["pending"]
     lines.append(
-        f"  pending: {p['events']} leads (oldest {p['oldest_event_age_s']} s), "
-        f"{p['messages']} messages (oldest {p['oldest_message_age_s']} s)"
+        f"  pending: {p['events']} leads{_oldest(p['oldest_event_age_s'])}, "
+        f"{p['messages']} messages{_oldest(p['oldest_message_age_s'])}"
     )
     leads = data["leads"]
     lines.append(
