@@ -119,6 +119,70 @@ def pick_rep(
     if strategy not in _LABELS:
         raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(_LABELS)}")
 
+    # Everything but a random draw is the same whenever the same reps (frozen, and without
+    # calendars, which could change) are asked at the same moment: worked out once.
+    key = None
+    if open_leads is None and all(rep.calendar is None for rep in reps):
+        key = (id(reps), strategy, now, max_wait, team)
+        cached = _prepared.get(key)
+        if cached is not None and _same(cached[0], reps):
+            return cached[1].pick(seed)
+    prepared = _prepare(reps, strategy, now, max_wait, open_leads, team)
+    if key is not None:
+        if len(_prepared) > 256:
+            _prepared.clear()
+        _prepared[key] = (tuple(reps), prepared)
+    return prepared.pick(seed)
+
+
+class _Prepared:
+    """A pick up to its random draw: the final :class:`Pick` when no draw is needed, else the
+    reps ranked with those drawn between in name order."""
+
+    __slots__ = ("best", "explain", "fixed", "label", "ranked", "skipped")
+
+    def __init__(
+        self,
+        skipped: tuple[Skip, ...],
+        *,
+        fixed: Pick | None = None,
+        label: str = "",
+        ranked: Sequence[_Ranked] = (),
+        best: Sequence[_Ranked] = (),
+        explain: _Explain | None = None,
+    ) -> None:
+        self.skipped = skipped
+        self.fixed = fixed
+        self.label = label
+        self.ranked = ranked
+        self.best = best
+        self.explain = explain
+
+    def pick(self, seed: int) -> Pick:
+        if self.fixed is not None:
+            return self.fixed
+        assert self.explain is not None
+        chosen = random.Random(seed).choice(self.best)
+        others = [entry for entry in self.ranked if entry is not chosen]
+        reason = self.explain(chosen, others, seed)
+        return Pick(chosen.rep.name, self.skipped, f"{self.label}: {reason}", seed)
+
+
+_prepared: dict[tuple[object, ...], tuple[tuple[RepState, ...], _Prepared]] = {}
+
+
+def _same(known: tuple[RepState, ...], reps: Sequence[RepState]) -> bool:
+    return len(known) == len(reps) and all(a is b for a, b in zip(known, reps, strict=False))
+
+
+def _prepare(
+    reps: Sequence[RepState],
+    strategy: Strategy,
+    now: datetime,
+    max_wait: timedelta | None,
+    open_leads: Mapping[str, int] | None,
+    team: str | None,
+) -> _Prepared:
     available: list[RepState] = []
     skipped: list[Skip] = []
     for rep in reps:
@@ -131,14 +195,21 @@ def pick_rep(
     where = f" in team {team}" if team else ""
     if not available:
         why = "; ".join(f"{skip.name} {skip.reason}" for skip in skipped) or "the team has no reps"
-        return Pick(
-            rep=None, skipped=tuple(skipped), reason=f"nobody available{where}: {why}", seed=None
+        return _Prepared(
+            tuple(skipped),
+            fixed=Pick(
+                rep=None,
+                skipped=tuple(skipped),
+                reason=f"nobody available{where}: {why}",
+                seed=None,
+            ),
         )
 
     label = _LABELS[strategy] + where
     if len(available) == 1:
         only = available[0].name
-        return Pick(only, tuple(skipped), f"{label}: {only} was the only one available", None)
+        fixed = Pick(only, tuple(skipped), f"{label}: {only} was the only one available", None)
+        return _Prepared(tuple(skipped), fixed=fixed)
 
     if strategy == "least_loaded":
         loads = open_leads or {}
@@ -150,14 +221,14 @@ def pick_rep(
 
     ranked.sort(key=lambda entry: entry.key)
     best = [entry for entry in ranked if entry.key == ranked[0].key]
-    drawn = len(best) > 1
-    if drawn:
-        chosen = random.Random(seed).choice(sorted(best, key=lambda entry: entry.rep.name))
-    else:
-        chosen = best[0]
+    if len(best) > 1:  # drawn at random with the seed of each pick
+        best.sort(key=lambda entry: entry.rep.name)
+        return _Prepared(tuple(skipped), label=label, ranked=ranked, best=best, explain=explain)
+    chosen = best[0]
     others = [entry for entry in ranked if entry is not chosen]
-    reason = explain(chosen, others, seed if drawn else None)
-    return Pick(chosen.rep.name, tuple(skipped), f"{label}: {reason}", seed if drawn else None)
+    reason = explain(chosen, others, None)
+    fixed = Pick(chosen.rep.name, tuple(skipped), f"{label}: {reason}", None)
+    return _Prepared(tuple(skipped), fixed=fixed)
 
 
 def _unavailable(rep: RepState, now: datetime, max_wait: timedelta | None) -> str | None:

@@ -231,6 +231,13 @@ def coerce_bool(field: str, value: Any) -> bool | None:
 
 
 def coerce_datetime(field: str, value: Any) -> datetime | None:
+    if value.__class__ is str and value:  # the usual ISO 8601 text, without the checks below
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
@@ -277,12 +284,18 @@ def normalise_contact(
     Unknown keys are kept as text (they stay visible in the stored record).
     """
     contact: dict[str, Any] = {}
-    types = {**STANDARD_FIELDS, **custom_fields}
+    standard = STANDARD_FIELDS
     for key, value in raw.items():
-        if key in ("email", "phone", "country"):
+        if key in _NORMALISED_APART:
             continue
-        ftype = types.get(key)
-        contact[key] = coerce(key, value, ftype) if ftype else value
+        # The type from {**STANDARD_FIELDS, **custom_fields}, without merging them each time.
+        ftype = custom_fields[key] if key in custom_fields else standard.get(key)
+        if ftype is FieldType.STRING and value.__class__ is str:
+            value = value.strip() or None  # what coerce gives, without the calls
+        elif ftype:
+            value = coerce(key, value, ftype)
+        if value is not None:  # missing values are left out
+            contact[key] = value
     contact["email"] = normalise_email(raw.get("email"))
     country = normalise_country(raw.get("country"))
     if country is not None:
@@ -290,7 +303,10 @@ def normalise_contact(
     phone = normalise_phone(raw.get("phone"), country)
     if phone is not None:
         contact["phone"] = phone
-    return {k: v for k, v in contact.items() if v is not None}
+    return contact
+
+
+_NORMALISED_APART = frozenset({"email", "phone", "country"})
 
 
 def mask_email(email: str | None) -> str:

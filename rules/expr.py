@@ -29,6 +29,7 @@ import difflib
 import enum
 import operator
 import re
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -253,6 +254,16 @@ _NORMALIZE: Final[dict[FieldType, Callable[[Any], Any]]] = {
 _SECONDS_PER_DAY: Final = 86400.0
 
 
+# What a getter made by _field_getter reads, as (scope, key) with scope "contact", "event" or
+# "account": the tests below read such a field themselves instead of calling the getter, one
+# call less per evaluation.
+_READS: weakref.WeakKeyDictionary[Callable[..., Any], tuple[str, str]] = weakref.WeakKeyDictionary()
+# The tests ``field == "text"`` as (scope, key, constant), which ``and`` fuses into one closure.
+_EQUALS: weakref.WeakKeyDictionary[Callable[..., Any], tuple[str, str, str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _field_getter(name: str) -> Getter:
     """Read a dotted field name; the split is done here, once, not per evaluation."""
     if name.startswith("event."):
@@ -262,6 +273,7 @@ def _field_getter(name: str) -> Getter:
             event = ctx.event
             return None if event is None else event.get(event_key)
 
+        _READS[get_event] = ("event", event_key)
         return get_event
     if name.startswith("account."):
         account_key = name[len("account.") :]
@@ -270,12 +282,23 @@ def _field_getter(name: str) -> Getter:
             account = ctx.account
             return None if account is None else account.get(account_key)
 
+        _READS[get_account] = ("account", account_key)
         return get_account
 
     def get_contact(ctx: EvalContext) -> Any:
         return ctx.contact.get(name)
 
+    _READS[get_contact] = ("contact", name)
     return get_contact
+
+
+def _scope_reader(scope: str) -> Callable[[EvalContext], Mapping[str, Any] | None]:
+    """The mapping a scope's fields live in (``None``: no event or account)."""
+    if scope == "event":
+        return operator.attrgetter("event")
+    if scope == "account":
+        return operator.attrgetter("account")
+    return operator.attrgetter("contact")
 
 
 def _days_since(get: Getter) -> Getter:
@@ -298,9 +321,46 @@ def _all(tests: Sequence[Test]) -> Test:
     """``and`` over the tests, as a balanced tree of two-way closures (shallow, no loop)."""
     if len(tests) == 1:
         return tests[0]
+    fused = _all_equal(tests)
+    if fused is not None:
+        return fused
     middle = len(tests) // 2
     first, second = _all(tests[:middle]), _all(tests[middle:])
     return lambda ctx: first(ctx) and second(ctx)
+
+
+def _all_equal(tests: Sequence[Test]) -> Test | None:
+    """``a == "x" and b == "y"`` over fields of one scope as one closure, with the value
+    ``and`` gives (the first false result, else the last); ``None`` for other tests."""
+    specs = [_EQUALS.get(test) for test in tests]
+    scopes = {spec[0] if spec else "" for spec in specs}
+    if len(scopes) != 1 or scopes & {"", "contact"}:  # contact fields are read as they are
+        return None
+    pairs = tuple((spec[1], spec[2]) for spec in specs if spec is not None)
+    mapping = _scope_reader(scopes.pop())
+    if len(pairs) == 2:
+        (key1, constant1), (key2, constant2) = pairs
+
+        def both(ctx: EvalContext) -> bool:
+            fields = mapping(ctx)
+            if fields is None:
+                return False
+            return fields.get(key1) == constant1 and fields.get(key2) == constant2
+
+        return both
+
+    def every(ctx: EvalContext) -> bool:
+        fields = mapping(ctx)
+        if fields is None:
+            return False
+        result = True
+        for key, constant in pairs:
+            result = fields.get(key) == constant
+            if not result:
+                return result
+        return result
+
+    return every
 
 
 def _any(tests: Sequence[Test]) -> Test:
@@ -331,6 +391,20 @@ def _is_none(get: Getter, negate: bool) -> Test:
 
 
 def _number_vs_constant(get: Getter, op: Callable[[Any, Any], bool], constant: Any) -> Test:
+    reads = _READS.get(get)
+    if reads is not None and reads[0] == "contact":
+        key = reads[1]
+
+        def contact_test(ctx: EvalContext) -> bool:
+            value = ctx.contact.get(key)
+            if value.__class__ is not int:  # as in `test` below
+                value = _to_number(value)
+                if value is None:
+                    return False
+            return op(value, constant)
+
+        return contact_test
+
     def test(ctx: EvalContext) -> bool:
         value = get(ctx)
         if value.__class__ is not int:  # the common case skips a call; NaN counts as missing
@@ -350,7 +424,24 @@ def _string_equals(get: Getter, constant: str, negate: bool) -> Test:
             return isinstance(value, str) and value != constant
 
         return differs
-    return lambda ctx: get(ctx) == constant
+    reads = _READS.get(get)
+    if reads is None:
+        return lambda ctx: get(ctx) == constant
+    scope, key = reads
+    if scope == "contact":
+
+        def equals(ctx: EvalContext) -> bool:
+            return ctx.contact.get(key) == constant
+
+    else:
+        mapping = _scope_reader(scope)
+
+        def equals(ctx: EvalContext) -> bool:
+            fields = mapping(ctx)
+            return False if fields is None else fields.get(key) == constant
+
+    _EQUALS[equals] = (scope, key, constant)
+    return equals
 
 
 def _normalized_vs_constant(
@@ -386,6 +477,21 @@ def _values(
 def _member(
     get: Getter, normalize: Callable[[Any], Any], items: frozenset[Any], negate: bool
 ) -> Test:
+    reads = _READS.get(get)
+    if reads is not None and reads[0] == "contact":
+        key = reads[1]
+
+        def contact_test(ctx: EvalContext) -> bool:
+            value = normalize(ctx.contact.get(key))
+            if value is None:
+                return False
+            try:
+                return (value not in items) if negate else (value in items)
+            except TypeError:  # as in `test` below
+                return negate
+
+        return contact_test
+
     def test(ctx: EvalContext) -> bool:
         value = normalize(get(ctx))
         if value is None:
@@ -416,6 +522,15 @@ def _member_of_field(
 
 def _search(get: Getter, pattern: re.Pattern[str]) -> Test:
     search = pattern.search
+    reads = _READS.get(get)
+    if reads is not None and reads[0] == "contact":
+        key = reads[1]
+
+        def contact_test(ctx: EvalContext) -> bool:
+            value = ctx.contact.get(key)
+            return isinstance(value, str) and search(value) is not None
+
+        return contact_test
 
     def test(ctx: EvalContext) -> bool:
         value = get(ctx)

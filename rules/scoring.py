@@ -87,6 +87,8 @@ class ScoreResult:
 
 def r1(value: float) -> float:
     """Rounded to one decimal for reports (and ``-0.0`` shown as ``0.0``)."""
+    if value.__class__ is float and value.is_integer():  # nothing to round, as most points
+        return value + 0.0
     return round(value, 1) + 0.0
 
 
@@ -133,10 +135,10 @@ def score_view(
     hits: list[Hit] = []
 
     fit = 0.0
-    for name, test, points in plan.fit:
+    for hit, test in plan.fit:
         if test(ctx):
-            fit += points
-            hits.append(Hit(name, "fit", points))
+            fit += hit.points
+            hits.append(hit)
 
     # One pass over the events, every engagement rule asked about each; sums per rule add up
     # in event order, as the contract's formula reads.
@@ -147,13 +149,19 @@ def score_view(
     half_life = plan.half_life
     view = None
     for event in events:
-        view = event_view(event)
+        view = dict(event)  # event_view(event), inlined in this loop over every event
+        if "at" in view:
+            view["at"] = coerce_datetime("event.at", view["at"])
         ctx.event = view
         factor = None
         for index, test in enumerate(tests):
             if test(ctx):
                 if factor is None:
-                    factor = _decay(half_life, view.get("at"), now)
+                    at = view.get("at")
+                    if half_life is None or at is None:  # _decay(half_life, at, now)
+                        factor = 1.0
+                    else:
+                        factor = 0.5 ** (max((now - at).total_seconds(), 0.0) / half_life)
                 totals[index] += points[index] * factor
                 counts[index] += 1
     ctx.event = None
@@ -167,10 +175,10 @@ def score_view(
         hits.append(Hit(rule.name, "engagement", total, count))
 
     disqualified = None
-    for name, test in plan.disqualify:
+    for hit, test in plan.disqualify:
         if test(ctx):
-            disqualified = name
-            hits.append(Hit(name, "disqualify", 0.0))
+            disqualified = hit.rule
+            hits.append(hit)
             break
 
     total_score = fit + engagement
@@ -184,14 +192,17 @@ def score_view(
 
 class _RulesetPlan:
     """A ruleset's rules as the scoring loop reads them: the compiled tests themselves, so that
-    each evaluation is one call."""
+    each evaluation is one call, and the hits of fit and disqualify rules, which are the same
+    for every contact (a :class:`Hit` is immutable)."""
 
     def __init__(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset
-        self.fit = [(rule.name, _test_of(rule.when), rule.points) for rule in ruleset.fit]
+        self.fit = [(Hit(r.name, "fit", r.points), _test_of(r.when)) for r in ruleset.fit]
         self.engagement_tests = [_test_of(rule.when) for rule in ruleset.engagement]
         self.engagement_points = [rule.points for rule in ruleset.engagement]
-        self.disqualify = [(rule.name, _test_of(rule.when)) for rule in ruleset.disqualify]
+        self.disqualify = [
+            (Hit(rule.name, "disqualify", 0.0), _test_of(rule.when)) for rule in ruleset.disqualify
+        ]
         self.half_life = ruleset.half_life.total_seconds() if ruleset.half_life else None
 
 

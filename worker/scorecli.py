@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import json
 import multiprocessing
+import os
+import stat
 from collections import deque
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -14,7 +18,7 @@ from typing import Any, TextIO
 from config.loader import Config
 from rules.contact import FieldError
 from rules.routing import RouteDecision
-from rules.scoring import ScoreResult, r1
+from rules.scoring import Hit, ScoreResult, r1
 from worker.evaluate import assess
 
 
@@ -64,12 +68,61 @@ def score_stream(
     """Score every line and write the results in input order; ``jobs`` > 1 scores chunks of
     lines in that many forked processes (where the platform can fork)."""
     numbered = enumerate(lines, start=1)
-    if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
-        _score_forked(config, numbered, out, now, as_json, explain, jobs)
-        return
-    for number, line in numbered:
-        if line.strip():
-            out.write(_render(config, number, line, now, as_json, explain))
+    with _few_collections():
+        if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
+            _score_forked(config, numbered, out, now, as_json, explain, jobs)
+            return
+        if not _regular_file(lines):
+            for number, line in numbered:
+                if line.strip():
+                    out.write(_render(config, number, line, now, as_json, explain))
+            return
+        # Read from a file, nobody waits for each line's answer: results go out a few hundred
+        # at a time (fewer writes when stdout is unbuffered), in the same order and bytes.
+        pending: list[str] = []
+        try:
+            for number, line in numbered:
+                if line.strip():
+                    pending.append(_render(config, number, line, now, as_json, explain))
+                    if len(pending) >= _BATCH:
+                        out.write("".join(pending))
+                        pending.clear()
+        finally:
+            if pending:
+                out.write("".join(pending))
+
+
+_BATCH = 256
+
+
+def _regular_file(lines: Iterable[str]) -> bool:
+    """Whether ``lines`` is an open regular file (not a pipe, a terminal or a list)."""
+    fileno = getattr(lines, "fileno", None)
+    if fileno is None:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fileno()).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _few_collections() -> Iterator[None]:
+    """Scoring makes and drops a few dicts per line and keeps nothing: the cyclic collector
+    need not keep walking the loaded rules (frozen for the while) nor run every few hundred
+    allocations. Nothing of the output depends on it."""
+    threshold = gc.get_threshold()
+    gc.freeze()
+    if threshold[0]:  # 0: automatic collection is off, and stays off
+        gc.set_threshold(max(threshold[0], _GC_THRESHOLD), *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
+_GC_THRESHOLD = 20_000
 
 
 def _render(
@@ -97,69 +150,46 @@ def _json_line(
     number: int,
 ) -> str:
     """The bytes ``_dumps({**score_line(...), "line": number}) + "\\n"`` gives, written
-    directly: the parts that are the same on every line (a hit's rule and kind, the ruleset)
-    are encoded once."""
-    parts = [
-        '{"score":',
-        _float(r1(result.score)),
-        ',"fit":',
-        _float(r1(result.fit)),
-        ',"engagement":',
-        _float(r1(result.engagement)),
-        ',"mql":true' if result.mql is True else ',"mql":' + _dumps(result.mql),
-        ',"disqualified":',
-        _value(result.disqualified),
-        ',"hits":[',
-    ]
-    first = True
-    for hit in result.hits:
-        if not first:
-            parts.append(",")
-        first = False
-        parts.append(_hit_prefix(hit.rule, hit.kind))
-        parts.append(_float(r1(hit.points)))
-        if hit.kind == "engagement":
-            parts.append(',"events":')
-            parts.append(_value(hit.events))
-        parts.append("}")
-    parts.append('],"route":')
+    directly: the parts that are the same on many lines (a fit rule's hit, the ruleset) are
+    encoded once."""
+    mql = "true" if result.mql is True else _dumps(result.mql)
+    hits = ",".join([_hit_json(hit) for hit in result.hits])
     if route:
-        parts += (
-            '{"rule":',
-            _value(route.rule),
-            ',"team":',
-            _value(route.team),
-            ',"rep":',
-            _value(route.rep),
-            ',"reason":',
-            _value(route.reason),
-            ',"skipped":[',
+        skipped = ",".join(
+            [
+                f'{{"rep":{_value(skip.name)},"reason":{_value(skip.reason)}}}'
+                for skip in route.skipped
+            ]
         )
-        first = True
-        for skip in route.skipped:
-            if not first:
-                parts.append(",")
-            first = False
-            parts += ('{"rep":', _value(skip.name), ',"reason":', _value(skip.reason), "}")
-        parts.append("]}")
+        route_json = (
+            f'{{"rule":{_value(route.rule)},"team":{_value(route.team)},'
+            f'"rep":{_value(route.rep)},"reason":{_value(route.reason)},"skipped":[{skipped}]}}'
+        )
     else:
-        parts.append("null")
-    parts.append(',"sla":')
+        route_json = "null"
     if sla is None:
-        parts.append("null")
-    elif len(sla) == 2 and "policy" in sla and "due" in sla:
-        parts += ('{"policy":', _value(sla["policy"]), ',"due":', _value(sla["due"]), "}")
+        sla_json = "null"
+    elif tuple(sla) == ("policy", "due"):
+        sla_json = f'{{"policy":{_value(sla["policy"])},"due":{_value(sla["due"])}}}'
     else:
-        parts.append(_dumps(sla))
-    parts.append(_ruleset_json(config))
-    parts.append(f"{number}}}\n" if number.__class__ is int else f"{_dumps(number)}}}\n")
-    return "".join(parts)
+        sla_json = _dumps(sla)
+    line = int.__repr__(number) if number.__class__ is int else _dumps(number)
+    return (
+        f'{{"score":{_rounded(result.score)},"fit":{_rounded(result.fit)},'
+        f'"engagement":{_rounded(result.engagement)},"mql":{mql},'
+        f'"disqualified":{_value(result.disqualified)},"hits":[{hits}],"route":{route_json},'
+        f'"sla":{sla_json}{_ruleset_json(config)}{line}}}\n'
+    )
 
 
-def _float(value: Any) -> str:
-    if value.__class__ is float and -_INFINITY < value < _INFINITY:
-        return float.__repr__(value)
-    return _dumps(value)
+def _rounded(value: Any) -> str:
+    """``r1(value)`` as JSON."""
+    if value.__class__ is float:
+        if value.is_integer():  # r1 leaves it as it is
+            return float.__repr__(value + 0.0)
+        if -_INFINITY < value < _INFINITY:
+            return float.__repr__(round(value, 1) + 0.0)
+    return _dumps(r1(value))
 
 
 def _value(value: Any) -> str:
@@ -172,17 +202,37 @@ def _value(value: Any) -> str:
     return _dumps(value)
 
 
-_hit_prefixes: dict[tuple[Any, Any], str] = {}
+def _hit_json(hit: Hit) -> str:
+    """``hit.as_dict()`` as JSON; a hit that is the same object as before (the scoring reuses
+    the hits of fit and disqualify rules) is encoded once."""
+    cached = _hits.get(id(hit))
+    if cached is not None and cached[0] is hit:
+        return cached[1]
+    text = f"{_hit_prefix(hit.rule, hit.kind)}{_rounded(hit.points)}"
+    if hit.kind == "engagement":
+        text += f',"events":{_value(hit.events)}}}'
+    else:
+        text += "}"
+        if len(_hits) > 4096:
+            _hits.clear()
+        _hits[id(hit)] = (hit, text)
+    return text
+
+
+_hits: dict[int, tuple[Hit, str]] = {}
+_hit_prefixes: dict[tuple[str, str], str] = {}
 
 
 def _hit_prefix(rule: Any, kind: Any) -> str:
+    """``{"rule":...,"kind":...,"points":`` of a hit, encoded once per rule."""
+    if rule.__class__ is not str or kind.__class__ is not str:
+        return '{"rule":' + _dumps(rule) + ',"kind":' + _dumps(kind) + ',"points":'
     key = (rule, kind)
     prefix = _hit_prefixes.get(key)
-    if prefix is None or key.__class__ is not tuple:
+    if prefix is None:
         if len(_hit_prefixes) > 4096:
             _hit_prefixes.clear()
-        prefix = '{"rule":' + _dumps(rule) + ',"kind":' + _dumps(kind) + ',"points":'
-        _hit_prefixes[key] = prefix
+        prefix = _hit_prefixes[key] = f'{{"rule":{_string(rule)},"kind":{_string(kind)},"points":'
     return prefix
 
 
