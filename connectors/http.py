@@ -1,7 +1,7 @@
 """Shared HTTP behaviour of the pull connectors: one client shape, one retry policy.
 
-Every connector that reads a vendor API goes through :func:`request_json` (or
-:func:`request_json_reply` when it also needs the response headers), so timeouts, the
+Every connector that reads a vendor API goes through :func:`request_json_reply` (the decoded
+body with its response, for headers such as ``Link``), so timeouts, the
 User-Agent, retries and the translation of HTTP failures into ``connectors.errors`` classes are
 the same everywhere:
 
@@ -115,38 +115,6 @@ def describe_url(url: httpx.URL) -> str:
     """Host, port and path of ``url``: what an admin needs, without query-string secrets."""
     port = f":{url.port}" if url.port else ""
     return f"{url.host}{port}{url.path}"
-
-
-def request_json(
-    client: httpx.Client,
-    method: str,
-    url: str,
-    *,
-    params: Mapping[str, Any] | None = None,
-    json: Any = None,
-    headers: Mapping[str, str] | None = None,
-    source: str = "",
-    token_env: str | None = None,
-    max_attempts: int = 5,
-    max_wait: float = 30.0,
-    base_wait: float = 0.5,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Any:
-    """Send a request and return its decoded JSON body; see :func:`request_json_reply`."""
-    return request_json_reply(
-        client,
-        method,
-        url,
-        params=params,
-        json=json,
-        headers=headers,
-        source=source,
-        token_env=token_env,
-        max_attempts=max_attempts,
-        max_wait=max_wait,
-        base_wait=base_wait,
-        sleep=sleep,
-    ).body
 
 
 def request_json_reply(

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connectors.errors import FatalError, RetriableError
-from connectors.http import USER_AGENT, make_client, parse_retry_after, request_json
+from connectors.http import USER_AGENT, make_client, parse_retry_after, request_json_reply
 from connectors.sources.base import Page
 from connectors.sources.http_json import HttpJsonConfig, HttpJsonSource, json_path, parse_time
 from tests.servers.jsonapi import EMPTY_PAGE, NORMAL_PAGE, REPEAT_PAGE, JsonApiServer
@@ -403,7 +403,7 @@ def test_an_unreachable_server_is_a_passing_fault() -> None:
         port = probe.getsockname()[1]
     waits: list[float] = []
     with make_client() as client, pytest.raises(RetriableError, match="ConnectError"):
-        request_json(
+        request_json_reply(
             client, "GET", f"http://127.0.0.1:{port}/api", base_wait=0.001, sleep=waits.append
         )
     assert len(waits) == 4
@@ -453,7 +453,9 @@ def test_json_cut_short_on_the_way_is_retried() -> None:
 
 def test_request_json_returns_the_decoded_body() -> None:
     with JsonApiServer(SUBMISSIONS[:1], bearer=TOKEN) as api, make_client() as client:
-        body = request_json(client, "GET", api.url, headers={"Authorization": f"Bearer {TOKEN}"})
+        body = request_json_reply(
+            client, "GET", api.url, headers={"Authorization": f"Bearer {TOKEN}"}
+        ).body
     assert body == {"data": SUBMISSIONS[:1]}
 
 
