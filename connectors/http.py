@@ -264,3 +264,17 @@ class _wait_retry_after(wait_base):
     def __call__(self, retry_state: RetryCallState) -> float:
         asked = _asked_wait(retry_state)
         return asked if asked is not None else self.fallback(retry_state)
+
+
+class ClientOwner:
+    """Holds the HTTP client of a connector: its own (closed by :meth:`close`) or one passed
+    in by the caller (left open), plus the retry options for :func:`request_json_reply`."""
+
+    def __init__(self, client: httpx.Client | None, retry: dict[str, Any] | None) -> None:
+        self._owns_client = client is None
+        self._client = client or make_client()
+        self._retry = dict(retry or {})
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()

@@ -30,7 +30,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.errors import FatalError
-from connectors.http import JsonReply, describe_url, make_client, request_json_reply
+from connectors.http import ClientOwner, JsonReply, describe_url, request_json_reply
 from connectors.sources.base import Page, RawRecord, Source, SourceConfig
 
 # --- paths into JSON -----------------------------------------------------------------------
@@ -258,7 +258,7 @@ def _short(token: Any) -> str:
     return text if len(text) <= 24 else text[:24] + "…"
 
 
-class HttpJsonSource(Source):
+class HttpJsonSource(ClientOwner, Source):
     """Polls one JSON API as ``HttpJsonConfig`` describes it.
 
     ``retry`` passes keyword arguments on to :func:`connectors.http.request_json_reply`
@@ -278,13 +278,7 @@ class HttpJsonSource(Source):
         self.config = config
         self._headers = {**config.headers, **_auth_headers(config, env)}
         self._credential_env = _credential_env(config)
-        self._owns_client = client is None
-        self._client = client or make_client()
-        self._retry = dict(retry or {})
-
-    def close(self) -> None:
-        if self._owns_client:
-            self._client.close()
+        ClientOwner.__init__(self, client, retry)
 
     def fetch(self, cursor: dict[str, Any] | None) -> Iterator[Page]:
         stored = cursor or {}

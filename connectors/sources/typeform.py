@@ -25,7 +25,7 @@ import httpx
 from pydantic import Field
 
 from connectors.errors import FatalError, SkippableError
-from connectors.http import make_client, request_json_reply
+from connectors.http import ClientOwner, request_json_reply
 from connectors.sources.base import Page, RawRecord, Source, SourceConfig
 from connectors.sources.http_json import parse_time, require_env
 
@@ -124,7 +124,7 @@ def parse_typeform_webhook(body: dict[str, Any]) -> RawRecord:
     return response_record(form_response)
 
 
-class TypeformSource(Source):
+class TypeformSource(ClientOwner, Source):
     """Polls ``GET {base_url}/forms/{form_id}/responses`` for completed responses.
 
     ``retry`` passes keyword arguments on to :func:`connectors.http.request_json_reply`.
@@ -146,13 +146,7 @@ class TypeformSource(Source):
         self._url = (
             f"{config.base_url.rstrip('/')}/forms/{quote(config.form_id, safe='')}/responses"
         )
-        self._owns_client = client is None
-        self._client = client or make_client()
-        self._retry = dict(retry or {})
-
-    def close(self) -> None:
-        if self._owns_client:
-            self._client.close()
+        ClientOwner.__init__(self, client, retry)
 
     def fetch(self, cursor: dict[str, Any] | None) -> Iterator[Page]:
         stored = cursor or {}
