@@ -252,3 +252,12 @@ def test_downloads_arriving_during_a_fair_import_of_the_same_people_lose_nothing
     assert hooks.counts() == {"contacts": 1000, "events": 1020, "quarantined": 0}
     both = contact(hooks.app.store, people[50])
     assert both is not None and both.fields["last_name"] == "Köhler 50"  # the file's fields kept
+
+
+def test_a_nul_character_in_a_delivery_is_dropped_not_answered_with_500(hooks: Hooks) -> None:
+    # PostgreSQL refuses NUL in text and JSONB; a 500 would make the sender retry for ever
+    response = hooks.ebook({**DOWNLOAD, "first_name": "Eva\u0000", "junk": ["a\u0000b"]})
+
+    assert (response.status_code, response.json()["status"]) == (202, "accepted")
+    stored = contact(hooks.app.store, "eva.mueller@bigcorp.de")
+    assert stored is not None and stored.fields["first_name"] == "Eva"

@@ -88,10 +88,25 @@ _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def _json_safe(value: Any) -> Any:
+    """The value as storable JSON: non-JSON types as text, and NUL characters removed
+    (PostgreSQL refuses them in text and JSONB, and no lead needs one)."""
     # A flat dict of plain values (every CSV row) is JSON as it is: skip the round trip.
-    if type(value) is dict and all(type(k) is str and type(v) in _PLAIN for k, v in value.items()):
+    if type(value) is dict and all(
+        type(k) is str and type(v) in _PLAIN and not (type(v) is str and "\x00" in v)
+        for k, v in value.items()
+    ):
         return dict(value)
-    return json.loads(json.dumps(value, default=str, ensure_ascii=False))
+    return _without_nul(json.loads(json.dumps(value, default=str, ensure_ascii=False)))
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def record_key(
