@@ -306,9 +306,13 @@ def store_quarantined(
                 "status": "open",
             }
         )
-    if rows:
-        session.execute(QUARANTINE.insert(), rows)
-    return len(rows)
+    if not rows:
+        return 0
+    # A concurrent writer may have quarantined the same record meanwhile: the partial unique
+    # index on open entries refuses the twin, and the insert skips it.
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    result = session.execute(insert(QUARANTINE).on_conflict_do_nothing(), rows)
+    return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else len(rows)
 
 
 def is_transient(error: OperationalError) -> bool:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -231,6 +232,16 @@ class Quarantine(Base):
     """A record that could not be taken in, with where and why; replayable once fixed."""
 
     __tablename__ = "quarantine"
+    __table_args__ = (
+        Index(
+            "uq_quarantine_open_key",
+            "source",
+            "record_key",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str] = mapped_column(String(200), index=True)
