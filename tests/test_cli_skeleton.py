@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -60,7 +61,9 @@ def test_status_reports_leads_quarantine_and_sources_as_json(project: Path) -> N
     assert status["quarantine"] == 1
     assert status["dead_letters"] == 0
     assert status["broker"] == {"mode": "single-process"}
-    assert status["sources"]["messe-hannover-2026"]["last_success_at"] is not None
+    last = status["sources"]["messe-hannover-2026"]["last_success_at"]
+    assert last is not None and "T" in last  # ISO 8601
+    datetime.fromisoformat(status["at"])
 
 
 def test_the_config_directory_can_be_named_from_anywhere(project: Path, tmp_path: Path) -> None:

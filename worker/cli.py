@@ -413,6 +413,11 @@ def score(
             stream.close()
 
 
+def _iso(value: Any) -> str:
+    """Times in JSON output as ISO 8601, everything else as text."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def _parse_now(value: str | None) -> datetime:
     if value is None:
         return datetime.now(UTC)
@@ -552,7 +557,7 @@ def status(
     settings = _settings(config)
     application = init_app(settings, config=_config(settings))
     data = collect_status(application)
-    _echo(json.dumps(data, indent=2, default=str) if as_json else render_status(data))
+    _echo(json.dumps(data, indent=2, default=_iso) if as_json else render_status(data))
 
 
 @dlq_app.command("list")
@@ -565,7 +570,7 @@ def dlq_list(
     application, _ = _boot(config)
     rows = dead_letters(application)
     if as_json:
-        _echo(json.dumps(rows, default=str))
+        _echo(json.dumps(rows, default=_iso))
         return
     for row in rows:
         _echo(
@@ -603,7 +608,7 @@ def quarantine_list(
     application, _ = _boot(config)
     rows = quarantined(application, source)
     if as_json:
-        _echo(json.dumps(rows, default=str, ensure_ascii=False))
+        _echo(json.dumps(rows, default=_iso, ensure_ascii=False))
         return
     for row in rows:
         where = f"row {row['row']}" if row["row"] else f"record {row['record_id']}"
