@@ -36,6 +36,12 @@ class RouteDecision:
     seed: int | None = None
     fallback: tuple[str, ...] = field(default_factory=tuple)
 
+    @property
+    def answerer(self) -> str | None:
+        """Whose working hours the SLA clock runs on: the rep, else the first fallback
+        manager (a lead nobody in the team could take waits on the manager's calendar)."""
+        return self.rep or (self.fallback[0] if self.fallback else None)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "rule": self.rule,

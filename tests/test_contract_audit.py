@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -886,3 +886,21 @@ def test_forget_leaves_no_event_of_the_people_it_erased(forgotten: Path) -> None
     # Eva (both spellings) and a@x.de were the only contacts; Lisa is only in quarantine
     assert stored(forgotten, "select email from contacts") == []
     assert stored(forgotten, "select id from events") == []
+
+
+def test_a_lead_nobody_can_take_runs_its_sla_on_the_fallback_managers_hours(
+    config_dir: Path,
+) -> None:
+    # Given a Saturday morning: every rep is off, so the lead goes to the fallback manager anna,
+    # whose hours (mon-fri 08:00-18:00 Berlin) the hot SLA's business-hours clock follows
+    from worker.evaluate import evaluate
+
+    config = load(config_dir)
+    saturday = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    contact = {"email": "eva@bigcorp.de", "company_size": 5000, "country": "DE",
+               "title": "Head of IT"}  # fmt: skip
+    _, route, sla, _ = evaluate(config, contact, [{"type": "form", "form": "demo-request"}],
+                                saturday)  # fmt: skip
+    assert route is not None and route.rep is None and route.fallback == ("anna",)
+    # Monday 30 Nov 08:00 Berlin (07:00 UTC) + 5 working minutes
+    assert sla == {"policy": "hot", "due": "2026-11-30T07:05:00+00:00"}

@@ -78,7 +78,7 @@ def decide(
     )
     sla = None
     if policy is not None:
-        due = plan.due(now, policy, route.rep)
+        due = plan.due(now, policy, route.answerer)
         sla = {"policy": policy.name, "due": due.isoformat()}
     return result, route, sla
 

@@ -248,7 +248,7 @@ def _assign(
 ) -> Assignment:
     due = None
     if within is not None:
-        calendar = config.calendars.get(decision.rep) if decision.rep else None
+        calendar = config.calendars.get(decision.answerer or "")
         due = due_time(now, within, policy.policy.clock, calendar)
     assignment = Assignment(
         contact_id=contact.id,
