@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
+
+from tests.servers.recorded import Recorded
 
 HOST = "127.0.0.1"
 _FIRST_TS = 1_700_000_000
@@ -64,7 +65,7 @@ class SlackApiServer:
     ) -> None:
         self.token = token
         self.unknown_users = frozenset(unknown_users or ())
-        self._calls: list[SlackCall] = []
+        self._calls: Recorded[SlackCall] = Recorded("call(s)")
         self._scripted: deque[_Scripted] = deque()
         self._next_ts = 100
         self._condition = threading.Condition()
@@ -129,21 +130,11 @@ class SlackApiServer:
     @property
     def calls(self) -> list[SlackCall]:
         """A snapshot of the accepted calls, oldest first."""
-        with self._condition:
-            return list(self._calls)
+        return self._calls.snapshot()
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[SlackCall]:
         """Block until at least ``count`` calls were accepted; TimeoutError otherwise."""
-        deadline = time.monotonic() + timeout
-        with self._condition:
-            while len(self._calls) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"expected {count} call(s), got {len(self._calls)} in {timeout}s"
-                    )
-                self._condition.wait(remaining)
-            return list(self._calls)
+        return self._calls.wait_for(count, timeout)
 
     def queue_response(
         self,
@@ -171,9 +162,8 @@ class SlackApiServer:
         with self._condition:
             ts = f"{_FIRST_TS}.{self._next_ts:06d}"
             self._next_ts += 1
-            self._calls.append(call)
-            self._condition.notify_all()
-            return ts
+        self._calls.add(call)
+        return ts
 
 
 class _SlackHandler(BaseHTTPRequestHandler):

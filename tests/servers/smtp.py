@@ -24,7 +24,6 @@ import ssl
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email import message_from_bytes, policy
@@ -35,6 +34,8 @@ from typing import Any, Self, cast
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from tests.servers.recorded import Recorded
 
 HOST = "127.0.0.1"
 
@@ -167,7 +168,7 @@ class SmtpServer:
         self.auth = auth
         self.reject_rcpt = frozenset(address.lower() for address in reject_rcpt)
         self._fail_next = fail_next
-        self._messages: list[ReceivedMail] = []
+        self._messages: Recorded[ReceivedMail] = Recorded("message(s)")
         self._condition = threading.Condition()
         self._controller: _EphemeralPortController | None = None
 
@@ -230,21 +231,11 @@ class SmtpServer:
     @property
     def messages(self) -> list[ReceivedMail]:
         """A snapshot of the mail accepted so far, oldest first."""
-        with self._condition:
-            return list(self._messages)
+        return self._messages.snapshot()
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedMail]:
         """Block until at least ``count`` messages arrived; TimeoutError otherwise."""
-        deadline = time.monotonic() + timeout
-        with self._condition:
-            while len(self._messages) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"expected {count} message(s), got {len(self._messages)} in {timeout}s"
-                    )
-                self._condition.wait(remaining)
-            return list(self._messages)
+        return self._messages.wait_for(count, timeout)
 
     @staticmethod
     def client_ssl_context() -> ssl.SSLContext:
@@ -282,7 +273,7 @@ class SmtpServer:
             message = cast(EmailMessage, message_from_bytes(raw, policy=policy.default))
             transport = server.transport
             login = session.auth_data.login.decode() if session.authenticated else None
-            self._messages.append(
+            self._messages.add(
                 ReceivedMail(
                     mail_from=envelope.mail_from or "",
                     rcpt_tos=list(envelope.rcpt_tos),
@@ -293,5 +284,4 @@ class SmtpServer:
                     login=login,
                 )
             )
-            self._condition.notify_all()
         return "250 2.0.0 OK queued"
