@@ -16,6 +16,7 @@ from typing import Any
 
 from rules.contact import coerce_datetime, email_domain
 from rules.expr import Context, Expr
+from rules.memo import PerObject
 
 
 @dataclass(frozen=True)
@@ -210,17 +211,8 @@ def _test_of(when: Expr) -> Callable[[Context], Any]:
     return when.test if isinstance(when, Expr) else when
 
 
-_plans: dict[int, _RulesetPlan] = {}
-
-
-def _plan(ruleset: Ruleset) -> _RulesetPlan:
-    """The plan of this ruleset object; a reloaded ruleset gets a new one."""
-    plan = _plans.get(id(ruleset))
-    if plan is None or plan.ruleset is not ruleset:
-        if len(_plans) > 8:
-            _plans.clear()
-        plan = _plans[id(ruleset)] = _RulesetPlan(ruleset)
-    return plan
+# The plan of this ruleset object; a reloaded ruleset gets a new one.
+_plan: PerObject[Ruleset, _RulesetPlan] = PerObject(_RulesetPlan)
 
 
 def _decay(half_life: float | None, at: datetime | None, now: datetime) -> float:

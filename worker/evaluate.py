@@ -17,6 +17,7 @@ from config.loader import CompiledSla, Config
 from rules.assign import RepState, pick_rep
 from rules.contact import normalise_contact
 from rules.expr import Context
+from rules.memo import PerObject
 from rules.routing import RouteDecision, choose_sla, decide_route, due_time
 from rules.scoring import ScoreResult, contact_view, score_view
 
@@ -137,14 +138,5 @@ class _Plan:
         return due
 
 
-_plans: dict[int, _Plan] = {}
-
-
-def _plan(config: Config) -> _Plan:
-    """The plan of this config object; a reloaded config gets a new one."""
-    plan = _plans.get(id(config))
-    if plan is None or plan.config is not config:
-        if len(_plans) > 8:
-            _plans.clear()
-        plan = _plans[id(config)] = _Plan(config)
-    return plan
+# The plan of this config object; a reloaded config gets a new one.
+_plan: PerObject[Config, _Plan] = PerObject(_Plan)
