@@ -10,7 +10,9 @@ message or a sweep that re-enqueues work never does it twice.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,8 +20,9 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
 from connectors.errors import RetriableError
-from worker.app import get_app
-from worker.pipeline import notify, route, score, sla
+from worker.app import App, get_app
+from worker.pipeline import lead, notify, route, score, sla
+from worker.store.models import Message
 
 log = logging.getLogger("leadwerk.actors")
 
@@ -34,11 +37,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _next(actor: dramatiq.Actor[Any, Any], *args: Any) -> None:
-    """Run the next step now, in this thread; if it fails, queue it to be retried on its own
-    (after the delay a ``dramatiq.Retry`` asks for, such as Slack's Retry-After)."""
+def _at_once(run: Callable[[], None], actor: dramatiq.Actor[Any, Any], *args: Any) -> None:
+    """Run the next step now, in this thread; if it fails, queue ``actor(*args)`` to retry
+    it on its own (after the delay a ``dramatiq.Retry`` asks for, such as Slack's
+    Retry-After)."""
     try:
-        actor.fn(*args)
+        run()
     except dramatiq.Retry as exc:
         actor.send_with_options(args=args, delay=exc.delay or FAST_PATH_RETRY_MS)
     except Exception as exc:
@@ -49,12 +53,29 @@ def _next(actor: dramatiq.Actor[Any, Any], *args: Any) -> None:
         actor.send_with_options(args=args, delay=FAST_PATH_RETRY_MS)
 
 
+def _next(actor: dramatiq.Actor[Any, Any], *args: Any) -> None:
+    _at_once(lambda: actor.fn(*args), actor, *args)
+
+
 @dramatiq.actor(queue_name="score", max_retries=8, broker=_declaring)
 def score_lead(event_id: int) -> None:
     app = get_app()
-    contact_id = score.score_event(app.store, app.config, event_id, _now())
-    if contact_id is not None:
-        _next(route_lead, contact_id)
+    try:
+        messages = lead.score_and_route(app.store, app.config, event_id, _now())
+    except Exception as exc:
+        # One step at a time instead: the score is kept even when routing fails (a template
+        # that does not render, say), and routing is retried on its own.
+        log.warning(
+            "event %s: scoring and routing together failed (%s); one step at a time",
+            event_id,
+            type(exc).__name__,
+        )
+        contact_id = score.score_event(app.store, app.config, event_id, _now())
+        if contact_id is not None:
+            _next(route_lead, contact_id)
+        return
+    for message in messages:  # claimed for this thread when they were written
+        _at_once(functools.partial(_deliver, app, message), send_message, message.id)
 
 
 @dramatiq.actor(queue_name="route", max_retries=8, broker=_declaring)
@@ -66,8 +87,16 @@ def route_lead(contact_id: int) -> None:
 
 @dramatiq.actor(queue_name="notify", max_retries=10, min_backoff=1000, broker=_declaring)
 def send_message(message_id: int) -> None:
+    app = get_app()
+    message = notify.claim(app.store, message_id, _now())
+    if message is not None:  # else another delivery has it, or it was sent
+        _deliver(app, message)
+
+
+def _deliver(app: App, message: Message) -> None:
+    """Send a claimed message; a wait the channel asks for becomes the actor's retry delay."""
     try:
-        outcome = notify.send_message(get_app(), message_id, _now())
+        outcome = notify.deliver(app, message, _now())
     except RetriableError as exc:
         if exc.retry_after:
             raise dramatiq.Retry(delay=int(exc.retry_after * 1000)) from exc

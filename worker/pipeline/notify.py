@@ -262,10 +262,15 @@ class Outcome:
 
 def send_message(app: App, message_id: int, now: datetime) -> Outcome:
     """Send one outbox message at most once per claim."""
-    store, notifiers = app.store, app.notifiers
-    message = claim(store, message_id, now)
+    message = claim(app.store, message_id, now)
     if message is None:
         return Outcome("skipped")
+    return deliver(app, message, now)
+
+
+def deliver(app: App, message: Message, now: datetime) -> Outcome:
+    """Send a message this delivery has claimed (status ``sending``), then mark it sent."""
+    store, notifiers, message_id = app.store, app.notifiers, message.id
     notifier = notifiers.get(message.channel) or notifiers["email"]
     try:
         result = notifier.send(to_outbound(message, app.settings))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -54,10 +54,10 @@ def lead_context(
 
 def account_facts(session: Session, config: Config, contact: Contact) -> dict[str, Any]:
     """The company, matched by e-mail domain: who owns it and how many leads are open.
-    Free-mail domains never match an account."""
+    Free-mail domains never match an account. One round trip for both facts."""
     if contact.email_domain in set(config.lists.get("free_mail", ())):
         return {}
-    owner = session.scalars(
+    owner = (
         select(Contact.owner)
         .where(
             Contact.email_domain == contact.email_domain,
@@ -65,61 +65,81 @@ def account_facts(session: Session, config: Config, contact: Contact) -> dict[st
             Contact.owner.is_not(None),
         )
         .order_by(Contact.updated_at.desc())
-    ).first()
-    open_leads = session.scalar(
+        .limit(1)
+        .scalar_subquery()
+    )
+    open_leads = (
         select(func.count(Assignment.id))
         .join(Contact, Contact.id == Assignment.contact_id)
         .where(Contact.email_domain == contact.email_domain, Assignment.status == "open")
+        .scalar_subquery()
     )
-    return {"owner": owner, "open_leads": open_leads or 0}
+    found_owner, found_open = session.execute(select(owner, open_leads)).one()
+    return {"owner": found_owner, "open_leads": found_open or 0}
 
 
-def team_states(session: Session, config: Config, team: str, now: datetime) -> list[RepState]:
-    """The team's reps with their lifetime counts, today's load and calendars; the counter
-    rows are locked (PostgreSQL) so parallel workers never hand out the same turn."""
+def team_states(
+    session: Session, config: Config, team: str, now: datetime
+) -> tuple[list[RepState], dict[str, RepCounter]]:
+    """The team's reps with their lifetime counts, today's load and calendars, and their
+    counter rows, locked (PostgreSQL) so parallel workers never hand out the same turn."""
     members = config.team.teams[team].members
-    if members:
+    counters = _lock_counters(session, team)
+    if any(rep not in counters for rep in members):
         # A new rep's counter row is made first, and a parallel worker's insert of the same
         # row is no error: then every member has a row for FOR UPDATE to lock.
         dialect = session.get_bind().dialect.name
         insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(RepCounter)
         rows = [{"team": team, "rep": rep, "assigned_total": 0} for rep in members]
         session.execute(insert.values(rows).on_conflict_do_nothing())
-    existing = {
-        c.rep: c
-        for c in session.scalars(
-            select(RepCounter)
-            .where(RepCounter.team == team)
-            .order_by(RepCounter.rep)
-            .with_for_update()
+        counters = _lock_counters(session, team)
+    today = _assigned_today(session, config, members, now)
+    states = [
+        RepState(
+            name=rep,
+            weight=config.team.reps[rep].weight,
+            assigned_total=counters[rep].assigned_total,
+            assigned_today=today[rep],
+            capacity_per_day=config.team.reps[rep].capacity.per_day,
+            last_assigned_at=counters[rep].last_assigned_at,
+            calendar=config.calendars.get(rep),
         )
-    }
-    states = []
+        for rep in members
+    ]
+    return states, counters
+
+
+def _lock_counters(session: Session, team: str) -> dict[str, RepCounter]:
+    rows = session.scalars(
+        select(RepCounter).where(RepCounter.team == team).order_by(RepCounter.rep).with_for_update()
+    )
+    return {counter.rep: counter for counter in rows}
+
+
+def _assigned_today(
+    session: Session, config: Config, members: Sequence[str], now: datetime
+) -> dict[str, int]:
+    """Leads each rep got since midnight in the rep's own time zone, in one query."""
+    if not members:
+        return {}
+    midnights = {}
     for rep in members:
-        settings = config.team.reps[rep]
-        tz = ZoneInfo(settings.timezone or config.settings.timezone)
-        local_midnight = now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
-        today = (
-            session.scalar(
-                select(func.count(Assignment.id)).where(
-                    Assignment.rep == rep, Assignment.created_at >= local_midnight
+        tz = ZoneInfo(config.team.reps[rep].timezone or config.settings.timezone)
+        midnights[rep] = now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    counts = session.execute(
+        select(
+            *(
+                func.count(Assignment.id).filter(
+                    Assignment.rep == rep, Assignment.created_at >= midnight
                 )
+                for rep, midnight in midnights.items()
             )
-            or 0
+        ).where(
+            Assignment.rep.in_(list(members)),
+            Assignment.created_at >= min(midnights.values()),
         )
-        counter = existing[rep]
-        states.append(
-            RepState(
-                name=rep,
-                weight=settings.weight,
-                assigned_total=counter.assigned_total,
-                assigned_today=today,
-                capacity_per_day=settings.capacity.per_day,
-                last_assigned_at=counter.last_assigned_at,
-                calendar=config.calendars.get(rep),
-            )
-        )
-    return states
+    ).one()
+    return {rep: count or 0 for rep, count in zip(midnights, counts, strict=True)}
 
 
 def route_contact(store: Store, config: Config, contact_id: int, now: datetime) -> list[int]:
@@ -129,16 +149,47 @@ def route_contact(store: Store, config: Config, contact_id: int, now: datetime) 
         contact = session.get(Contact, contact_id, with_for_update=True)
         if contact is None or contact.mql_at is None:
             return []
-        if session.scalars(
-            select(Assignment.id).where(
-                Assignment.contact_id == contact.id, Assignment.status == "open"
-            )
-        ).first():
-            return []
-        routing = decide(session, config, contact, now)
-        messages = hand_over(session, config, contact, routing, now)
-        log.info("routed lead %s: %s", contact.id, routing.decision.reason)
-        return [m.id for m in messages]
+        return [m.id for m in route_locked(session, config, contact, now)]
+
+
+def route_locked(
+    session: Session,
+    config: Config,
+    contact: Contact,
+    now: datetime,
+    known: Known | None = None,
+    claim: bool = False,
+) -> list[Message]:
+    """Route a contact the caller has locked, unless it has an open assignment already.
+
+    ``known``: the latest processed event and score when the caller has just written them
+    (scoring and routing in one transaction), so they are not read back. ``claim``: the
+    messages are written claimed for sending (``sending``), for a caller that sends them
+    right after the commit; a crash in between leaves them to the send lease, as any claim.
+    """
+    if session.scalars(
+        select(Assignment.id).where(
+            Assignment.contact_id == contact.id, Assignment.status == "open"
+        )
+    ).first():
+        return []
+    routing = decide(session, config, contact, now, event=known.event if known else _LATEST)
+    score = known.score if known else _LATEST
+    messages = hand_over(session, config, contact, routing, now, score=score, claim=claim)
+    log.info("routed lead %s: %s", contact.id, routing.decision.reason)
+    return messages
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the caller has just written for a contact: its latest processed event and score."""
+
+    event: Event | None
+    score: Score | None
+
+
+# Default of ``event``/``score`` parameters: read the latest processed one from the store.
+_LATEST: Any = object()
 
 
 @dataclass(frozen=True)
@@ -149,6 +200,7 @@ class Routing:
     decision: RouteDecision
     policy: Any  # the SLA policy chosen (config.loader.CompiledSla), or None
     within: timedelta | None
+    counters: Mapping[str, Mapping[str, RepCounter]]  # team -> rep -> locked counter row
 
 
 def decide(
@@ -157,23 +209,21 @@ def decide(
     contact: Contact,
     now: datetime,
     exclude: Collection[str] = (),
+    event: Event | None = _LATEST,
 ) -> Routing:
     """Where the lead goes now. ``exclude``: reps who must not get it again because they let
     its SLA pass; they are listed as skipped, and an excluded account owner is passed over."""
-    event = session.scalars(
-        select(Event)
-        .where(Event.contact_id == contact.id, Event.status == "processed")
-        .order_by(Event.occurred_at.desc(), Event.id.desc())
-    ).first()
+    if event is _LATEST:
+        event = session.scalars(
+            select(Event)
+            .where(Event.contact_id == contact.id, Event.status == "processed")
+            .order_by(Event.occurred_at.desc(), Event.id.desc())
+        ).first()
     account = account_facts(session, config, contact)
     ctx = lead_context(contact, event, account, now)
     policy = choose_sla(config.sla, ctx)
     within = policy.policy.respond_within if policy else None
-    states = _TeamStates(
-        lambda team: [
-            state for state in team_states(session, config, team, now) if state.name not in exclude
-        ]
-    )
+    states = _TeamStates(lambda team: team_states(session, config, team, now), exclude)
     owner = account.get("owner")
     decision = decide_route(
         config.routing,
@@ -187,29 +237,30 @@ def decide(
     if exclude:
         passed = tuple(Skip(rep, "let the SLA on this lead pass") for rep in sorted(exclude))
         decision = replace(decision, skipped=passed + decision.skipped)
-    return Routing(event, decision, policy, within)
+    return Routing(event, decision, policy, within, states.counters)
 
 
 def hand_over(
-    session: Session, config: Config, contact: Contact, routing: Routing, now: datetime
+    session: Session,
+    config: Config,
+    contact: Contact,
+    routing: Routing,
+    now: datetime,
+    score: Score | None = _LATEST,
+    claim: bool = False,
 ) -> list[Message]:
-    """Persist a decision: the assignment with its SLA timers, and its outbox messages."""
-    assignment = _assign(
-        session,
-        config,
-        contact,
-        routing.event,
-        routing.decision,
-        routing.policy,
-        routing.within,
-        now,
-    )
-    score = session.scalars(
-        select(Score).where(Score.contact_id == contact.id).order_by(Score.id.desc())
-    ).first()
+    """Persist a decision: the assignment with its SLA timers, and its outbox messages
+    (claimed for the caller with ``claim``, see :func:`route_locked`)."""
+    assignment = _assign(session, config, contact, routing, now)
+    if score is _LATEST:
+        score = session.scalars(
+            select(Score).where(Score.contact_id == contact.id).order_by(Score.id.desc())
+        ).first()
     decision = routing.decision
     messages = new_lead_messages(config, contact, routing.event, assignment, decision, score)
     for message in messages:
+        if claim:
+            message.status, message.claimed_at, message.attempts = "sending", now, 1
         session.add(message)
     session.flush()
     return messages
@@ -218,15 +269,22 @@ def hand_over(
 class _TeamStates(Mapping[str, list[RepState]]):
     """Team states made when routing asks for a team: only the first matching rule's team is
     counted and its counters locked, not every team a later rule names (speed to lead, and
-    no needless lock on other teams' counters)."""
+    no needless lock on other teams' counters). ``exclude``d reps are left out."""
 
-    def __init__(self, make: Callable[[str], list[RepState]]) -> None:
+    def __init__(
+        self,
+        make: Callable[[str], tuple[list[RepState], dict[str, RepCounter]]],
+        exclude: Collection[str],
+    ) -> None:
         self._make = make
+        self._exclude = exclude
         self._made: dict[str, list[RepState]] = {}
+        self.counters: dict[str, dict[str, RepCounter]] = {}
 
     def __getitem__(self, team: str) -> list[RepState]:
         if team not in self._made:
-            self._made[team] = self._make(team)
+            states, self.counters[team] = self._make(team)
+            self._made[team] = [s for s in states if s.name not in self._exclude]
         return self._made[team]
 
     def __iter__(self) -> Iterator[str]:
@@ -237,15 +295,14 @@ class _TeamStates(Mapping[str, list[RepState]]):
 
 
 def _assign(
-    session: Session,
-    config: Config,
-    contact: Contact,
-    event: Event | None,
-    decision: RouteDecision,
-    policy: Any,
-    within: timedelta | None,
-    now: datetime,
+    session: Session, config: Config, contact: Contact, routing: Routing, now: datetime
 ) -> Assignment:
+    decision, policy, within, event = (
+        routing.decision,
+        routing.policy,
+        routing.within,
+        routing.event,
+    )
     due = None
     if within is not None:
         calendar = config.calendars.get(decision.answerer or "")
@@ -269,7 +326,7 @@ def _assign(
     if decision.rep:
         contact.owner = decision.rep
         if decision.team:
-            counter = session.get(RepCounter, (decision.team, decision.rep))
+            counter = routing.counters.get(decision.team, {}).get(decision.rep)
             if counter is not None:
                 counter.assigned_total += 1
                 counter.last_assigned_at = now
