@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from email.headerregistry import Address
 from email.message import EmailMessage
 
@@ -232,6 +234,58 @@ def test_a_server_that_is_down_is_retriable(closed_port: int) -> None:
 
     with pytest.raises(RetriableError, match="unreachable"):
         notifier.send(LEAD_MESSAGE)
+
+
+def test_messages_in_a_row_share_one_logged_in_connection() -> None:
+    with SmtpServer(starttls=True, auth=("leadwerk", PASSWORD)) as server:
+        notifier = SmtpNotifier(
+            server.url, MAIL_FROM, password=PASSWORD, ssl_context=server.client_ssl_context()
+        )
+        for number in range(3):
+            notifier.send(lead_message(message_id=f"<lead-{number}@leadwerk.example.com>"))
+        mails = server.wait_for(3)
+        notifier.close()
+    assert [m.message["Message-ID"] for m in mails] == [
+        f"<lead-{number}@leadwerk.example.com>" for number in range(3)
+    ]
+    assert len({mail.peer for mail in mails}) == 1
+    assert all(mail.tls and mail.login == "leadwerk" for mail in mails)
+
+
+def test_a_connection_the_server_has_closed_is_replaced_before_anything_is_sent() -> None:
+    with SmtpServer(idle_timeout=0.3) as server:
+        notifier = SmtpNotifier(server.url, MAIL_FROM)
+        notifier.send(lead_message(message_id="<first@leadwerk.example.com>"))
+        server.wait_for(1)
+        time.sleep(0.8)  # the server hangs up on the idle connection
+
+        notifier.send(lead_message(message_id="<second@leadwerk.example.com>"))
+
+        first, second = server.wait_for(2)
+        notifier.close()
+    assert second.message["Message-ID"] == "<second@leadwerk.example.com>"
+    assert first.peer != second.peer
+
+
+def test_a_connection_idle_past_the_limit_is_not_used_again(smtp: SmtpServer) -> None:
+    notifier = SmtpNotifier(smtp.url, MAIL_FROM)
+    notifier.IDLE_LIMIT = 0.05
+    notifier.send(LEAD_MESSAGE)
+    time.sleep(0.2)
+    notifier.send(LEAD_MESSAGE)
+    first, second = smtp.wait_for(2)
+    notifier.close()
+    assert first.peer != second.peer
+
+
+def test_each_thread_sends_over_its_own_connection(smtp: SmtpServer) -> None:
+    notifier = SmtpNotifier(smtp.url, MAIL_FROM)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda _: notifier.send(LEAD_MESSAGE), range(40)))
+    mails = smtp.wait_for(40)
+    notifier.close()
+    assert len(mails) == 40
+    assert 1 <= len({mail.peer for mail in mails}) <= 4
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@
 Options mirror what production servers do: ``starttls=True`` offers STARTTLS and requires it
 before MAIL; ``implicit_tls=True`` speaks TLS from the first byte (smtps); ``auth=(user,
 password)`` requires AUTH LOGIN/PLAIN over TLS; ``reject_rcpt`` answers 550 for the given
-recipients; ``fail_next=n`` answers 451 to the next n DATA commands.
+recipients; ``fail_next=n`` answers 451 to the next n DATA commands; ``idle_timeout``
+closes a connection idle that many seconds, as servers do.
 
 TLS uses a throwaway CA and server certificate (for ``localhost`` and ``127.0.0.1``) made once
 per test run with the ``openssl`` command line tool. ``client_ssl_context()`` trusts that CA,
@@ -50,6 +51,7 @@ class ReceivedMail:
     raw: bytes
     tls: bool
     login: str | None
+    peer: tuple[str, int]  # the client's address and port: one per connection
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ class SmtpServer:
         auth: tuple[str, str] | None = None,
         reject_rcpt: Iterable[str] = (),
         fail_next: int = 0,
+        idle_timeout: float | None = None,
     ) -> None:
         if starttls and implicit_tls:
             raise ValueError("choose starttls or implicit_tls, not both")
@@ -168,6 +171,7 @@ class SmtpServer:
         self.auth = auth
         self.reject_rcpt = frozenset(address.lower() for address in reject_rcpt)
         self._fail_next = fail_next
+        self.idle_timeout = idle_timeout
         self._messages: Recorded[ReceivedMail] = Recorded("message(s)")
         self._condition = threading.Condition()
         self._controller: _EphemeralPortController | None = None
@@ -188,6 +192,8 @@ class SmtpServer:
 
     def start(self) -> None:
         smtp_options: dict[str, Any] = {}
+        if self.idle_timeout is not None:
+            smtp_options["timeout"] = self.idle_timeout
         tls_context = self._server_ssl_context() if self.starttls or self.implicit_tls else None
         if self.starttls:
             smtp_options.update(tls_context=tls_context, require_starttls=True)
@@ -282,6 +288,7 @@ class SmtpServer:
                     tls=transport is not None
                     and transport.get_extra_info("ssl_object") is not None,
                     login=login,
+                    peer=tuple(session.peer),
                 )
             )
         return "250 2.0.0 OK queued"
