@@ -178,7 +178,7 @@ def cpu_by_role(deployment: Deployment, sink_pid: int) -> dict[str, float]:
 class Deployment:
     """A fresh database, a Redis namespace, one web and N worker processes."""
 
-    def __init__(self, workdir: Path, smtp_port: int, workers: int) -> None:
+    def __init__(self, workdir: Path, smtp_port: int, workers: int, threads: int) -> None:
         import psycopg
 
         self.database = f"leadwerk_bench_{uuid.uuid4().hex[:10]}"
@@ -195,6 +195,7 @@ class Deployment:
             LEADWERK_REDIS_NAMESPACE=self.namespace,
             LEADWERK_SMTP_URL=f"smtp://127.0.0.1:{smtp_port}",
             LEADWERK_LOG_LEVEL="WARNING",
+            LEADWERK_WORKER_THREADS=str(threads),
             BENCH_HOOK_SECRET=SECRET,
         )
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -348,13 +349,14 @@ def run_rate(
     rate: float,
     duration: float,
     workers: int,
+    threads: int,
     smtp_port: int,
     sink: Connection,
     sink_pid: int,
     first: int,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="leadwerk-bench-") as workdir:
-        deployment = Deployment(Path(workdir), smtp_port, workers)
+        deployment = Deployment(Path(workdir), smtp_port, workers, threads)
         try:
             # Warm-up (not measured): connections, template caches, the first queries.
             before = _count(sink)
@@ -423,10 +425,18 @@ def _ms(value: float) -> float | None:
 
 
 def main() -> None:
+    from config.settings import Settings
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="20,100", help="leads per second, comma-separated")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per rate")
     parser.add_argument("--workers", type=int, default=2, help="leadwerk worker processes")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=Settings.model_fields["worker_threads"].default,
+        help="threads per worker process (LEADWERK_WORKER_THREADS)",
+    )
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     duration = min(args.duration, MAX_DURATION)
@@ -440,9 +450,10 @@ def main() -> None:
     first = 0
     try:
         for rate in rates:
-            runs.append(
-                run_rate(rate, duration, args.workers, smtp_port, ours, sink.pid or 0, first)
+            run = run_rate(
+                rate, duration, args.workers, args.threads, smtp_port, ours, sink.pid or 0, first
             )
+            runs.append(run)
             first += 1_000_000  # lead numbers never repeat across rates
     finally:
         ours.send("stop")
@@ -464,6 +475,7 @@ def main() -> None:
         },
         "duration_s": duration,
         "workers": args.workers,
+        "threads_per_worker": args.threads,
         "duplicate_emails": duplicates,
         "runs": [summarise(run, receipts) for run in runs],
     }

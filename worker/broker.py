@@ -26,7 +26,7 @@ from config.settings import Settings
 
 log = logging.getLogger("leadwerk.broker")
 
-QUEUES = ("ingest", "score", "route", "notify")
+QUEUES = ("score", "route", "notify")
 
 
 class DeadLetters(Middleware):
