@@ -124,7 +124,8 @@ def normalise_email(value: Any) -> str:
 
 
 # The common case, checked without the full validator: a plain ASCII dot-atom local part and
-# an ASCII domain. The domain's verdict comes from the validator, once per domain; anything
+# an ASCII domain. The domain's verdict comes from the validator, once per top-level domain
+# where the domain is a plain label in front of it (see _valid_plain_domain); anything
 # unusual (quotes, Unicode, IDNA, reserved names, odd lengths) takes the full path.
 _SIMPLE_EMAIL = re.compile(r"([A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*)@([A-Za-z0-9.-]+)")
 
@@ -138,10 +139,13 @@ _PLAIN_LABEL = re.compile(r"[a-z0-9]{1,63}")
 def _valid_plain_domain(domain: str) -> bool:
     """Whether the validator accepts ``x@domain`` and keeps the domain as it is.
 
-    A plain label in front of a domain the validator accepts (``4711.bigcorp.de``, as CRM
-    exports have thousands of) is accepted without asking again: lower-case letters and digits
-    change nothing the validator checks (characters, dots and hyphens, Punycode, the top-level
-    domain), so only the lengths and the reserved names are left to look at.
+    A plain first label (``firma4711`` in ``firma4711.de``, as exports have thousands of) is
+    judged by the rest of the domain alone: the validator accepts ``x@firma4711.de`` as it is
+    exactly when it accepts ``x@a.de`` as it is. Lower-case letters and digits are left alone
+    by its Unicode mapping and pass its character, hyphen, Punycode and label checks; the
+    top-level domain, IDNA (``result.domain`` would differ) and the special-use suffixes
+    (``.local``) lie in the rest; so only the lengths and a special-use name as a whole are
+    left to look at. The validator then runs once per top-level domain, not once per domain.
     """
     label, dot, rest = domain.partition(".")
     if (
@@ -149,9 +153,14 @@ def _valid_plain_domain(domain: str) -> bool:
         and len(domain) <= _SHORT_DOMAIN
         and _PLAIN_LABEL.fullmatch(label) is not None
         and domain not in SPECIAL_USE_DOMAIN_NAMES
-        and _valid_plain_domain(rest)
     ):
-        return True
+        return _validator_keeps(f"a.{rest}")
+    return _validator_keeps(domain)
+
+
+@functools.lru_cache(maxsize=4096)
+def _validator_keeps(domain: str) -> bool:
+    """Whether the validator accepts ``x@domain`` and gives the domain back unchanged."""
     try:
         result = validate_email(f"x@{domain}", check_deliverability=False)
     except EmailNotValidError:
@@ -178,13 +187,19 @@ def normalise_phone(value: Any, country: str | None) -> str | None:
     if value is None or not str(value).strip():
         return None
     text = str(value).strip()
-    region = country if country and len(country) == 2 else None
+    return _e164(text, country if country and len(country) == 2 else None) or text
+
+
+@functools.lru_cache(maxsize=16384)
+def _e164(text: str, region: str | None) -> str | None:
+    """The number in E.164, or None where phonenumbers cannot make it one. Cached: a fair's
+    export repeats its switchboard numbers, and parsing is most of reading a contact."""
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
-        return text
+        return None
     if not phonenumbers.is_possible_number(number):
-        return text
+        return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

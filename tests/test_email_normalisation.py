@@ -46,6 +46,20 @@ def test_the_quick_path_agrees_with_the_full_validator(local: str, domain: str) 
     assert leadwerk(address) == full_validator(address)
 
 
+PLAIN_LABEL = st.text(alphabet="abcxyz0189", min_size=1, max_size=64)
+
+
+@settings(max_examples=600, deadline=None)
+@given(local=LOCAL, label=PLAIN_LABEL, rest=DOMAIN)
+def test_a_plain_first_label_is_judged_by_the_rest_of_the_domain_as_the_validator_judges(
+    local: str, label: str, rest: str
+) -> None:
+    """The validator runs once per rest of the domain (``a.de`` stands for ``firma4711.de``):
+    every plain first label in front of any rest reads as the validator reads it."""
+    for address in (f"{local}@{label}.{rest}", f"eva@{label}.{rest}", f"eva@{label}.a.{rest}"):
+        assert leadwerk(address) == full_validator(address)
+
+
 @pytest.mark.parametrize(
     "address",
     [
@@ -62,6 +76,16 @@ def test_the_quick_path_agrees_with_the_full_validator(local: str, domain: str) 
         "eva@1.2",
         " eva@bigcorp.de ",
         "özlem@bigcorp.de",
+        "eva@firma4711.de",
+        "eva@4711.de",
+        "eva@firma.123",
+        "eva@firma.local",
+        "eva@localhost.de",
+        "eva@firma.xn--mller-kva",
+        "eva@1.xn--4dbc.com",
+        "eva@" + "a" * 63 + ".de",
+        "eva@" + "a" * 64 + ".de",
+        "eva@" + "a" * 60 + "." + "b" * 60 + "." + "c" * 60 + "." + "d" * 60 + ".de",
     ],
 )
 def test_addresses_at_the_edges_read_as_the_validator_reads_them(address: str) -> None:

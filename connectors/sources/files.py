@@ -5,9 +5,12 @@ set to the number a spreadsheet shows for it (the header is row 1 when it is the
 Mapping headers to lead fields happens later, in ingest. vCard files carry no headers, so
 their cards come out under Leadwerk's contact field names (:data:`CONTACT_FIELDS`).
 
-Whole-file problems raise :class:`ExportError` as soon as the file is opened; a single bad
-row comes out as a record with ``error`` set, which ingest quarantines while the rest of the
-file goes on. Exports are read whole: a fair's worth of scans is a few megabytes at most.
+Whole-file problems raise :class:`ExportError` as soon as the file is opened, a quote that is
+never closed at the end of a CSV and a damaged sheet at the end of a workbook included, so that
+a caller can take the records in as they come and still take a file whole or not at all; a
+single bad row comes out as a record with ``error`` set, which ingest quarantines while the
+rest of the file goes on. Exports are read whole: a fair's worth of scans is a few megabytes
+at most.
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ _CONTROL_CHARS = re.compile(r"[\x01-\x08\x0e-\x1f\x7f]")
 _ESCAPED_CHAR = re.compile(r"\\(.)", re.DOTALL)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _MECARD_KEY = re.compile(r"[A-Z][A-Z0-9-]*")
+# The first letters of BEGIN:VCARD and MECARD: in any case; no other character upper-cases
+# to B or M, so a cell starting otherwise is no badge payload (checked for every cell).
+_BADGE_INITIALS = frozenset("BbMm")
 _NOT_AN_EXPORT = (
     "is not a CSV, Excel (.xlsx) or vCard (.vcf) export; export the scans from the scanner "
     "app again as CSV or XLSX"
@@ -92,8 +98,8 @@ def read_export_bytes(data: bytes, filename: str) -> Iterator[RawRecord]:
     ``BEGIN:VCARD`` and a CSV when its first line splits on a delimiter.
 
     Raises :class:`ExportError` here, before the first record, when the file cannot be read
-    at all; a file that breaks further on (a quote never closed, a damaged sheet) raises it
-    while the records are read.
+    to its end (a file that breaks further on, by a quote never closed or a damaged sheet,
+    included): reading the records then never fails.
     """
     name = PurePath(filename).name
     suffix = PurePath(filename).suffix.lower()
@@ -174,7 +180,12 @@ def _clean_cell(text: str) -> str:
 
 
 def _read_csv(text: str, name: str) -> Iterator[RawRecord]:
-    return _table_records(_csv_rows(text, _detect_delimiter(text), name), name)
+    delimiter = _detect_delimiter(text)
+    # The csv module alone, to the end of the file, before the first record (a quarter of
+    # the time that building the records takes): a file broken at its end fails right here.
+    for _ in _csv_rows(text, delimiter, name, clean=False):
+        pass
+    return _table_records(_csv_rows(text, delimiter, name), name)
 
 
 def _csv_reader(text: str, delimiter: str) -> Iterator[list[str]]:
@@ -185,12 +196,20 @@ def _csv_reader(text: str, delimiter: str) -> Iterator[list[str]]:
     )
 
 
-def _csv_rows(text: str, delimiter: str, name: str) -> Iterator[tuple[int, list[str]]]:
-    """Rows as (row number, cleaned cells); a quoted multi-line cell keeps its row one row."""
+def _csv_rows(
+    text: str, delimiter: str, name: str, *, clean: bool = True
+) -> Iterator[tuple[int, list[str]]]:
+    """Rows as (row number, cells, cleaned unless ``clean`` is false); a quoted multi-line
+    cell keeps its row one row."""
     number = 0
     try:
         for number, cells in enumerate(_csv_reader(text, delimiter), start=1):
-            yield number, [_clean_cell(cell) for cell in cells]
+            if not clean:
+                yield number, cells
+            elif "\r" in "".join(cells):  # a line break inside a quoted cell
+                yield number, [_clean_cell(cell) for cell in cells]
+            else:
+                yield number, list(map(str.strip, cells))
     except csv.Error as exc:
         raise ExportError(
             f"{name}: row {number + 1} cannot be read ({exc}); a quote that is never closed is "
@@ -301,8 +320,9 @@ def _data_records(rows: Iterator[tuple[int, list[str]]], header: list[str]) -> I
             cells.pop()
         if not cells:
             continue
-        padded = cells + [""] * (width - len(cells))
-        data: dict[str, object] = dict(zip(header, padded[:width], strict=True))
+        if len(cells) < width:
+            cells += [""] * (width - len(cells))
+        data: dict[str, object] = dict(zip(header, cells[:width], strict=True))
         if len(cells) > width:
             data[EXTRA_CELLS_KEY] = cells[width:]
             yield RawRecord(
@@ -312,8 +332,9 @@ def _data_records(rows: Iterator[tuple[int, list[str]]], header: list[str]) -> I
             )
             continue
         for cell in cells:
-            for key, value in _badge_fields(cell).items():
-                data.setdefault(key, value)
+            if cell[:1] in _BADGE_INITIALS:
+                for key, value in _badge_fields(cell).items():
+                    data.setdefault(key, value)
         yield RawRecord(data=data, row=number)
 
 
@@ -331,7 +352,8 @@ def _read_xlsx(data: bytes, name: str) -> Iterator[RawRecord]:
     if not workbook.worksheets:
         workbook.close()
         raise ExportError(f"{name}: the workbook has no worksheet; export the scans again")
-    return _table_records(_xlsx_rows(workbook, name), name)
+    # Read to the end before the first record, so that a sheet damaged further on fails here.
+    return _table_records(iter(list(_xlsx_rows(workbook, name))), name)
 
 
 def _xlsx_rows(workbook: Workbook, name: str) -> Iterator[tuple[int, list[str]]]:

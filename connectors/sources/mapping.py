@@ -40,38 +40,68 @@ def resolve(spec: Any, data: Mapping[str, Any]) -> Any:
     return None
 
 
-def map_record(
-    record: RawRecord,
-    *,
-    kind: str,
-    field_map: Mapping[str, str],
-    event_spec: Mapping[str, Any],
-    contact_fields: Set[str],
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(contact, event) from one record. Event constants stay as written; ``$.x`` are read."""
-    contact: dict[str, Any] = {}
-    event: dict[str, Any] = {}
-    for name, spec in field_map.items():
-        value = resolve(spec, record.data)
-        if value is None and name in record.data:
-            value = record.data[name]  # vCard and badge payloads arrive with field names
-        if value is None or (isinstance(value, str) and not value.strip()):
-            continue
-        (contact if name in contact_fields else event)[name] = value
-    for name in contact_fields:
-        if (
-            name not in field_map
-            and name not in contact
-            and record.data.get(name) not in (None, "")
-        ):
-            value = record.data[name]
-            if isinstance(value, str | int | float):
-                contact[name] = value
-    for name, spec in event_spec.items():
-        value = (
-            resolve(spec, record.data) if isinstance(spec, str) and spec.startswith("$") else spec
-        )
-        if value is not None:
-            event[name] = value
-    event.setdefault("type", DEFAULT_EVENT_TYPES.get(kind, kind))
-    return contact, event
+_READ_PREFIXES = ("$", "ref:", "hidden:")
+
+
+class RecordMapper:
+    """A source's ``map:`` and ``event:``, worked out once for all its records: from one
+    record to (contact, event). Event constants stay as written; ``$.x`` are read.
+
+    ``contact_fields`` are the contact's field names; mapped names that are not among them
+    go to the event. A contact field that ``map:`` does not name is taken from the record's
+    own key of that name (vCard and badge payloads arrive with field names).
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        field_map: Mapping[str, Any],
+        event_spec: Mapping[str, Any],
+        contact_fields: Set[str],
+    ) -> None:
+        # (name, spec, whether spec is a column header, whether name is a contact field)
+        self._mapped = [
+            (
+                name,
+                spec,
+                isinstance(spec, str) and not spec.startswith(_READ_PREFIXES),
+                name in contact_fields,
+            )
+            for name, spec in field_map.items()
+        ]
+        self._unmapped = [name for name in contact_fields if name not in field_map]
+        self._event = [
+            (name, spec, isinstance(spec, str) and spec.startswith("$"))
+            for name, spec in event_spec.items()
+        ]
+        self._event_type = DEFAULT_EVENT_TYPES.get(kind, kind)
+
+    def __call__(self, record: RawRecord) -> tuple[dict[str, Any], dict[str, Any]]:
+        data = record.data
+        contact: dict[str, Any] = {}
+        event: dict[str, Any] = {}
+        for name, spec, is_header, is_contact in self._mapped:
+            # An exact header is one lookup; anything else (paths, other case) is resolved.
+            value = data.get(spec, _MISSING) if is_header else _MISSING
+            if value is _MISSING:
+                value = resolve(spec, data)
+            if value is None and name in data:
+                value = data[name]
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue
+            (contact if is_contact else event)[name] = value
+        for name in self._unmapped:
+            if name not in contact and data.get(name) not in (None, ""):
+                value = data[name]
+                if isinstance(value, str | int | float):
+                    contact[name] = value
+        for name, spec, is_path in self._event:
+            value = resolve(spec, data) if is_path else spec
+            if value is not None:
+                event[name] = value
+        event.setdefault("type", self._event_type)
+        return contact, event
+
+
+_MISSING = object()

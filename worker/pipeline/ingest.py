@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from config.loader import Config
 from connectors.sources.base import RawRecord, SourceConfig
-from connectors.sources.mapping import map_record
+from connectors.sources.mapping import RecordMapper
 from rules.contact import (
     STANDARD_FIELDS,
     FieldError,
@@ -109,33 +109,41 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
-def record_key(
-    source: str, record: RawRecord, contact: dict[str, Any], event: dict[str, Any]
-) -> str:
+def record_key(record: RawRecord, contact: dict[str, Any], event: dict[str, Any]) -> str:
     if record.record_id:
         return f"id:{record.record_id}"[:200]
     canonical = json.dumps({"c": contact, "e": event}, sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def prepare(config: Config, source: SourceConfig, record: RawRecord, now: datetime) -> Prepared:
-    """Map and normalise one record; raises :class:`FieldError` for a bad one."""
-    if record.error:
-        raise FieldError("record", record.error)
-    contact_names = set(STANDARD_FIELDS) | set(config.custom_fields)
-    raw_contact, event = map_record(
-        record,
+def record_mapper(config: Config, source: SourceConfig) -> RecordMapper:
+    """The source's mapping, worked out once for all the records of an ingest."""
+    return RecordMapper(
         kind=source.kind,
         field_map=source.map,
         event_spec=source.event,
-        contact_fields=contact_names,
+        contact_fields=set(STANDARD_FIELDS) | set(config.custom_fields),
     )
-    contact = normalise_contact(raw_contact, config.custom_fields)
+
+
+def prepare(
+    config: Config,
+    source: SourceConfig,
+    record: RawRecord,
+    now: datetime,
+    mapper: RecordMapper | None = None,
+) -> Prepared:
+    """Map and normalise one record; raises :class:`FieldError` for a bad one. ``mapper``
+    is the source's :func:`record_mapper`, made once by a caller with many records."""
+    if record.error:
+        raise FieldError("record", record.error)
+    raw_contact, event = (mapper or record_mapper(config, source))(record)
+    contact = _json_safe(normalise_contact(raw_contact, config.custom_fields))
     at = coerce_datetime("event.at", event.pop("at", None)) or record.occurred_at or now
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     event = _json_safe(event)
-    key = record_key(source.name, record, _json_safe(contact), event)
+    key = record_key(record, contact, event)
     return Prepared(key, contact, event, at)
 
 
@@ -178,6 +186,7 @@ def ingest_records(
     now = now or datetime.now(UTC)
     report = IngestReport(source.name)
     batch: list[RawRecord] = []
+    mapper = record_mapper(config, source)
 
     def flush() -> None:
         # Mapping and validation happen before the transaction: on SQLite the transaction
@@ -186,7 +195,7 @@ def ingest_records(
         bad: list[Bad] = []
         for record in batch:
             try:
-                good.append((prepare(config, source, record, now), record))
+                good.append((prepare(config, source, record, now, mapper), record))
             except FieldError as exc:
                 bad.append(Bad(record, str(exc).split(": ", 1)[-1], exc.field, file))
         for attempt in range(1, _ATTEMPTS + 1):
