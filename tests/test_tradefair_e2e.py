@@ -5,13 +5,19 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from openpyxl import Workbook
 
+from config.settings import Settings
 from tests.lead_helpers import restore_logging  # noqa: F401
 from tests.source_helpers import FAIR, FAIR_SOURCE, leadwerk, write_sources
+from worker.app import App, init_app
+from worker.pipeline.poll import import_inboxes
 from worker.store.db import Store
 from worker.store.models import Contact
 
@@ -211,3 +217,65 @@ def test_quarantined_rows_are_taken_in_by_retry_once_the_mapping_is_fixed(
     assert json.loads(listed.stdout) == []
     assert sorted(stored_contacts(database_url)) == ["eva@bigcorp.de", "tom@acme.de"]
     assert (after["accepted"], after["duplicates"]) == (0, 2)  # the replayed rows are known
+
+
+def inbox_app(
+    config_dir: Path, make_settings: Callable[..., Settings], settle: str
+) -> tuple[Path, App]:
+    write_sources(config_dir, FAIR_SOURCE.replace("    path:", f"    settle: {settle}\n    path:"))
+    inbox = config_dir.parent / "inbox" / "tradefair"
+    inbox.mkdir(parents=True)
+    return inbox, init_app(make_settings())
+
+
+ONE_ROW = f"{HEADER}\r\na.wolf@stahlwerk.de;Anna;Wolf;Stahlwerk AG;CTO;;DE;900;hot;\r\n"
+
+
+def test_a_file_still_being_written_stays_in_the_inbox_until_it_stops_changing(
+    config_dir: Path, make_settings: Callable[..., Settings]
+) -> None:
+    inbox, app = inbox_app(config_dir, make_settings, "30s")
+    export = inbox / "tag1.csv"
+    export.write_bytes(ONE_ROW.encode("cp1252"))  # a sync client is still writing it
+
+    reports = import_inboxes(app.store, app.config)
+
+    assert reports == []
+    assert export.exists() and not (inbox / "done").exists()
+    assert stored_contacts(app.settings.database_url) == {}
+    # When: it has not changed for longer than settle
+    quiet_since = time.time() - 31
+    os.utime(export, (quiet_since, quiet_since))
+
+    [report] = import_inboxes(app.store, app.config)
+
+    assert (report.file, report.accepted) == ("tag1.csv", 1)
+    assert [p.name for p in (inbox / "done").iterdir()] == ["tag1.csv"]
+    app.close()
+
+
+def test_a_look_that_waits_takes_a_file_copied_in_just_before(
+    config_dir: Path, make_settings: Callable[..., Settings]
+) -> None:
+    inbox, app = inbox_app(config_dir, make_settings, "1s")
+    (inbox / "tag1.csv").write_bytes(ONE_ROW.encode("cp1252"))
+
+    [report] = import_inboxes(app.store, app.config, wait=True)
+
+    assert report.accepted == 1
+    assert [p.name for p in (inbox / "done").iterdir()] == ["tag1.csv"]
+    app.close()
+
+
+def test_a_file_that_goes_on_changing_while_waited_for_is_left_for_a_later_look(
+    config_dir: Path, make_settings: Callable[..., Settings]
+) -> None:
+    inbox, app = inbox_app(config_dir, make_settings, "1s")
+    export = inbox / "tag1.csv"
+    export.write_bytes(ONE_ROW.encode("cp1252"))
+    # Changed "later" than now: as if the copy wrote again during the wait.
+    os.utime(export, (time.time() + 5, time.time() + 5))
+
+    assert import_inboxes(app.store, app.config, wait=True) == []
+    assert export.exists()
+    app.close()

@@ -184,7 +184,7 @@ def _run_once(application: Any, broker: Any, worker: Any) -> int:
         except ConnectorError as exc:
             failed = True
             _err(f"polling {name} failed: {exc}")
-    for report in import_inboxes(application.store, application.config):
+    for report in import_inboxes(application.store, application.config, wait=True):
         if report.error:
             failed = True
             _err(f"importing {report.file} for {report.source} failed: {report.error}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from connectors.errors import ConnectorError, FatalError
 from connectors.sources.base import Source, SourceConfig
 from connectors.sources.files import ExportError, file_sha256, read_export
 from connectors.sources.http_json import HttpJsonConfig, HttpJsonSource
-from connectors.sources.tradefair import TradefairFilesConfig, waiting_files
+from connectors.sources.tradefair import TradefairFilesConfig, unsettled_for, waiting_files
 from connectors.sources.typeform import TypeformConfig, TypeformSource
 from worker.pipeline.ingest import IngestReport, ingest_records
 from worker.store.db import Store
@@ -169,16 +170,34 @@ def inbox_folder(config: Config, source: TradefairFilesConfig) -> Path:
     return folder if folder.is_absolute() else config.directory.parent / folder
 
 
-def import_inboxes(store: Store, config: Config, now: datetime | None = None) -> list[IngestReport]:
+def import_inboxes(
+    store: Store, config: Config, now: datetime | None = None, wait: bool = False
+) -> list[IngestReport]:
     """Every file waiting in a ``tradefair_files`` folder, once by content hash, then moved
     to ``done/``, or to ``failed/`` when it cannot be read to its end (its report then has
-    ``error`` set and nothing of it was taken in)."""
+    ``error`` set and nothing of it was taken in).
+
+    A file that changed less than its source's ``settle`` ago is still being written and is
+    left for a later look; with ``wait`` (``run --once``, which looks only once) the look
+    waits for it to settle, so a file copied in just before is taken."""
     reports = []
     for source in config.sources.values():
         if not isinstance(source, TradefairFilesConfig):
             continue
         folder = inbox_folder(config, source)
         for path in waiting_files(folder):
+            left = unsettled_for(path, source.settle)
+            if left and wait:
+                time.sleep(min(left, source.settle.total_seconds()))
+                left = unsettled_for(path, source.settle)
+            if left:
+                log.info(
+                    "%s: %s is still being written; it is taken once it has not changed for %s",
+                    source.name,
+                    path.name,
+                    source.settle,
+                )
+                continue
             sha = file_sha256(path)
             with store.session() as session:
                 seen = session.scalars(select(SourceFile).where(SourceFile.sha256 == sha)).first()
