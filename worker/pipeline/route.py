@@ -173,9 +173,8 @@ def route_locked(
         )
     ).first():
         return []
-    routing = decide(session, config, contact, now, event=known.event if known else _LATEST)
-    score = known.score if known else _LATEST
-    messages = hand_over(session, config, contact, routing, now, score=score, claim=claim)
+    routing = decide(session, config, contact, now, known=known)
+    messages = hand_over(session, config, contact, routing, now, known=known, claim=claim)
     log.info("routed lead %s: %s", contact.id, routing.decision.reason)
     return messages
 
@@ -184,12 +183,8 @@ def route_locked(
 class Known:
     """What the caller has just written for a contact: its latest processed event and score."""
 
-    event: Event | None
-    score: Score | None
-
-
-# Default of ``event``/``score`` parameters: read the latest processed one from the store.
-_LATEST: Any = object()
+    event: Event
+    score: Score
 
 
 @dataclass(frozen=True)
@@ -209,11 +204,14 @@ def decide(
     contact: Contact,
     now: datetime,
     exclude: Collection[str] = (),
-    event: Event | None = _LATEST,
+    known: Known | None = None,
 ) -> Routing:
     """Where the lead goes now. ``exclude``: reps who must not get it again because they let
-    its SLA pass; they are listed as skipped, and an excluded account owner is passed over."""
-    if event is _LATEST:
+    its SLA pass; they are listed as skipped, and an excluded account owner is passed over.
+    ``known``: see :func:`route_locked`; else the latest processed event is read."""
+    if known is not None:
+        event = known.event
+    else:
         event = session.scalars(
             select(Event)
             .where(Event.contact_id == contact.id, Event.status == "processed")
@@ -246,13 +244,15 @@ def hand_over(
     contact: Contact,
     routing: Routing,
     now: datetime,
-    score: Score | None = _LATEST,
+    known: Known | None = None,
     claim: bool = False,
 ) -> list[Message]:
     """Persist a decision: the assignment with its SLA timers, and its outbox messages
     (claimed for the caller with ``claim``, see :func:`route_locked`)."""
     assignment = _assign(session, config, contact, routing, now)
-    if score is _LATEST:
+    if known is not None:
+        score = known.score
+    else:
         score = session.scalars(
             select(Score).where(Score.contact_id == contact.id).order_by(Score.id.desc())
         ).first()
@@ -297,12 +297,8 @@ class _TeamStates(Mapping[str, list[RepState]]):
 def _assign(
     session: Session, config: Config, contact: Contact, routing: Routing, now: datetime
 ) -> Assignment:
-    decision, policy, within, event = (
-        routing.decision,
-        routing.policy,
-        routing.within,
-        routing.event,
-    )
+    decision, policy, within = routing.decision, routing.policy, routing.within
+    event = routing.event
     due = None
     if within is not None:
         calendar = config.calendars.get(decision.answerer or "")
