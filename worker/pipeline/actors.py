@@ -20,9 +20,8 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
 from connectors.errors import RetriableError
-from worker.app import App, get_app
+from worker.app import get_app
 from worker.pipeline import lead, notify, route, score, sla
-from worker.store.models import Message
 
 log = logging.getLogger("leadwerk.actors")
 
@@ -75,7 +74,8 @@ def score_lead(event_id: int) -> None:
             _next(route_lead, contact_id)
         return
     for message in messages:  # claimed for this thread when they were written
-        _at_once(functools.partial(_deliver, app, message), send_message, message.id)
+        send = functools.partial(notify.deliver, app, message, _now())
+        _at_once(functools.partial(_deliver, send), send_message, message.id)
 
 
 @dramatiq.actor(queue_name="route", max_retries=8, broker=_declaring)
@@ -88,15 +88,14 @@ def route_lead(contact_id: int) -> None:
 @dramatiq.actor(queue_name="notify", max_retries=10, min_backoff=1000, broker=_declaring)
 def send_message(message_id: int) -> None:
     app = get_app()
-    message = notify.claim(app.store, message_id, _now())
-    if message is not None:  # else another delivery has it, or it was sent
-        _deliver(app, message)
+    _deliver(functools.partial(notify.send_message, app, message_id, _now()))
 
 
-def _deliver(app: App, message: Message) -> None:
-    """Send a claimed message; a wait the channel asks for becomes the actor's retry delay."""
+def _deliver(send: Callable[[], notify.Outcome]) -> None:
+    """Run ``send``; a wait the channel asks for becomes the actor's retry delay, and the
+    e-mail a failed Slack message falls back to is queued."""
     try:
-        outcome = notify.deliver(app, message, _now())
+        outcome = send()
     except RetriableError as exc:
         if exc.retry_after:
             raise dramatiq.Retry(delay=int(exc.retry_after * 1000)) from exc
