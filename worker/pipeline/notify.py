@@ -23,6 +23,7 @@ from jinja2 import ChainableUndefined, ChoiceLoader, Environment, FileSystemLoad
 from sqlalchemy import update
 
 from config.loader import Config
+from config.models import Rep
 from config.settings import Settings
 from connectors.errors import FatalError, RetriableError, UndeliverableError
 from connectors.notify.base import OutboundMessage
@@ -155,8 +156,7 @@ def new_lead_messages(
             contact.id,
         )
     purpose = "new_lead" if decision.rep else "unassigned_lead"
-    # Slack goes out with a bot token, or into the file outbox when nothing is configured.
-    slack_on = bool(config.settings.slack_token or not config.settings.smtp_url)
+    domain = message_id_domain(config)
     messages = []
     for recipient in recipients:
         rep = config.team.reps[recipient]
@@ -164,8 +164,7 @@ def new_lead_messages(
         subject = env.get_template("new_lead.subject.j2").render(facts).strip()
         text = env.get_template("new_lead.txt.j2").render(facts)
         html = _html_env(env).get_template("new_lead.html.j2").render(facts)
-        channel = "slack" if rep.notify == "slack" and rep.slack and slack_on else "email"
-        domain = parseaddr(config.settings.mail_from)[1].rpartition("@")[2] or "leadwerk.local"
+        channel = channel_for(config, rep)
         key = f"lead:{contact.id}:assignment:{assignment.id}:{purpose}:{recipient}"
         messages.append(
             Message(
@@ -185,6 +184,19 @@ def new_lead_messages(
             )
         )
     return messages
+
+
+def channel_for(config: Config, rep: Rep) -> str:
+    """Where a rep is told: Slack when their ``notify:`` says so and they have a Slack id, and
+    Slack goes out (with a bot token, or into the file outbox when nothing is configured);
+    else e-mail."""
+    slack_on = bool(config.settings.slack_token or not config.settings.smtp_url)
+    return "slack" if rep.notify == "slack" and rep.slack and slack_on else "email"
+
+
+def message_id_domain(config: Config) -> str:
+    """The domain of the Message-IDs Leadwerk makes: the sender's."""
+    return parseaddr(config.settings.mail_from)[1].rpartition("@")[2] or "leadwerk.local"
 
 
 def accept_link(config: Config, assignment_id: int) -> str:

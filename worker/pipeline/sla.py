@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from email.utils import parseaddr
 from typing import Any
 
 from sqlalchemy import literal, or_, select, update
@@ -24,7 +23,14 @@ from sqlalchemy.orm import Session
 from config.loader import Config
 from config.models import SlaPolicy
 from rules.sla import BREACH
-from worker.pipeline.notify import accept_link, display_name, local_time_text, template_env
+from worker.pipeline.notify import (
+    accept_link,
+    channel_for,
+    display_name,
+    local_time_text,
+    message_id_domain,
+    template_env,
+)
 from worker.pipeline.route import decide, hand_over
 from worker.store.db import Store
 from worker.store.models import Assignment, Contact, Message, SlaTimer
@@ -312,10 +318,8 @@ def _message(
     """An outbox message whose key (``lead:7:assignment:9:remind:50:jonas``) makes a second
     one for the same timer and recipient impossible."""
     person = config.team.reps[recipient]
-    # Slack goes out with a bot token, or into the file outbox when nothing is configured.
-    slack_on = bool(config.settings.slack_token or not config.settings.smtp_url)
-    channel = "slack" if person.notify == "slack" and person.slack and slack_on else "email"
-    domain = parseaddr(config.settings.mail_from)[1].rpartition("@")[2] or "leadwerk.local"
+    channel = channel_for(config, person)
+    domain = message_id_domain(config)
     tag = what.replace(":", "-")
     return Message(
         key=f"lead:{contact.id}:assignment:{assignment.id}:{what}:{recipient}",
