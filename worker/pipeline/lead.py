@@ -13,7 +13,7 @@ from datetime import datetime
 
 from config.loader import Config
 from worker.pipeline.route import Known, route_locked
-from worker.pipeline.score import score_locked
+from worker.pipeline.score import score_locked, update_contact
 from worker.store.db import Store
 from worker.store.models import Message
 
@@ -22,11 +22,12 @@ def score_and_route(store: Store, config: Config, event_id: int, now: datetime) 
     """Score a pending event and route its contact if it is an MQL to be routed. Returns the
     messages to send now, claimed (``sending``); none when the event was processed before."""
     with store.session() as session:
-        scored = score_locked(session, config, event_id, now)
-        if scored is None or not scored.needs_routing:
+        scored = score_locked(session, config, event_id, now, write_contact=False)
+        if scored is None:
             return []
-        known = Known(event=scored.latest_event, score=scored.score)
-        # Routing reads nothing the score just changed: its writes go out with the
-        # assignment's, in one flush (one UPDATE of the contact, not two).
-        with session.no_autoflush:
-            return route_locked(session, config, scored.contact, now, known, claim=True)
+        if not scored.needs_routing:
+            update_contact(session.connection(), scored.contact.id, scored.contact_changes)
+            return []
+        # The contact's new score goes out with its owner: one UPDATE of the contact, not two.
+        known = Known(scored.latest_event, scored.score, scored.contact_changes)
+        return route_locked(session, config, scored.contact, now, known, claim=True)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import ChainableUndefined, ChoiceLoader, Environment, FileSystemLoader, PackageLoader
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, select, update
 
 from config.loader import Config
 from config.models import Rep
@@ -301,22 +301,53 @@ def deliver(app: App, message: Message, now: datetime) -> Outcome:
     except FatalError as exc:
         _fail(store, message, str(exc))
         return Outcome("failed")
-    with store.session() as session:  # one transaction: the mark and what it means
-        session.execute(
-            update(Message)
-            .where(Message.id == message_id)
-            .values(status="sent", sent_at=now, remote_id=result.remote_id, error=None)
-        )
-        if message.purpose in ("new_lead", "unassigned_lead"):
-            session.execute(
-                update(Assignment)
-                .where(
-                    Assignment.contact_id == message.contact_id, Assignment.notified_at.is_(None)
-                )
-                .values(notified_at=now)
-            )
+    _mark_sent(store, message, result.remote_id, now)
     log.info("sent %s to %s via %s", message.purpose, _masked(message), message.channel)
     return Outcome("sent")
+
+
+MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+ASSIGNMENTS: Table = Assignment.__table__  # type: ignore[assignment]
+NEW_LEAD_PURPOSES = ("new_lead", "unassigned_lead")
+
+_MARK_SENT = (
+    update(MESSAGES)
+    .where(MESSAGES.c.id == bindparam("outbox_id"))
+    .values(status="sent", sent_at=bindparam("now"), remote_id=bindparam("remote_id"), error=None)
+)
+_MARK_NOTIFIED = (
+    update(ASSIGNMENTS)
+    .where(ASSIGNMENTS.c.contact_id == bindparam("lead_id"), ASSIGNMENTS.c.notified_at.is_(None))
+    .values(notified_at=bindparam("now"))
+)
+# PostgreSQL: both in one statement, sent on its own (autocommit): one round trip, the
+# shortest gap between the server's OK and the mark.
+_sent = _MARK_SENT.returning(MESSAGES.c.contact_id, MESSAGES.c.purpose).cte("sent")
+_MARK_SENT_AND_NOTIFIED = (
+    update(ASSIGNMENTS)
+    .where(
+        ASSIGNMENTS.c.contact_id.in_(
+            select(_sent.c.contact_id).where(_sent.c.purpose.in_(NEW_LEAD_PURPOSES))
+        ),
+        ASSIGNMENTS.c.notified_at.is_(None),
+    )
+    .values(notified_at=bindparam("now"))
+)
+
+
+def _mark_sent(store: Store, message: Message, remote_id: str | None, now: datetime) -> None:
+    """Mark a message sent and, for a new lead's message, its assignment notified: one
+    atomic write."""
+    params = {"outbox_id": message.id, "remote_id": remote_id, "now": now}
+    if store.dialect == "postgresql":
+        with store.engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            connection.execute(_MARK_SENT_AND_NOTIFIED, params)
+        return
+    with store.engine.begin() as connection:
+        connection.execute(_MARK_SENT, params)
+        if message.purpose in NEW_LEAD_PURPOSES:
+            connection.execute(_MARK_NOTIFIED, {"lead_id": message.contact_id, "now": now})
 
 
 def _masked(message: Message) -> str:

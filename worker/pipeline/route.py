@@ -3,6 +3,7 @@ time, and its notifications are written to the outbox in the same transaction.""
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -11,9 +12,21 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    func,
+    insert,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from config.loader import Config
 from rules.assign import RepState, Skip
@@ -22,7 +35,7 @@ from rules.routing import RouteDecision, choose_sla, decide_route, due_time
 from rules.scoring import contact_view
 from rules.sla import plan_timers
 from worker.pipeline.notify import new_lead_messages
-from worker.pipeline.score import event_facts
+from worker.pipeline.score import CONTACTS, EVENTS, SCORES, event_facts, update_contact
 from worker.store.db import Store
 from worker.store.models import (
     Assignment,
@@ -32,9 +45,64 @@ from worker.store.models import (
     RepCounter,
     Score,
     SlaTimer,
+    snapshot,
 )
 
 log = logging.getLogger("leadwerk.route")
+
+ASSIGNMENTS: Table = Assignment.__table__  # type: ignore[assignment]
+COUNTERS: Table = RepCounter.__table__  # type: ignore[assignment]
+TIMERS: Table = SlaTimer.__table__  # type: ignore[assignment]
+MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+
+# Built once, so that SQLAlchemy finds their compiled form by a memoised key (see score.py).
+_LOCK_CONTACT = select(CONTACTS).where(CONTACTS.c.id == bindparam("contact_id")).with_for_update()
+_OPEN_ASSIGNMENT = (
+    select(ASSIGNMENTS.c.id)
+    .where(ASSIGNMENTS.c.contact_id == bindparam("contact_id"), ASSIGNMENTS.c.status == "open")
+    .limit(1)
+)
+_LATEST_EVENT = (
+    select(EVENTS)
+    .where(EVENTS.c.contact_id == bindparam("contact_id"), EVENTS.c.status == "processed")
+    .order_by(EVENTS.c.occurred_at.desc(), EVENTS.c.id.desc())
+    .limit(1)
+)
+_LATEST_SCORE = (
+    select(SCORES)
+    .where(SCORES.c.contact_id == bindparam("contact_id"))
+    .order_by(SCORES.c.id.desc())
+    .limit(1)
+)
+_ACCOUNT = select(
+    select(CONTACTS.c.owner)
+    .where(
+        CONTACTS.c.email_domain == bindparam("domain"),
+        CONTACTS.c.id != bindparam("contact_id"),
+        CONTACTS.c.owner.is_not(None),
+    )
+    .order_by(CONTACTS.c.updated_at.desc())
+    .limit(1)
+    .scalar_subquery(),
+    select(func.count(ASSIGNMENTS.c.id))
+    .join_from(ASSIGNMENTS, CONTACTS, CONTACTS.c.id == ASSIGNMENTS.c.contact_id)
+    .where(CONTACTS.c.email_domain == bindparam("domain"), ASSIGNMENTS.c.status == "open")
+    .scalar_subquery(),
+)
+_LOCK_COUNTERS = (
+    select(COUNTERS)
+    .where(COUNTERS.c.team == bindparam("team"))
+    .order_by(COUNTERS.c.rep)
+    .with_for_update()
+)
+_COUNT_ASSIGNMENT = (
+    update(COUNTERS)
+    .where(COUNTERS.c.team == bindparam("counter_team"), COUNTERS.c.rep == bindparam("counter_rep"))
+    .values(assigned_total=COUNTERS.c.assigned_total + 1, last_assigned_at=bindparam("now"))
+)
+_INSERT_ASSIGNMENT = insert(ASSIGNMENTS).returning(ASSIGNMENTS.c.id)
+_INSERT_TIMER = insert(TIMERS)
+_INSERT_MESSAGE = insert(MESSAGES).returning(MESSAGES.c.id)
 
 
 def lead_context(
@@ -57,30 +125,17 @@ def account_facts(session: Session, config: Config, contact: Contact) -> dict[st
     Free-mail domains never match an account. One round trip for both facts."""
     if contact.email_domain in set(config.lists.get("free_mail", ())):
         return {}
-    owner = (
-        select(Contact.owner)
-        .where(
-            Contact.email_domain == contact.email_domain,
-            Contact.id != contact.id,
-            Contact.owner.is_not(None),
-        )
-        .order_by(Contact.updated_at.desc())
-        .limit(1)
-        .scalar_subquery()
+    found_owner, found_open = (
+        session.connection()
+        .execute(_ACCOUNT, {"domain": contact.email_domain, "contact_id": contact.id})
+        .one()
     )
-    open_leads = (
-        select(func.count(Assignment.id))
-        .join(Contact, Contact.id == Assignment.contact_id)
-        .where(Contact.email_domain == contact.email_domain, Assignment.status == "open")
-        .scalar_subquery()
-    )
-    found_owner, found_open = session.execute(select(owner, open_leads)).one()
     return {"owner": found_owner, "open_leads": found_open or 0}
 
 
 def team_states(
     session: Session, config: Config, team: str, now: datetime
-) -> tuple[list[RepState], dict[str, RepCounter]]:
+) -> tuple[list[RepState], dict[str, Row[Any]]]:
     """The team's reps with their lifetime counts, today's load and calendars, and their
     counter rows, locked (PostgreSQL) so parallel workers never hand out the same turn."""
     members = config.team.teams[team].members
@@ -91,7 +146,7 @@ def team_states(
         dialect = session.get_bind().dialect.name
         insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(RepCounter)
         rows = [{"team": team, "rep": rep, "assigned_total": 0} for rep in members]
-        session.execute(insert.values(rows).on_conflict_do_nothing())
+        session.connection().execute(insert.values(rows).on_conflict_do_nothing())
         counters = _lock_counters(session, team)
     today = _assigned_today(session, config, members, now)
     states = [
@@ -109,10 +164,8 @@ def team_states(
     return states, counters
 
 
-def _lock_counters(session: Session, team: str) -> dict[str, RepCounter]:
-    rows = session.scalars(
-        select(RepCounter).where(RepCounter.team == team).order_by(RepCounter.rep).with_for_update()
-    )
+def _lock_counters(session: Session, team: str) -> dict[str, Row[Any]]:
+    rows = session.connection().execute(_LOCK_COUNTERS, {"team": team})
     return {counter.rep: counter for counter in rows}
 
 
@@ -122,34 +175,42 @@ def _assigned_today(
     """Leads each rep got since midnight in the rep's own time zone, in one query."""
     if not members:
         return {}
-    midnights = {}
-    for rep in members:
+    since = {}
+    for index, rep in enumerate(members):
         tz = ZoneInfo(config.team.reps[rep].timezone or config.settings.timezone)
-        midnights[rep] = now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
-    counts = session.execute(
-        select(
-            *(
-                func.count(Assignment.id).filter(
-                    Assignment.rep == rep, Assignment.created_at >= midnight
-                )
-                for rep, midnight in midnights.items()
+        midnight = now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
+        since[f"since_{index}"] = midnight
+    query = _assigned_today_query(tuple(members))
+    counts = session.connection().execute(query, {**since, "since": min(since.values())}).one()
+    return {rep: count or 0 for rep, count in zip(members, counts, strict=True)}
+
+
+@functools.lru_cache(maxsize=64)
+def _assigned_today_query(members: tuple[str, ...]) -> Select[Any]:
+    """One count per rep since ``since_<n>``, the rep's midnight; built once per team."""
+    stamp = ASSIGNMENTS.c.created_at.type
+    return select(
+        *(
+            func.count(ASSIGNMENTS.c.id).filter(
+                ASSIGNMENTS.c.rep == rep,
+                ASSIGNMENTS.c.created_at >= bindparam(f"since_{index}", type_=stamp),
             )
-        ).where(
-            Assignment.rep.in_(list(members)),
-            Assignment.created_at >= min(midnights.values()),
+            for index, rep in enumerate(members)
         )
-    ).one()
-    return {rep: count or 0 for rep, count in zip(midnights, counts, strict=True)}
+    ).where(
+        ASSIGNMENTS.c.rep.in_(members),
+        ASSIGNMENTS.c.created_at >= bindparam("since", type_=stamp),
+    )
 
 
 def route_contact(store: Store, config: Config, contact_id: int, now: datetime) -> list[int]:
     """Assign an MQL once. Returns the ids of the outbox messages to send (none when the
     contact already has an open assignment: a redelivered message changes nothing)."""
     with store.session() as session:
-        contact = session.get(Contact, contact_id, with_for_update=True)
-        if contact is None or contact.mql_at is None:
+        row = session.connection().execute(_LOCK_CONTACT, {"contact_id": contact_id}).first()
+        if row is None or row.mql_at is None:
             return []
-        return [m.id for m in route_locked(session, config, contact, now)]
+        return [m.id for m in route_locked(session, config, snapshot(Contact, row), now)]
 
 
 def route_locked(
@@ -167,11 +228,10 @@ def route_locked(
     messages are written claimed for sending (``sending``), for a caller that sends them
     right after the commit; a crash in between leaves them to the send lease, as any claim.
     """
-    if session.scalars(
-        select(Assignment.id).where(
-            Assignment.contact_id == contact.id, Assignment.status == "open"
-        )
-    ).first():
+    connection = session.connection()
+    if connection.execute(_OPEN_ASSIGNMENT, {"contact_id": contact.id}).first():
+        if known is not None:
+            update_contact(connection, contact.id, known.contact_changes)
         return []
     routing = decide(session, config, contact, now, known=known)
     messages = hand_over(session, config, contact, routing, now, known=known, claim=claim)
@@ -181,10 +241,13 @@ def route_locked(
 
 @dataclass(frozen=True)
 class Known:
-    """What the caller has just written for a contact: its latest processed event and score."""
+    """What the caller has just done to a contact: its latest processed event and score,
+    written, and the contact's changed columns, not yet written (they go out with the
+    assignment's, in one statement)."""
 
     event: Event
     score: Score
+    contact_changes: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -195,7 +258,7 @@ class Routing:
     decision: RouteDecision
     policy: Any  # the SLA policy chosen (config.loader.CompiledSla), or None
     within: timedelta | None
-    counters: Mapping[str, Mapping[str, RepCounter]]  # team -> rep -> locked counter row
+    counters: Mapping[str, Mapping[str, Row[Any]]]  # team -> rep -> locked counter row
 
 
 def decide(
@@ -212,11 +275,8 @@ def decide(
     if known is not None:
         event = known.event
     else:
-        event = session.scalars(
-            select(Event)
-            .where(Event.contact_id == contact.id, Event.status == "processed")
-            .order_by(Event.occurred_at.desc(), Event.id.desc())
-        ).first()
+        row = session.connection().execute(_LATEST_EVENT, {"contact_id": contact.id}).first()
+        event = snapshot(Event, row) if row else None
     account = account_facts(session, config, contact)
     ctx = lead_context(contact, event, account, now)
     policy = choose_sla(config.sla, ctx)
@@ -248,22 +308,29 @@ def hand_over(
     claim: bool = False,
 ) -> list[Message]:
     """Persist a decision: the assignment with its SLA timers, and its outbox messages
-    (claimed for the caller with ``claim``, see :func:`route_locked`)."""
-    assignment = _assign(session, config, contact, routing, now)
+    (claimed for the caller with ``claim``, see :func:`route_locked`). The messages are
+    written already; each carries its id."""
+    connection = session.connection()
+    assignment = _assign(connection, config, contact, routing, now, known)
     if known is not None:
         score = known.score
     else:
-        score = session.scalars(
-            select(Score).where(Score.contact_id == contact.id).order_by(Score.id.desc())
-        ).first()
+        row = connection.execute(_LATEST_SCORE, {"contact_id": contact.id}).first()
+        score = snapshot(Score, row) if row else None
     decision = routing.decision
     messages = new_lead_messages(config, contact, routing.event, assignment, decision, score)
     for message in messages:
         if claim:
             message.status, message.claimed_at, message.attempts = "sending", now, 1
-        session.add(message)
-    session.flush()
+        values = {column.key: getattr(message, column.key) for column in _message_columns(message)}
+        message.id = connection.execute(_INSERT_MESSAGE, values).scalar_one()
     return messages
+
+
+def _message_columns(message: Message) -> list[Any]:
+    """The columns a new message sets; the others take their defaults."""
+    given = inspect(message).dict
+    return [column for column in MESSAGES.c if column.key in given]
 
 
 class _TeamStates(Mapping[str, list[RepState]]):
@@ -273,13 +340,13 @@ class _TeamStates(Mapping[str, list[RepState]]):
 
     def __init__(
         self,
-        make: Callable[[str], tuple[list[RepState], dict[str, RepCounter]]],
+        make: Callable[[str], tuple[list[RepState], dict[str, Row[Any]]]],
         exclude: Collection[str],
     ) -> None:
         self._make = make
         self._exclude = exclude
         self._made: dict[str, list[RepState]] = {}
-        self.counters: dict[str, dict[str, RepCounter]] = {}
+        self.counters: dict[str, dict[str, Row[Any]]] = {}
 
     def __getitem__(self, team: str) -> list[RepState]:
         if team not in self._made:
@@ -295,7 +362,12 @@ class _TeamStates(Mapping[str, list[RepState]]):
 
 
 def _assign(
-    session: Session, config: Config, contact: Contact, routing: Routing, now: datetime
+    connection: Connection,
+    config: Config,
+    contact: Contact,
+    routing: Routing,
+    now: datetime,
+    known: Known | None,
 ) -> Assignment:
     decision, policy, within = routing.decision, routing.policy, routing.within
     event = routing.event
@@ -303,37 +375,39 @@ def _assign(
     if within is not None:
         calendar = config.calendars.get(decision.answerer or "")
         due = due_time(now, within, policy.policy.clock, calendar)
-    assignment = Assignment(
-        contact_id=contact.id,
-        event_id=event.id if event else None,
-        rep=decision.rep,
-        team=decision.team,
-        rule=decision.rule,
-        strategy=decision.strategy,
-        reason=decision.reason,
-        skipped=[{"rep": s.name, "reason": s.reason} for s in decision.skipped],
-        seed=decision.seed,
-        sla_policy=policy.name if policy else None,
-        due_at=due,
-        status="open",
-        created_at=now,
-    )
-    session.add(assignment)
-    if decision.rep:
-        contact.owner = decision.rep
-        if decision.team:
-            counter = routing.counters.get(decision.team, {}).get(decision.rep)
-            if counter is not None:
-                counter.assigned_total += 1
-                counter.last_assigned_at = now
-    else:
-        contact.owner = None
-    session.flush()
+    values = {
+        "contact_id": contact.id,
+        "event_id": event.id if event else None,
+        "rep": decision.rep,
+        "team": decision.team,
+        "rule": decision.rule,
+        "strategy": decision.strategy,
+        "reason": decision.reason,
+        "skipped": [{"rep": s.name, "reason": s.reason} for s in decision.skipped],
+        "seed": decision.seed,
+        "sla_policy": policy.name if policy else None,
+        "due_at": due,
+        "status": "open",
+        "created_at": now,
+    }
+    assignment_id = connection.execute(_INSERT_ASSIGNMENT, values).scalar_one()
+    assignment = Assignment(id=assignment_id, **values)
+    changes = {**(known.contact_changes if known else {}), "owner": decision.rep}
+    update_contact(connection, contact.id, changes)
+    # The caller's contact object may belong to its session: it learns the owner as written.
+    set_committed_value(contact, "owner", decision.rep)
+    if decision.rep and decision.team and decision.rep in routing.counters.get(decision.team, {}):
+        connection.execute(
+            _COUNT_ASSIGNMENT,
+            {"counter_team": decision.team, "counter_rep": decision.rep, "now": now},
+        )
     if policy is not None and decision.rep:
         # The SLA clock lives in the store: reminders and the breach fire from these rows.
         calendar = config.calendars.get(decision.rep)
-        for timer in plan_timers(now, policy.policy, calendar):
-            session.add(
-                SlaTimer(assignment_id=assignment.id, kind=timer.kind, fire_at=timer.fire_at)
-            )
+        timers = [
+            {"assignment_id": assignment.id, "kind": timer.kind, "fire_at": timer.fire_at}
+            for timer in plan_timers(now, policy.policy, calendar)
+        ]
+        if timers:
+            connection.execute(_INSERT_TIMER, timers)
     return assignment

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Table, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from config.loader import Config
 from rules.scoring import ScoreResult, r1, score_contact
 from worker.store.db import Store
-from worker.store.models import Contact, Event, Score, StageChange
+from worker.store.models import Contact, Event, Score, StageChange, snapshot
 
 log = logging.getLogger("leadwerk.score")
 
@@ -23,15 +23,44 @@ def event_facts(event: Event) -> dict[str, Any]:
     return {**event.attrs, "type": event.type, "source": event.source, "at": event.occurred_at}
 
 
+EVENTS: Table = Event.__table__  # type: ignore[assignment]
+CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
+SCORES: Table = Score.__table__  # type: ignore[assignment]
+STAGE_CHANGES: Table = StageChange.__table__  # type: ignore[assignment]
+
+# Built once: SQLAlchemy then finds each one's compiled form by a memoised key, where a
+# statement built per call is walked for its key every time (speed to lead).
+_LOCK_EVENT = (
+    select(EVENTS.c.status.label("event_status"), CONTACTS)
+    .join_from(EVENTS, CONTACTS, EVENTS.c.contact_id == CONTACTS.c.id)
+    .where(EVENTS.c.id == bindparam("event_id"))
+    .with_for_update()  # the event and its contact; SQLite holds the whole database
+)
+_EVENTS_TO_SCORE = select(EVENTS).where(
+    EVENTS.c.contact_id == bindparam("contact_id"),
+    or_(EVENTS.c.status == "processed", EVENTS.c.id == bindparam("event_id")),
+)
+_INSERT_SCORE = insert(SCORES).returning(SCORES.c.id)
+_INSERT_STAGE_CHANGE = insert(STAGE_CHANGES)
+_UPDATE_CONTACT = update(CONTACTS).where(CONTACTS.c.id == bindparam("contact_id"))
+_MARK_PROCESSED = (
+    update(EVENTS)
+    .where(EVENTS.c.id == bindparam("event_id"))
+    .values(status="processed", processed_at=bindparam("now"))
+)
+
+
 @dataclass(frozen=True)
 class Scored:
-    """A scored event: its contact, the contact's latest processed event, the score written,
-    and whether the contact is an MQL still to be routed."""
+    """A scored event: its contact (with the new score), the contact's latest processed
+    event, the score written, whether the contact is an MQL still to be routed, and the
+    contact's changed columns (written already, unless the caller asked to write them)."""
 
     contact: Contact
     latest_event: Event
     score: Score
     needs_routing: bool
+    contact_changes: dict[str, Any]
 
 
 def score_event(store: Store, config: Config, event_id: int, now: datetime) -> int | None:
@@ -42,75 +71,97 @@ def score_event(store: Store, config: Config, event_id: int, now: datetime) -> i
         return scored.contact.id if scored and scored.needs_routing else None
 
 
-def score_locked(session: Session, config: Config, event_id: int, now: datetime) -> Scored | None:
+def score_locked(
+    session: Session,
+    config: Config,
+    event_id: int,
+    now: datetime,
+    write_contact: bool = True,
+) -> Scored | None:
     """:func:`score_event` inside the caller's transaction; the event and its contact are
-    locked until it ends. None when the event is gone or processed already."""
-    event = session.get(Event, event_id, with_for_update=True)
-    if event is None or event.status != "pending":
+    locked until it ends. None when the event is gone or processed already.
+
+    ``write_contact=False``: the contact's new columns are left to the caller, who writes
+    them with its own changes in one statement (:func:`update_contact`)."""
+    connection = session.connection()
+    locked = connection.execute(_LOCK_EVENT, {"event_id": event_id}).first()
+    if locked is None or locked.event_status != "pending":
         return None
-    contact = session.get(Contact, event.contact_id, with_for_update=True)
-    assert contact is not None
-    events = session.scalars(
-        select(Event).where(
-            Event.contact_id == contact.id,
-            (Event.status == "processed") | (Event.id == event.id),
+    contact = snapshot(Contact, locked)
+    events = [
+        snapshot(Event, row)
+        for row in connection.execute(
+            _EVENTS_TO_SCORE, {"contact_id": contact.id, "event_id": event_id}
         )
-    ).all()
+    ]
     result = score_contact(config.ruleset, contact.fields, [event_facts(e) for e in events], now)
-    score = _record(session, config, contact, event, result, now)
-    event.status = "processed"
-    event.processed_at = now
+    score, changes = _record(connection, config, contact, event_id, result, now)
+    if write_contact:
+        update_contact(connection, contact.id, changes)
+    connection.execute(_MARK_PROCESSED, {"event_id": event_id, "now": now})
     latest = max(events, key=lambda e: (e.occurred_at, e.id))
     needs_routing = contact.stage == "mql" and contact.owner is None
-    return Scored(contact, latest, score, needs_routing)
+    return Scored(contact, latest, score, needs_routing, changes)
+
+
+def update_contact(connection: Connection, contact_id: int, changes: dict[str, Any]) -> None:
+    """Write a contact's changed columns, all in one statement."""
+    connection.execute(_UPDATE_CONTACT, {"contact_id": contact_id, **changes})
 
 
 def _record(
-    session: Any,
+    connection: Connection,
     config: Config,
     contact: Contact,
-    event: Event,
+    event_id: int,
     result: ScoreResult,
     now: datetime,
-) -> Score:
+) -> tuple[Score, dict[str, Any]]:
+    """Write the score (and a stage change it makes); returns the score and the contact's
+    changed columns, which are set on ``contact`` too but not written."""
     ruleset = config.ruleset
-    score = Score(
-        contact_id=contact.id,
-        event_id=event.id,
-        score=result.score,
-        fit=result.fit,
-        engagement=result.engagement,
-        mql=result.mql,
-        disqualified=result.disqualified,
-        hits=[h.as_dict() for h in result.hits],
-        ruleset_version=str(ruleset.version),
-        ruleset_hash=ruleset.hash,
-        computed_at=now,
-    )
-    session.add(score)
-    contact.score, contact.fit, contact.engagement = result.score, result.fit, result.engagement
-    contact.updated_at = now
+    values = {
+        "contact_id": contact.id,
+        "event_id": event_id,
+        "score": result.score,
+        "fit": result.fit,
+        "engagement": result.engagement,
+        "mql": result.mql,
+        "disqualified": result.disqualified,
+        "hits": [h.as_dict() for h in result.hits],
+        "ruleset_version": str(ruleset.version),
+        "ruleset_hash": ruleset.hash,
+        "computed_at": now,
+    }
+    score = Score(id=connection.execute(_INSERT_SCORE, values).scalar_one(), **values)
+    changes: dict[str, Any] = {
+        "score": result.score,
+        "fit": result.fit,
+        "engagement": result.engagement,
+        "updated_at": now,
+    }
     if result.disqualified and contact.stage == "lead":
-        _move(session, contact, "disqualified", f"disqualify rule '{result.disqualified}'", now)
+        changes["stage"] = "disqualified"
+        cause = f"disqualify rule '{result.disqualified}'"
     elif result.mql and contact.stage in ("lead", "recycled"):
         # Sticks even if decay lowers the score later; a recycled contact that qualifies
         # again starts a new cycle (the first MQL date stays in stage_changes).
-        contact.mql_at = now
-        _move(
-            session,
-            contact,
-            "mql",
+        changes["stage"], changes["mql_at"] = "mql", now
+        cause = (
             f"score {r1(result.score)} >= {ruleset.threshold:g} (rules v{ruleset.version}, "
-            f"{ruleset.hash})",
-            now,
+            f"{ruleset.hash})"
         )
-    return score
-
-
-def _move(session: Any, contact: Contact, stage: str, cause: str, now: datetime) -> None:
-    session.add(
-        StageChange(
-            contact_id=contact.id, from_stage=contact.stage, to_stage=stage, cause=cause, at=now
+    if "stage" in changes:
+        connection.execute(
+            _INSERT_STAGE_CHANGE,
+            {
+                "contact_id": contact.id,
+                "from_stage": contact.stage,
+                "to_stage": changes["stage"],
+                "cause": cause,
+                "at": now,
+            },
         )
-    )
-    contact.stage = stage
+    for name, value in changes.items():
+        setattr(contact, name, value)
+    return score, changes

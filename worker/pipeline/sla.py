@@ -143,8 +143,8 @@ def fire_timer(store: Store, config: Config, timer_id: int, now: datetime) -> Fi
             outcome, messages = _breach(session, config, contact, assignment, now)
         else:
             outcome, messages = _remind(config, contact, assignment, row.kind, now)
-        for message in messages:
-            session.add(message)
+        # A reassignment's new-lead messages are stored already (route.hand_over).
+        session.add_all(message for message in messages if message.id is None)
         session.execute(update(SlaTimer).where(SlaTimer.id == timer_id).values(outcome=outcome))
         session.flush()
         log.info("SLA %s of lead %s: %s", row.kind, contact.id, outcome)
