@@ -57,11 +57,6 @@ MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 
 # Built once, so that SQLAlchemy finds their compiled form by a memoised key (see score.py).
 _LOCK_CONTACT = select(CONTACTS).where(CONTACTS.c.id == bindparam("contact_id")).with_for_update()
-_OPEN_ASSIGNMENT = (
-    select(ASSIGNMENTS.c.id)
-    .where(ASSIGNMENTS.c.contact_id == bindparam("contact_id"), ASSIGNMENTS.c.status == "open")
-    .limit(1)
-)
 _LATEST_EVENT = (
     select(EVENTS)
     .where(EVENTS.c.contact_id == bindparam("contact_id"), EVENTS.c.status == "processed")
@@ -74,7 +69,7 @@ _LATEST_SCORE = (
     .order_by(SCORES.c.id.desc())
     .limit(1)
 )
-_ACCOUNT = select(
+_OWNER_OF_DOMAIN = (
     select(CONTACTS.c.owner)
     .where(
         CONTACTS.c.email_domain == bindparam("domain"),
@@ -83,11 +78,23 @@ _ACCOUNT = select(
     )
     .order_by(CONTACTS.c.updated_at.desc())
     .limit(1)
-    .scalar_subquery(),
+    .scalar_subquery()
+)
+_OPEN_OF_DOMAIN = (
     select(func.count(ASSIGNMENTS.c.id))
     .join_from(ASSIGNMENTS, CONTACTS, CONTACTS.c.id == ASSIGNMENTS.c.contact_id)
     .where(CONTACTS.c.email_domain == bindparam("domain"), ASSIGNMENTS.c.status == "open")
+    .scalar_subquery()
+)
+_ACCOUNT = select(_OWNER_OF_DOMAIN, _OPEN_OF_DOMAIN)
+# Routing's first question (is the lead assigned already?) asked with the account's facts.
+_OPEN_AND_ACCOUNT = select(
+    select(ASSIGNMENTS.c.id)
+    .where(ASSIGNMENTS.c.contact_id == bindparam("contact_id"), ASSIGNMENTS.c.status == "open")
+    .limit(1)
     .scalar_subquery(),
+    _OWNER_OF_DOMAIN,
+    _OPEN_OF_DOMAIN,
 )
 _LOCK_COUNTERS = (
     select(COUNTERS)
@@ -123,14 +130,15 @@ def lead_context(
 def account_facts(session: Session, config: Config, contact: Contact) -> dict[str, Any]:
     """The company, matched by e-mail domain: who owns it and how many leads are open.
     Free-mail domains never match an account. One round trip for both facts."""
-    if contact.email_domain in set(config.lists.get("free_mail", ())):
+    if _free_mail(config, contact):
         return {}
-    found_owner, found_open = (
-        session.connection()
-        .execute(_ACCOUNT, {"domain": contact.email_domain, "contact_id": contact.id})
-        .one()
-    )
-    return {"owner": found_owner, "open_leads": found_open or 0}
+    params = {"domain": contact.email_domain, "contact_id": contact.id}
+    owner, open_leads = session.connection().execute(_ACCOUNT, params).one()
+    return {"owner": owner, "open_leads": open_leads or 0}
+
+
+def _free_mail(config: Config, contact: Contact) -> bool:
+    return contact.email_domain in set(config.lists.get("free_mail", ()))
 
 
 def team_states(
@@ -229,11 +237,14 @@ def route_locked(
     right after the commit; a crash in between leaves them to the send lease, as any claim.
     """
     connection = session.connection()
-    if connection.execute(_OPEN_ASSIGNMENT, {"contact_id": contact.id}).first():
+    params = {"contact_id": contact.id, "domain": contact.email_domain}
+    assigned, owner, open_leads = connection.execute(_OPEN_AND_ACCOUNT, params).one()
+    if assigned is not None:
         if known is not None:
             update_contact(connection, contact.id, known.contact_changes)
         return []
-    routing = decide(session, config, contact, now, known=known)
+    account = {} if _free_mail(config, contact) else {"owner": owner, "open_leads": open_leads}
+    routing = decide(session, config, contact, now, known=known, account=account)
     messages = hand_over(session, config, contact, routing, now, known=known, claim=claim)
     log.info("routed lead %s: %s", contact.id, routing.decision.reason)
     return messages
@@ -268,16 +279,19 @@ def decide(
     now: datetime,
     exclude: Collection[str] = (),
     known: Known | None = None,
+    account: dict[str, Any] | None = None,
 ) -> Routing:
     """Where the lead goes now. ``exclude``: reps who must not get it again because they let
     its SLA pass; they are listed as skipped, and an excluded account owner is passed over.
-    ``known``: see :func:`route_locked`; else the latest processed event is read."""
+    ``known``: see :func:`route_locked`; else the latest processed event is read.
+    ``account``: the lead's :func:`account_facts` when the caller has read them."""
     if known is not None:
         event = known.event
     else:
         row = session.connection().execute(_LATEST_EVENT, {"contact_id": contact.id}).first()
         event = snapshot(Event, row) if row else None
-    account = account_facts(session, config, contact)
+    if account is None:
+        account = account_facts(session, config, contact)
     ctx = lead_context(contact, event, account, now)
     policy = choose_sla(config.sla, ctx)
     within = policy.policy.respond_within if policy else None
