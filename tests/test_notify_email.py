@@ -7,14 +7,20 @@ import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from email import message_from_bytes, policy
+from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.utils import unquote
+from typing import cast
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.errors import FatalError, RetriableError, UndeliverableError
 from connectors.notify.base import OutboundMessage
-from connectors.notify.email import SmtpNotifier, build_email, mask_address
+from connectors.notify.email import SmtpNotifier, build_email, mask_address, render_email
 from tests.servers.smtp import SmtpServer
 
 MAIL_FROM = "Leadwerk <leads@example.com>"
@@ -43,6 +49,34 @@ def parts(message: EmailMessage) -> dict[str, str]:
         for part in message.walk()
         if not part.is_multipart()
     }
+
+
+def as_read(raw: bytes) -> EmailMessage:
+    """``raw`` as a mail client reads it."""
+    return cast(EmailMessage, message_from_bytes(raw, policy=policy.default))
+
+
+def wire_lines(raw: bytes) -> list[bytes]:
+    """The lines of ``raw``; fails on a line break other than CRLF."""
+    lines = raw.split(b"\r\n")
+    assert not any(b"\r" in line or b"\n" in line for line in lines)
+    return lines
+
+
+def display_name(raw: bytes) -> str:
+    """The To display name as a mail client shows it: encoded-words decoded as RFC 2047 says
+    (the folding space between two of them dropped), a quoted name unquoted."""
+    to = message_from_bytes(raw)["To"].replace("\r\n", "")
+    name, _, _ = to.rpartition(" <")
+    if name.startswith('"'):
+        return unquote(name)
+    return str(make_header(decode_header(name)))
+
+
+def as_lines(text: str) -> str:
+    """``text`` with every line ending a newline, as a body part holds it."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text if text.endswith("\n") else text + "\n"
 
 
 @pytest.fixture
@@ -315,3 +349,126 @@ def test_an_unusable_sender_address_is_fatal_and_masked() -> None:
 def test_mask_address_keeps_the_first_letter_and_the_domain() -> None:
     assert mask_address("jane.doe@example.com") == "j***@example.com"
     assert mask_address("no address here") == "***"
+
+
+def test_a_long_non_ascii_subject_and_name_are_folded_and_arrive_intact(smtp: SmtpServer) -> None:
+    subject = "Neuer Lead: Größe über 500 Mitarbeiter 🚀, Jörg Müller bittet um Rückruf " * 3
+    name = "Jörg Müller Vertrieb Deutschland Österreich Schweiz und Liechtenstein Großkunden"
+    SmtpNotifier(smtp.url, MAIL_FROM).send(lead_message(subject=subject, to_name=name))
+
+    [mail] = smtp.wait_for(1)
+    assert mail.message["Subject"] == subject.strip()
+    assert mail.message["To"].addresses == (Address(name, "joerg.mueller", "example.com"),)
+    header_block = mail.raw.split(b"\r\n\r\n", 1)[0]
+    assert header_block.isascii()
+    assert all(len(line) <= 78 for line in wire_lines(header_block))
+
+
+def test_a_name_longer_than_one_encoded_word_reads_back_whole() -> None:
+    # One run of non-ASCII words too long for one RFC 2047 encoded-word: mail clients join
+    # adjacent encoded-words without the folding space between them (RFC 2047, 6.2).
+    name = "Prof. Dr. Jörg-Ülrich Müller-Lüdenscheidt, Geschäftsführer Vertrieb DACH"
+    raw = render_email(lead_message(to_name=name), MAIL_FROM).raw
+
+    assert display_name(raw) == name
+    assert all(len(line) <= 78 for line in wire_lines(raw))
+
+
+def test_a_display_name_with_commas_or_quotes_stays_one_name() -> None:
+    name = 'Smith, John "JS" (Sales)'
+    message = as_read(render_email(lead_message(to_name=name), MAIL_FROM).raw)
+
+    assert message["To"].addresses == (Address(name, "joerg.mueller", "example.com"),)
+
+
+def test_a_subject_that_looks_encoded_is_shown_as_typed() -> None:
+    message = as_read(render_email(lead_message(subject="=?utf-8?b?SGk=?= there"), MAIL_FROM).raw)
+
+    assert message["Subject"] == "=?utf-8?b?SGk=?= there"
+
+
+def test_bodies_travel_as_seven_bit_quoted_printable_with_crlf_lines(smtp: SmtpServer) -> None:
+    text = "Größe: 500\r\n.\rtrailing space \nx" + "ü" * 100 + "\n" + "=" * 90 + "\n\tend"
+    html = "<p>" + "Schäfer " * 40 + "</p>"
+    SmtpNotifier(smtp.url, MAIL_FROM).send(lead_message(text=text, html=html))
+
+    [mail] = smtp.wait_for(1)
+    assert mail.raw.isascii()
+    assert all(len(line) <= 78 for line in wire_lines(mail.raw))
+    texts = {kind: content.replace("\r\n", "\n") for kind, content in parts(mail.message).items()}
+    assert texts == {"text/plain": as_lines(text), "text/html": as_lines(html)}
+    for part in mail.message.walk():
+        if not part.is_multipart():
+            assert part["Content-Transfer-Encoding"] == "quoted-printable"
+            assert part.get_content_charset() == "utf-8"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    subject=st.text(max_size=200),
+    to_name=st.text(max_size=100),
+    text=st.text(max_size=300),
+    html=st.none() | st.text(max_size=300),
+)
+def test_any_lead_data_reaches_the_reader_as_written(
+    subject: str, to_name: str, text: str, html: str | None
+) -> None:
+    raw = render_email(
+        lead_message(subject=subject, to_name=to_name, text=text, html=html), MAIL_FROM
+    ).raw
+
+    assert raw.isascii()
+    assert all(len(line) <= 78 for line in wire_lines(raw))
+    message = as_read(raw)
+    assert message["Subject"] == " ".join(subject.split())
+    assert display_name(raw) == " ".join(to_name.split())
+    bodies = {kind: content.replace("\r\n", "\n") for kind, content in parts(message).items()}
+    expected = {"text/plain": text} if html is None else {"text/plain": text, "text/html": html}
+    assert bodies == {kind: as_lines(body) for kind, body in expected.items()}
+
+
+def test_a_long_unsubscribe_link_goes_out_as_it_is(smtp: SmtpServer) -> None:
+    link = "<https://leads.example.com/unsubscribe/eyJjIjo0Mn0.Qk2yR7pX0cVw8sLmT3nB5dHf1gJ>"
+    headers = {"List-Unsubscribe": link, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    SmtpNotifier(smtp.url, MAIL_FROM).send(lead_message(headers=headers))
+
+    [mail] = smtp.wait_for(1)
+    # Mailbox providers read the link from the raw header: no encoded-words.
+    assert f"\r\nList-Unsubscribe: {link}\r\n".encode() in mail.raw
+    assert mail.message["List-Unsubscribe"] == link
+
+
+def test_a_reply_to_with_a_non_ascii_name_is_encoded_as_an_address() -> None:
+    headers = {"Reply-To": "Jörg Müller <sales@example.com>"}
+    raw = render_email(lead_message(headers=headers), MAIL_FROM).raw
+
+    assert raw.isascii()
+    reply_to = as_read(raw)["Reply-To"]
+    assert reply_to.addresses == (Address("Jörg Müller", "sales", "example.com"),)
+
+
+def test_an_extra_header_name_that_is_not_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a header name"):
+        render_email(lead_message(headers={"X-Lead\r\nBcc": "all@example.com"}), MAIL_FROM)
+
+
+def test_a_recipient_on_an_internationalised_domain_gets_the_ascii_form(smtp: SmtpServer) -> None:
+    SmtpNotifier(smtp.url, MAIL_FROM).send(lead_message(to_address="info@müller-bau.de"))
+
+    [mail] = smtp.wait_for(1)
+    assert mail.rcpt_tos == ["info@xn--mller-bau-q9a.de"]
+    assert mail.message["To"].addresses[0].addr_spec == "info@xn--mller-bau-q9a.de"
+
+
+@pytest.mark.parametrize(
+    "to_address",
+    ["joerg.mueller@", "jörg.müller@example.com", "joerg mueller@example.com", "joerg@[1.2.3"],
+)
+def test_an_unusable_recipient_is_undeliverable_before_anything_is_sent(
+    smtp: SmtpServer, to_address: str
+) -> None:
+    with pytest.raises(UndeliverableError) as caught:
+        SmtpNotifier(smtp.url, MAIL_FROM).send(lead_message(to_address=to_address))
+
+    assert to_address not in str(caught.value)
+    assert smtp.messages == []

@@ -66,6 +66,17 @@ def test_an_email_is_written_as_an_eml_file_a_mail_client_can_open(tmp_path: Pat
     assert "Anna Schäfer, ACME GmbH" in html.get_content()
 
 
+def test_an_eml_file_is_seven_bit_with_crlf_line_ends_as_smtp_sends_it(tmp_path: Path) -> None:
+    FileOutboxNotifier(tmp_path, MAIL_FROM).send(EMAIL)
+
+    raw = (tmp_path / "lead-42_assign_1.eml").read_bytes()
+    assert raw.isascii()
+    assert raw.count(b"\n") == raw.count(b"\r") == raw.count(b"\r\n")
+    text = read_eml(tmp_path / "lead-42_assign_1.eml").get_body(preferencelist=("plain",))
+    assert text is not None
+    assert text.get_content().replace("\r\n", "\n") == f"{EMAIL.text}\n"
+
+
 def test_a_slack_message_is_written_as_the_json_chat_post_message_would_get(
     tmp_path: Path,
 ) -> None:

@@ -13,27 +13,33 @@ here and carry no full e-mail address.
 
 from __future__ import annotations
 
+import functools
 import re
+import secrets
 import select
 import smtplib
 import ssl
 import threading
 import time
+from binascii import b2a_base64, b2a_qp
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import errors as email_errors
-from email import policy
+from email import message_from_bytes, policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
-from typing import NoReturn
+from typing import NoReturn, cast
 from urllib.parse import unquote, urlsplit
+
+from email_validator import EmailNotValidError, validate_email
 
 from connectors.errors import FatalError, RetriableError, UndeliverableError
 from connectors.notify.base import Notifier, OutboundMessage, SendResult
 
 _DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 
-# Headers build_email derives from the message itself; extra headers may not replace them.
+# Headers render_email derives from the message itself; extra headers may not replace them.
 _MANAGED_HEADERS = frozenset(
     {
         "from",
@@ -48,6 +54,30 @@ _MANAGED_HEADERS = frozenset(
 )
 
 _ADDRESS_IN_TEXT = re.compile(r"[^\s<>@\"',;:()\[\]]+@[^\s<>@\"',;:()\[\]]+")
+
+# Addresses the header parser accepts and writes back unchanged: a dot-atom of letters, digits
+# and ``_%+-`` on an ASCII domain. Most addresses are like this and skip the parser.
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+
+# A header field name (RFC 5322): printable ASCII except the colon.
+_FIELD_NAME = re.compile(r"[!-9;-~]+")
+
+# A word a display name may hold as it is (RFC 5322 atext); other names are quoted or encoded.
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
+
+# Header lines are folded to this length, as RFC 5322 recommends and mail clients expect.
+_LINE_LENGTH = 78
+
+# An RFC 2047 encoded-word is at most 75 characters, 12 of them ``=?utf-8?b?`` and ``?=``;
+# base64 turns each 3 bytes into 4 characters.
+_ENCODED_WORD_LENGTH = 75
+_ENCODED_WORD_OVERHEAD = len("=?utf-8?b??=")
+
+_TEXT_PART = (
+    'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n'
+)
 
 
 def mask_address(address: str) -> str:
@@ -74,65 +104,233 @@ def _one_line(value: str) -> str:
     return " ".join(value.split())
 
 
-def _address(display_name: str, addr_spec: str) -> Address:
-    """An ``Address``, or ValueError for anything the header parser will not accept."""
+def _addr_spec(addr_spec: str) -> str:
+    """``addr_spec`` as it goes into the headers and the SMTP envelope, or ValueError for
+    anything the header parser will not accept.
+
+    An internationalised domain is written in its ASCII (IDNA) form, so the message stays
+    ASCII and any server can take it; a non-ASCII local part is refused.
+    """
+    addr_spec = addr_spec.strip()
+    if _PLAIN_ADDRESS.fullmatch(addr_spec) is not None:
+        return addr_spec
     try:
-        return Address(display_name=_one_line(display_name), addr_spec=addr_spec.strip())
-    except (ValueError, IndexError, email_errors.MessageError) as exc:
+        # The parser raises AttributeError on some broken domain literals (``a@[1.2.3``).
+        address = Address(addr_spec=addr_spec)
+    except (ValueError, IndexError, AttributeError, email_errors.MessageError) as exc:
         raise ValueError(f"not an e-mail address: {mask_address(addr_spec)}") from exc
+    if address.domain.isascii():
+        return address.addr_spec
+    try:
+        domain = validate_email(f"x@{address.domain}", check_deliverability=False).ascii_domain
+    except EmailNotValidError:
+        raise ValueError(f"not an e-mail address: {mask_address(addr_spec)}") from None
+    return Address(username=address.username, domain=domain).addr_spec
 
 
-def _sender(mail_from: str) -> Address:
-    """``Leadwerk <leads@example.com>`` or a bare address, as an ``Address``."""
+def _plain(text: str) -> bool:
+    """Whether ``text`` can stand in a header as it is: printable ASCII that a mail client
+    will not take for an encoded-word."""
+    return text.isascii() and text.isprintable() and "=?" not in text
+
+
+def _encoded_words(text: str, room: int) -> list[str]:
+    """``text`` as RFC 2047 encoded-words (UTF-8, base64), the first at most ``room``
+    characters long. Each holds whole characters, as RFC 2047 requires."""
+    data = text.encode()
+    words = []
+    size = (min(room, _ENCODED_WORD_LENGTH) - _ENCODED_WORD_OVERHEAD) // 4 * 3
+    start = 0
+    while start < len(data):
+        end = start + size
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # inside a UTF-8 sequence
+            end -= 1
+        words.append(f"=?utf-8?b?{b2a_base64(data[start:end], newline=False).decode()}?=")
+        start = end
+        size = (_ENCODED_WORD_LENGTH - _ENCODED_WORD_OVERHEAD) // 4 * 3
+    return words
+
+
+def _words(text: str, room: int, *, phrase: bool) -> list[str]:
+    """``text`` as words to fold between. Words that may stand as they are (printable ASCII;
+    in a display name only atoms) stay readable; each run of other words becomes
+    encoded-words, the spaces inside the run encoded with it. ``room`` is what the first
+    line has left; no plain word is longer, so every word fits on a line."""
+    words: list[str] = []
+    run: list[str] = []
+    for word in text.split(" "):
+        if len(word) > room or not _plain(word) or (phrase and _ATOM.fullmatch(word) is None):
+            run.append(word)
+            continue
+        if run:
+            words += _encoded_words(" ".join(run), room if not words else _ENCODED_WORD_LENGTH)
+            run = []
+        words.append(word)
+    if run:
+        words += _encoded_words(" ".join(run), room if not words else _ENCODED_WORD_LENGTH)
+    return words
+
+
+def _mailbox_words(display_name: str, addr_spec: str, room: int) -> list[str]:
+    """``Name <addr>`` as words to fold between. A printable ASCII name with characters an
+    atom may not hold (``Smith, John``) goes in quotes when it fits on the first line."""
+    if not display_name:
+        return [addr_spec]
+    if _plain(display_name) and not all(map(_ATOM.fullmatch, display_name.split(" "))):
+        quoted = '"' + display_name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if len(quoted) <= room:
+            return [quoted, f"<{addr_spec}>"]
+    return [*_words(display_name, room, phrase=True), f"<{addr_spec}>"]
+
+
+def _header(name: str, words: list[str]) -> str:
+    """``Name: words``, folded before a word wherever the line would pass 78 characters."""
+    lines = []
+    line = f"{name}:"
+    for number, word in enumerate(words):
+        if number and len(line) + 1 + len(word) > _LINE_LENGTH:
+            lines.append(line)
+            line = ""
+        line = f"{line} {word}"
+    lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _room(name: str) -> int:
+    """What is left of the first line after ``Name: ``."""
+    return _LINE_LENGTH - len(name) - 2
+
+
+@dataclass(frozen=True)
+class _Sender:
+    """What every message from one ``mail_from`` shares."""
+
+    from_header: str
+    addr_spec: str
+    domain: str
+
+
+@functools.lru_cache(maxsize=16)
+def _sender(mail_from: str) -> _Sender:
+    """``Leadwerk <leads@example.com>`` or a bare address: the From header and the envelope
+    sender. Cached: every message of a worker has the same sender."""
     name, addr_spec = parseaddr(mail_from)
     try:
-        return _address(name, addr_spec)
+        addr_spec = _addr_spec(addr_spec)
     except ValueError:
         raise FatalError(
             f"mail_from {mask_address(addr_spec)} is not an e-mail address; give a display "
             "name and an address in angle brackets (LEADWERK_MAIL_FROM)"
         ) from None
+    words = _mailbox_words(_one_line(name), addr_spec, _room("From"))
+    return _Sender(_header("From", words), addr_spec, addr_spec.rpartition("@")[2])
 
 
-def build_email(message: OutboundMessage, mail_from: str) -> EmailMessage:
+@dataclass(frozen=True)
+class RenderedEmail:
+    """An e-mail as it goes on the wire: ``raw`` is the RFC 5322 message, ASCII only with
+    CRLF line ends; ``recipient`` the address for the SMTP envelope."""
+
+    message_id: str
+    recipient: str
+    raw: bytes
+
+
+def render_email(message: OutboundMessage, mail_from: str) -> RenderedEmail:
     """The RFC 5322 message for ``message``, as sent by SMTP and written by the file outbox.
 
-    A text part, plus an HTML alternative when ``message.html`` is set. Non-ASCII display
-    names and subjects are encoded by the header registry (RFC 2047); bodies use
-    quoted-printable so they pass servers that do not offer 8BITMIME. Without a
-    ``message.message_id`` a fresh Message-ID is made on the sender's domain.
+    A text part, plus an HTML alternative (multipart/alternative) when ``message.html`` is
+    set. Non-ASCII display names and subjects are RFC 2047 encoded-words; bodies are UTF-8
+    quoted-printable, so they pass servers that do not offer 8BITMIME. Header values from
+    lead data are kept on one line. Without a ``message.message_id`` a fresh Message-ID is
+    made on the sender's domain.
 
     Raises FatalError for an unusable ``mail_from``, UndeliverableError for an unusable
     recipient address, ValueError when ``message.headers`` tries to replace a header derived
-    here (From, To, Subject, ...).
+    here (From, To, Subject, ...) or names a header that is not one.
     """
     sender = _sender(mail_from)
     try:
-        recipient = _address(message.to_name, message.to_address)
+        recipient = _addr_spec(message.to_address)
     except ValueError as exc:
         raise UndeliverableError(str(exc)) from None
     clashing = sorted(name for name in message.headers if name.lower() in _MANAGED_HEADERS)
     if clashing:
         raise ValueError(f"extra headers may not replace {', '.join(clashing)}")
 
-    email_message = EmailMessage(policy=policy.SMTP)
-    email_message["Message-ID"] = _message_id(message.message_id, sender.domain)
-    email_message["Date"] = format_datetime(datetime.now(UTC))
-    email_message["From"] = sender
-    email_message["To"] = recipient
-    email_message["Subject"] = _one_line(message.subject)
-    for name, value in message.headers.items():
-        email_message[name] = _one_line(value)
-    email_message.set_content(message.text, cte="quoted-printable")
-    if message.html is not None:
-        email_message.add_alternative(message.html, subtype="html", cte="quoted-printable")
-    return email_message
+    message_id = _message_id(message.message_id, sender.domain)
+    to_words = _mailbox_words(_one_line(message.to_name), recipient, _room("To"))
+    head = [
+        f"Message-ID: {message_id}\r\n",
+        f"Date: {format_datetime(datetime.now(UTC))}\r\n",
+        sender.from_header,
+        _header("To", to_words),
+        _header("Subject", _words(_one_line(message.subject), _room("Subject"), phrase=False)),
+    ]
+    head.extend(_extra_header(name, value) for name, value in message.headers.items())
+    head.append("MIME-Version: 1.0\r\n")
+    text = _quoted_printable(message.text)
+    if message.html is None:
+        head.append(_TEXT_PART.format("plain"))
+        raw = "".join(head).encode("ascii") + b"\r\n" + text
+    else:
+        # "=_" never occurs in quoted-printable, so the boundary cannot turn up in a part.
+        boundary = f"=_{secrets.token_hex(12)}"
+        head.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n')
+        delimiter = f"--{boundary}\r\n".encode("ascii")
+        raw = b"".join(
+            [
+                "".join(head).encode("ascii"),
+                b"\r\n",
+                delimiter,
+                _TEXT_PART.format("plain").encode("ascii"),
+                b"\r\n",
+                text,
+                b"\r\n",
+                delimiter,
+                _TEXT_PART.format("html").encode("ascii"),
+                b"\r\n",
+                _quoted_printable(message.html),
+                f"\r\n--{boundary}--\r\n".encode("ascii"),
+            ]
+        )
+    return RenderedEmail(message_id=message_id, recipient=recipient, raw=raw)
+
+
+def build_email(message: OutboundMessage, mail_from: str) -> EmailMessage:
+    """The message :func:`render_email` makes, read back as a mail client reads it (headers
+    decoded), for previews and checks. Sending uses the rendered bytes directly."""
+    raw = render_email(message, mail_from).raw
+    return cast(EmailMessage, message_from_bytes(raw, policy=policy.SMTP))
+
+
+def _extra_header(name: str, value: str) -> str:
+    """An extra header (List-Unsubscribe, ...). ASCII values go out as they are, only folded
+    at spaces: an encoded-word would hide the URL in a long List-Unsubscribe. Other values
+    are encoded by the header registry, which knows address headers (Reply-To)."""
+    if _FIELD_NAME.fullmatch(name) is None:
+        raise ValueError(f"extra header name {name!r} is not a header name")
+    value = _one_line(value)
+    if value.isascii() and value.isprintable():
+        return _header(name, value.split(" "))
+    return policy.SMTP.header_factory(name, value).fold(policy=policy.SMTP)
+
+
+def _quoted_printable(text: str) -> bytes:
+    """``text`` in UTF-8 quoted-printable: 7-bit lines of at most 76 characters, each ending
+    in CRLF."""
+    data = text.replace("\r\n", "\n").replace("\r", "\n").encode()
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    return b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
 
 
 def _message_id(given: str | None, domain: str) -> str:
     if given is None:
         return make_msgid(domain=domain)
     given = given.strip()
+    if not (given.isascii() and given.isprintable()):
+        raise ValueError("message_id must be printable ASCII on one line")
     return given if given.startswith("<") else f"<{given}>"
 
 
@@ -237,15 +435,11 @@ class SmtpNotifier(Notifier):
         self._open_lock = threading.Lock()
 
     def send(self, message: OutboundMessage) -> SendResult:
-        email_message = build_email(message, self._mail_from)
+        email = render_email(message, self._mail_from)
         try:
             kept = self._session()
             try:
-                kept.smtp.send_message(
-                    email_message,
-                    from_addr=self._envelope_from,
-                    to_addrs=[message.to_address],
-                )
+                kept.smtp.sendmail(self._envelope_from, [email.recipient], email.raw)
             except BaseException:
                 self._drop(kept)  # its state is unknown after a failure: never used again
                 raise
@@ -267,7 +461,7 @@ class SmtpNotifier(Notifier):
             raise RetriableError(
                 f"SMTP server {self._host}:{self._port} unreachable: {type(exc).__name__}"
             ) from exc
-        return SendResult(remote_id=email_message["Message-ID"])
+        return SendResult(remote_id=email.message_id)
 
     def close(self) -> None:
         with self._open_lock:

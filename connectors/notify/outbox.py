@@ -16,7 +16,7 @@ from pathlib import Path
 
 from connectors.errors import FatalError
 from connectors.notify.base import Notifier, OutboundMessage, SendResult
-from connectors.notify.email import build_email
+from connectors.notify.email import render_email
 from connectors.notify.slack import chat_post_message_body
 
 _SUFFIXES = {"email": ".eml", "slack": ".json"}
@@ -39,7 +39,7 @@ class FileOutboxNotifier(Notifier):
     def send(self, message: OutboundMessage) -> SendResult:
         path = self.path_for(message)
         if message.channel == "email":
-            content = bytes(build_email(message, self._mail_from))
+            content = render_email(message, self._mail_from).raw
         else:
             body = chat_post_message_body(message)
             content = (json.dumps(body, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
