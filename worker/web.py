@@ -149,4 +149,15 @@ def _answer(source: str, outcome: str, status: int, detail: str) -> Response:
 
 def serve(app: App, host: str, port: int) -> None:
     log.info("web listening on http://%s:%s", host, port)
-    uvicorn.run(create_app(app), host=host, port=port, log_level="warning")
+    # Kept-alive connections outlast a sender's or proxy's idle ones (load balancers keep
+    # 60 s): a delivery sent on a connection just as the server closes it fails with a broken
+    # pipe, and the sender has to deliver it again. No access log: worker.logging keeps
+    # "uvicorn.access" quiet anyway, and this way no request even prepares the line.
+    uvicorn.run(
+        create_app(app),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=75,
+    )

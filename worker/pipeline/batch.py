@@ -9,6 +9,14 @@ once) is simply not returned by the INSERT and counts as a duplicate: never a se
 never an error. On SQLite every write transaction holds the database from its first
 statement (``BEGIN IMMEDIATE``), so there is no such race there.
 
+A lone record on PostgreSQL (a webhook delivery, above all) takes one statement instead, with
+the same outcome (see :func:`_store_one_statement`); :func:`store_alone` runs it with no
+transaction around it, in one round trip.
+
+The statements are built once per database, with named parameters: SQLAlchemy keeps the cache
+key of a statement object, so each execution finds the compiled SQL without building and
+hashing the statement again, and psycopg prepares the unchanging SQL on the server.
+
 Quarantined records are known by a key too (the record's own id, else a hash of its raw
 data): a bad record that arrives again (a re-imported file, a re-delivered webhook) is not
 listed twice while the first entry is still open.
@@ -18,19 +26,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import (
-    ColumnElement,
+    Connection,
+    Engine,
+    Executable,
     Table,
     Text,
     any_,
     bindparam,
+    case,
     cast,
     column,
+    exists,
     func,
     literal,
     select,
@@ -53,6 +65,29 @@ QUARANTINE: Table = Quarantine.__table__  # type: ignore[assignment]
 # and may simply be run again.
 _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 
+# The columns of the rows that store_batch inserts, in this order.
+_CONTACT_COLUMNS = (
+    "email",
+    "email_domain",
+    "fields",
+    "source",
+    "stage",
+    "created_at",
+    "updated_at",
+)
+_EVENT_COLUMNS = (
+    "contact_id",
+    "source",
+    "record_key",
+    "type",
+    "attrs",
+    "raw",
+    "occurred_at",
+    "received_at",
+    "status",
+    "attempts",
+)
+
 
 class PreparedRecord(Protocol):
     """What ingest makes of a record that maps cleanly (``worker.pipeline.ingest.Prepared``)."""
@@ -74,42 +109,202 @@ class Bad:
     key: str | None = None
 
 
-def _insert_new(
-    session: Session,
-    table: Table,
-    rows: list[dict[str, Any]],
-    unique: list[str],
-    returning: tuple[str, str],
-) -> list[tuple[Any, Any]]:
-    """Insert ``rows`` except those whose ``unique`` columns are taken; returns the
-    ``returning`` columns of the rows inserted.
+@dataclass(frozen=True)
+class _Statements:
+    """One database's statements. Parameters: ``known_keys`` :source, :keys; ``lock_contacts``
+    :emails; ``open_quarantined`` :source, :keys. The inserts of new contacts and events
+    take their rows, on PostgreSQL as one JSON :document (see :func:`_insert_new`)."""
 
-    On PostgreSQL the whole batch travels as one JSON document, unpacked by
-    ``jsonb_to_recordset``: one short statement, where a ``VALUES`` list is 5,000 parameters
-    and arrays of JSON are escaped element by element (66 ms per 500 events; this: 20-30 ms).
-    SQLite gets the ``VALUES`` list.
-    """
+    postgresql: bool
+    known_keys: Executable
+    lock_contacts: Executable
+    insert_contacts: Executable
+    insert_events: Executable
+    open_quarantined: Executable
+    insert_quarantined: Executable
+
+
+def _postgresql_statements() -> _Statements:
+    def among(column_: Any, name: str) -> Any:
+        # ``= ANY(<one array>)``: one parameter however many values, one prepared statement.
+        return column_ == any_(bindparam(name, type_=postgresql.ARRAY(column_.type)))
+
+    # The known keys as one index probe per key: ``unnest`` the keys and look each up in a
+    # ``LATERAL`` subquery with ``LIMIT 1``, which the planner cannot turn into a join. Before
+    # the events table has statistics (a fresh database, a first big import), ``IN (...)``,
+    # ``= ANY`` and ``EXISTS`` are all planned as a scan of every event of the source, tested
+    # against every key: 40-400 ms per batch of 500 at 20-100k events, against 3 ms.
+    wanted = (
+        func.unnest(bindparam("keys", type_=postgresql.ARRAY(EVENTS.c.record_key.type)))
+        .table_valued("key")
+        .render_derived()
+    )
+    hit = (
+        select(literal(1).label("hit"))
+        .where(EVENTS.c.source == bindparam("source"), EVENTS.c.record_key == wanted.c.key)
+        .limit(1)
+        .lateral()
+    )
+    return _Statements(
+        postgresql=True,
+        known_keys=select(wanted.c.key).select_from(wanted.join(hit, true())),
+        lock_contacts=_lock_contacts(among(CONTACTS.c.email, "emails")),
+        insert_contacts=_recordset_insert(CONTACTS, _CONTACT_COLUMNS, ["email"], "email"),
+        insert_events=_recordset_insert(
+            EVENTS, _EVENT_COLUMNS, ["source", "record_key"], "record_key"
+        ),
+        open_quarantined=_open_quarantined(among(QUARANTINE.c.record_key, "keys")),
+        insert_quarantined=postgresql.insert(QUARANTINE).on_conflict_do_nothing(),
+    )
+
+
+def _sqlite_statements() -> _Statements:
+    def insert(table: Table, unique: list[str], key: str) -> Executable:
+        return (
+            sqlite.insert(table)
+            .on_conflict_do_nothing(index_elements=unique)
+            .returning(table.c.id, table.c[key])
+        )
+
+    return _Statements(
+        postgresql=False,
+        known_keys=select(EVENTS.c.record_key).where(
+            EVENTS.c.source == bindparam("source"),
+            EVENTS.c.record_key.in_(bindparam("keys", expanding=True)),
+        ),
+        lock_contacts=_lock_contacts(CONTACTS.c.email.in_(bindparam("emails", expanding=True))),
+        insert_contacts=insert(CONTACTS, ["email"], "email"),
+        insert_events=insert(EVENTS, ["source", "record_key"], "record_key"),
+        open_quarantined=_open_quarantined(
+            QUARANTINE.c.record_key.in_(bindparam("keys", expanding=True))
+        ),
+        insert_quarantined=sqlite.insert(QUARANTINE).on_conflict_do_nothing(),
+    )
+
+
+def _recordset_insert(
+    table: Table, names: tuple[str, ...], unique: list[str], key: str
+) -> Executable:
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING id, <key>`` of the rows in the JSON
+    :document, unpacked by ``jsonb_to_recordset``: one short statement, where a ``VALUES``
+    list is 5,000 parameters and arrays of JSON are escaped element by element (66 ms per 500
+    events; this: 20-30 ms)."""
+    unpacked = (
+        func.jsonb_to_recordset(cast(bindparam("document", type_=Text), postgresql.JSONB))
+        .table_valued(*[column(name, table.c[name].type) for name in names])
+        .render_derived(with_types=True)
+    )
+    return (
+        postgresql.insert(table)
+        .from_select(list(names), select(*[unpacked.c[name] for name in names]))
+        .on_conflict_do_nothing(index_elements=unique)
+        .returning(table.c.id, table.c[key])
+    )
+
+
+def _lock_contacts(among: Any) -> Executable:
+    return (
+        select(CONTACTS.c.id, CONTACTS.c.email, CONTACTS.c.fields)
+        .where(among)
+        .order_by(CONTACTS.c.email)
+        .with_for_update()  # PostgreSQL only; SQLite already holds the whole database
+    )
+
+
+def _open_quarantined(among: Any) -> Executable:
+    return select(QUARANTINE.c.record_key).where(
+        QUARANTINE.c.source == bindparam("source"), QUARANTINE.c.status == "open", among
+    )
+
+
+def _store_one_statement() -> Executable:
+    """The events row of one record and the upsert of its contact, as one PostgreSQL
+    statement; returns the new event's id, or no row for a duplicate.
+
+    The contact is inserted only if the record's key is not taken yet (so that a re-delivery
+    leaves the contact as it is); a known contact gets the record's fields merged over its own
+    by ``ON CONFLICT DO UPDATE``, which locks the newest version of the row and merges into it,
+    however recently a concurrent writer committed it: no writer loses another's fields. Its
+    ``updated_at`` changes only when the merge changes its fields. The event is inserted with
+    ``ON CONFLICT DO NOTHING``: the same record stored by a concurrent writer (committed after
+    the key was checked, or still in its transaction, which the insert waits for) makes it a
+    duplicate, never an error."""
+    taken = exists().where(
+        EVENTS.c.source == bindparam("source"), EVENTS.c.record_key == bindparam("record_key")
+    )
+    new_contact = select(
+        bindparam("email", type_=CONTACTS.c.email.type),
+        bindparam("email_domain", type_=CONTACTS.c.email_domain.type),
+        bindparam("fields", type_=CONTACTS.c.fields.type),
+        bindparam("source", type_=CONTACTS.c.source.type),
+        literal("lead", CONTACTS.c.stage.type),
+        bindparam("now", type_=CONTACTS.c.created_at.type),
+        bindparam("now", type_=CONTACTS.c.updated_at.type),
+    ).where(~taken)
+    insert_contact = postgresql.insert(CONTACTS).from_select(_CONTACT_COLUMNS, new_contact)
+    merged = CONTACTS.c.fields.op("||", return_type=postgresql.JSONB)(
+        insert_contact.excluded.fields
+    )
+    contact = (
+        insert_contact.on_conflict_do_update(
+            index_elements=[CONTACTS.c.email],
+            set_={
+                "fields": merged,
+                "updated_at": case(
+                    (merged == CONTACTS.c.fields, CONTACTS.c.updated_at),
+                    else_=insert_contact.excluded.updated_at,
+                ),
+            },
+        )
+        .returning(CONTACTS.c.id)
+        .cte("contact")
+    )
+    event = select(
+        contact.c.id,
+        bindparam("source", type_=EVENTS.c.source.type),
+        bindparam("record_key", type_=EVENTS.c.record_key.type),
+        bindparam("type", type_=EVENTS.c.type.type),
+        bindparam("attrs", type_=EVENTS.c.attrs.type),
+        bindparam("raw", type_=EVENTS.c.raw.type),
+        bindparam("occurred_at", type_=EVENTS.c.occurred_at.type),
+        bindparam("now", type_=EVENTS.c.received_at.type),
+        literal("pending", EVENTS.c.status.type),
+        literal(0, EVENTS.c.attempts.type),
+    )
+    return (
+        postgresql.insert(EVENTS)
+        .add_cte(contact)
+        .from_select(_EVENT_COLUMNS, event)
+        .on_conflict_do_nothing(index_elements=["source", "record_key"])
+        .returning(EVENTS.c.id)
+    )
+
+
+_POSTGRESQL = _postgresql_statements()
+_SQLITE = _sqlite_statements()
+_STORE_ONE = _store_one_statement()
+_UPDATE_FIELDS = (
+    update(CONTACTS)
+    .where(CONTACTS.c.id == bindparam("contact_id"))
+    .values(fields=bindparam("new_fields"), updated_at=bindparam("changed_at"))
+)
+
+
+def _statements(session: Session) -> _Statements:
+    return _POSTGRESQL if session.get_bind().dialect.name == "postgresql" else _SQLITE
+
+
+def _insert_new(
+    session: Session, statements: _Statements, statement: Executable, rows: list[dict[str, Any]]
+) -> list[tuple[Any, Any]]:
+    """Insert ``rows`` (of ``statement``'s columns, in order) except those whose unique
+    columns are taken; returns (id, key) of the rows inserted. On PostgreSQL the whole batch
+    travels as one JSON document; SQLite gets the ``VALUES`` list."""
     if not rows:
         return []
-    names = list(rows[0])
-    wanted = [table.c[name] for name in returning]
-    if session.get_bind().dialect.name == "postgresql":
+    if statements.postgresql:
         document = json.dumps(rows, default=_json_value, ensure_ascii=False)
-        unpacked = (
-            func.jsonb_to_recordset(cast(bindparam(None, document, type_=Text), postgresql.JSONB))
-            .table_valued(*[column(name, table.c[name].type) for name in names])
-            .render_derived(with_types=True)
-        )
-        statement = (
-            postgresql.insert(table)
-            .from_select(names, select(*[unpacked.c[name] for name in names]))
-            .on_conflict_do_nothing(index_elements=unique)
-            .returning(*wanted)
-        )
-        return [tuple(row) for row in session.execute(statement)]
-    statement = (
-        sqlite.insert(table).on_conflict_do_nothing(index_elements=unique).returning(*wanted)
-    )
+        return [tuple(row) for row in session.execute(statement, {"document": document})]
     return [tuple(row) for row in session.execute(statement, rows)]
 
 
@@ -117,44 +312,6 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):  # stored as UTC, as UtcDateTime does
         return value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat() + "Z"
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _among(session: Session, column: Any, values: Iterable[str]) -> ColumnElement[bool]:
-    """``column IN values``; on PostgreSQL ``= ANY(<one array>)``, one parameter however
-    many values, so that the statement stays the same and is prepared once."""
-    values = list(values)
-    if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
-    return column.in_(values)
-
-
-def _known_keys(session: Session, source: str, keys: Iterable[str]) -> set[str]:
-    """The keys of ``source`` that are stored already.
-
-    On PostgreSQL as one index probe per key: ``unnest`` the keys and look each up in a
-    ``LATERAL`` subquery with ``LIMIT 1``, which the planner cannot turn into a join. Before
-    the events table has statistics (a fresh database, a first big import), ``IN (...)``,
-    ``= ANY`` and ``EXISTS`` are all planned as a scan of every event of the source, tested
-    against every key: 40-400 ms per batch of 500 at 20-100k events, against 3 ms.
-    """
-    keys = list(keys)
-    if session.get_bind().dialect.name != "postgresql":
-        query = select(EVENTS.c.record_key).where(
-            EVENTS.c.source == source, EVENTS.c.record_key.in_(keys)
-        )
-        return set(session.scalars(query))
-    wanted = (
-        func.unnest(bindparam(None, keys, type_=postgresql.ARRAY(EVENTS.c.record_key.type)))
-        .table_valued("key")
-        .render_derived()
-    )
-    hit = (
-        select(literal(1).label("hit"))
-        .where(EVENTS.c.source == source, EVENTS.c.record_key == wanted.c.key)
-        .limit(1)
-        .lateral()
-    )
-    return set(session.scalars(select(wanted.c.key).select_from(wanted.join(hit, true()))))
 
 
 def store_batch(
@@ -173,7 +330,13 @@ def store_batch(
         first.setdefault(prepared.key, index)
     if not first:
         return results
-    known = _known_keys(session, source, first)
+    statements = _statements(session)
+    if statements.postgresql and len(first) == 1:
+        index = next(iter(first.values()))
+        prepared, raw = items[index]
+        results[index] = _store_one(session.connection(), source, prepared, raw, now, json_safe)
+        return results
+    known = set(session.scalars(statements.known_keys, {"source": source, "keys": list(first)}))
     fresh = [index for key, index in first.items() if key not in known]
     if not fresh:
         return results
@@ -181,7 +344,7 @@ def store_batch(
     for index in fresh:
         contact = items[index][0].contact
         fields.setdefault(contact["email"], {}).update(json_safe(contact))
-    contact_ids = _upsert_contacts(session, source, fields, now)
+    contact_ids = _upsert_contacts(session, statements, source, fields, now)
     rows = []
     for index in fresh:
         prepared, raw = items[index]
@@ -199,20 +362,69 @@ def store_batch(
                 "attempts": 0,
             }
         )
-    created = _insert_new(session, EVENTS, rows, ["source", "record_key"], ("id", "record_key"))
+    created = _insert_new(session, statements, statements.insert_events, rows)
     inserted = {key: event_id for event_id, key in created}
     for index in fresh:
         results[index] = inserted.get(items[index][0].key)
     return results
 
 
+def store_alone(
+    engine: Engine,
+    source: str,
+    prepared: PreparedRecord,
+    raw: RawRecord,
+    now: datetime,
+    json_safe: Callable[[Any], Any],
+) -> int | None:
+    """Store one record in a transaction of its own, on PostgreSQL; returns the new event's
+    id, or None for a duplicate, as :func:`store_batch` does.
+
+    Its one statement is atomic by itself, so it runs in autocommit: the delivery costs one
+    round trip to the database, not ``BEGIN``, the statement and ``COMMIT``. When it returns,
+    the record is committed."""
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        return _store_one(connection, source, prepared, raw, now, json_safe)
+
+
+def _store_one(
+    connection: Connection,
+    source: str,
+    prepared: PreparedRecord,
+    raw: RawRecord,
+    now: datetime,
+    json_safe: Callable[[Any], Any],
+) -> int | None:
+    fields = json_safe(prepared.contact)
+    email = fields["email"]
+    parameters = {
+        "source": source,
+        "record_key": prepared.key,
+        "email": email,
+        "email_domain": email_domain(email),
+        "fields": fields,
+        "type": str(prepared.event.get("type")),
+        "attrs": prepared.event,
+        "raw": json_safe(raw.data),
+        "occurred_at": prepared.occurred_at,
+        "now": now,
+    }
+    event_id: int | None = connection.execute(_STORE_ONE, parameters).scalar()
+    return event_id
+
+
 def _upsert_contacts(
-    session: Session, source: str, fields: dict[str, dict[str, Any]], now: datetime
+    session: Session,
+    statements: _Statements,
+    source: str,
+    fields: dict[str, dict[str, Any]],
+    now: datetime,
 ) -> dict[str, int]:
     """Contact id per e-mail: created with ``fields``, or the known contact with ``fields``
     merged over what it had (a later record's values win, as they are newer)."""
     emails = sorted(fields)
-    known = _lock_known(session, emails)
+    known = _lock_known(session, statements, emails)
     new = [email for email in emails if email not in known]
     ids: dict[str, int] = {}
     if new:
@@ -228,11 +440,11 @@ def _upsert_contacts(
             }
             for email in new
         ]
-        created = _insert_new(session, CONTACTS, rows, ["email"], ("id", "email"))
+        created = _insert_new(session, statements, statements.insert_contacts, rows)
         ids.update({email: contact_id for contact_id, email in created})
         raced = [email for email in new if email not in ids]  # created meanwhile elsewhere
         if raced:
-            known.update(_lock_known(session, raced))
+            known.update(_lock_known(session, statements, raced))
     changes = []
     for email, (contact_id, stored) in known.items():
         ids[email] = contact_id
@@ -240,25 +452,16 @@ def _upsert_contacts(
         if merged != stored:
             changes.append({"contact_id": contact_id, "new_fields": merged, "changed_at": now})
     if changes:
-        session.execute(
-            update(CONTACTS)
-            .where(CONTACTS.c.id == bindparam("contact_id"))
-            .values(fields=bindparam("new_fields"), updated_at=bindparam("changed_at")),
-            changes,
-        )
+        session.execute(_UPDATE_FIELDS, changes)
     return ids
 
 
-def _lock_known(session: Session, emails: list[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+def _lock_known(
+    session: Session, statements: _Statements, emails: list[str]
+) -> dict[str, tuple[int, dict[str, Any]]]:
     if not emails:
         return {}
-    query = (
-        select(CONTACTS.c.id, CONTACTS.c.email, CONTACTS.c.fields)
-        .where(_among(session, CONTACTS.c.email, emails))
-        .order_by(CONTACTS.c.email)
-        .with_for_update()  # PostgreSQL only; SQLite already holds the whole database
-    )
-    rows = session.execute(query)
+    rows = session.execute(statements.lock_contacts, {"emails": emails})
     return {email: (contact_id, stored or {}) for contact_id, email, stored in rows}
 
 
@@ -278,14 +481,12 @@ def store_quarantined(
     returns how many were added."""
     if not bad:
         return 0
+    statements = _statements(session)
     keyed = [(entry.key or quarantine_key(entry.record), entry) for entry in bad]
     open_keys = set(
         session.scalars(
-            select(QUARANTINE.c.record_key).where(
-                QUARANTINE.c.source == source,
-                QUARANTINE.c.status == "open",
-                _among(session, QUARANTINE.c.record_key, {key for key, _ in keyed}),
-            )
+            statements.open_quarantined,
+            {"source": source, "keys": list({key for key, _ in keyed})},
         )
     )
     rows = []
@@ -310,8 +511,7 @@ def store_quarantined(
         return 0
     # A concurrent writer may have quarantined the same record meanwhile: the partial unique
     # index on open entries refuses the twin, and the insert skips it.
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    result = session.execute(insert(QUARANTINE).on_conflict_do_nothing(), rows)
+    result = session.execute(statements.insert_quarantined, rows)
     return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else len(rows)
 
 

@@ -26,7 +26,7 @@ from rules.contact import (
     coerce_datetime,
     normalise_contact,
 )
-from worker.pipeline.batch import Bad, is_transient, store_batch, store_quarantined
+from worker.pipeline.batch import Bad, is_transient, store_alone, store_batch, store_quarantined
 from worker.store.db import Store
 
 log = logging.getLogger("leadwerk.ingest")
@@ -198,13 +198,23 @@ def ingest_records(
                 good.append((prepare(config, source, record, now, mapper), record))
             except FieldError as exc:
                 bad.append(Bad(record, str(exc).split(": ", 1)[-1], exc.field, file))
+        # A lone good record (a webhook delivery) on PostgreSQL is one statement, which
+        # needs no transaction around it.
+        alone = len(good) == 1 and not bad and on_batch is None and store.dialect == "postgresql"
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                with store.session() as session:
-                    event_ids = store_batch(session, source.name, good, now, _json_safe)
-                    store_quarantined(session, source.name, bad, _json_safe)
-                    if on_batch is not None:
-                        on_batch(session)
+                if alone:
+                    prepared, raw = good[0]
+                    event_id = store_alone(
+                        store.engine, source.name, prepared, raw, now, _json_safe
+                    )
+                    event_ids = [event_id]
+                else:
+                    with store.session() as session:
+                        event_ids = store_batch(session, source.name, good, now, _json_safe)
+                        store_quarantined(session, source.name, bad, _json_safe)
+                        if on_batch is not None:
+                            on_batch(session)
                 break
             except OperationalError as exc:
                 if attempt == _ATTEMPTS or not is_transient(exc):
