@@ -134,7 +134,11 @@ def test_preview_shows_the_subject_text_and_html_a_rep_would_get(
         "Hot off the press: {{ lead.name }} ({{ score.total }})\n", encoding="utf-8"
     )
 
-    result = leadwerk(config_dir, "preview", "new_lead", "--contact", str(contact))
+    # (on a Tuesday morning, when the enterprise team is at work)
+    result = leadwerk(
+        config_dir,
+        *("preview", "new_lead", "--contact", str(contact), "--now", "2026-11-24T10:00:00+01:00"),
+    )
 
     # Then the preview shows the new subject and both bodies, for the rep the rules pick
     assert result.exit_code == 0, result.output
