@@ -287,14 +287,14 @@ def diff_rules(
     with store.session() as session:
         for contact, events in _history(session, cutoff):
             facts = [event_facts(e) for e in events]
-            new_account = account_facts(session, new, contact)
+            new_account = account_facts(session.connection(), new, contact)
             # Free-mail domains match no account; only a changed free-mail list tells apart
             # the account as the old rules see it.
             domain = contact.email_domain
             old_account = (
                 new_account
                 if (domain in free_old) == (domain in free_new)
-                else account_facts(session, old, contact)
+                else account_facts(session.connection(), old, contact)
             )
             new_side = _outcome(new, contact, facts, now, new_account)
             old_side = _outcome(old, contact, facts, now, old_account)

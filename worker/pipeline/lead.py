@@ -21,13 +21,13 @@ from worker.store.models import Message
 def score_and_route(store: Store, config: Config, event_id: int, now: datetime) -> list[Message]:
     """Score a pending event and route its contact if it is an MQL to be routed. Returns the
     messages to send now, claimed (``sending``); none when the event was processed before."""
-    with store.session() as session:
-        scored = score_locked(session, config, event_id, now, write_contact=False)
+    with store.transaction() as connection:
+        scored = score_locked(connection, config, event_id, now, write_contact=False)
         if scored is None:
             return []
         if not scored.needs_routing:
-            update_contact(session.connection(), scored.contact.id, scored.contact_changes)
+            update_contact(connection, scored.contact.id, scored.contact_changes)
             return []
         # The contact's new score goes out with its owner: one UPDATE of the contact, not two.
         known = Known(scored.latest_event, scored.score, scored.contact_changes)
-        return route_locked(session, config, scored.contact, now, known, claim=True)
+        return route_locked(connection, config, scored.contact, now, known, claim=True)

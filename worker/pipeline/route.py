@@ -26,7 +26,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from config.loader import Config
@@ -127,13 +126,13 @@ def lead_context(
     )
 
 
-def account_facts(session: Session, config: Config, contact: Contact) -> dict[str, Any]:
+def account_facts(connection: Connection, config: Config, contact: Contact) -> dict[str, Any]:
     """The company, matched by e-mail domain: who owns it and how many leads are open.
     Free-mail domains never match an account. One round trip for both facts."""
     if _free_mail(config, contact):
         return {}
     params = {"domain": contact.email_domain, "contact_id": contact.id}
-    owner, open_leads = session.connection().execute(_ACCOUNT, params).one()
+    owner, open_leads = connection.execute(_ACCOUNT, params).one()
     return {"owner": owner, "open_leads": open_leads or 0}
 
 
@@ -142,21 +141,21 @@ def _free_mail(config: Config, contact: Contact) -> bool:
 
 
 def team_states(
-    session: Session, config: Config, team: str, now: datetime
+    connection: Connection, config: Config, team: str, now: datetime
 ) -> tuple[list[RepState], dict[str, Row[Any]]]:
     """The team's reps with their lifetime counts, today's load and calendars, and their
     counter rows, locked (PostgreSQL) so parallel workers never hand out the same turn."""
     members = config.team.teams[team].members
-    counters = _lock_counters(session, team)
+    counters = _lock_counters(connection, team)
     if any(rep not in counters for rep in members):
         # A new rep's counter row is made first, and a parallel worker's insert of the same
         # row is no error: then every member has a row for FOR UPDATE to lock.
-        dialect = session.get_bind().dialect.name
+        dialect = connection.dialect.name
         insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(RepCounter)
         rows = [{"team": team, "rep": rep, "assigned_total": 0} for rep in members]
-        session.connection().execute(insert.values(rows).on_conflict_do_nothing())
-        counters = _lock_counters(session, team)
-    today = _assigned_today(session, config, members, now)
+        connection.execute(insert.values(rows).on_conflict_do_nothing())
+        counters = _lock_counters(connection, team)
+    today = _assigned_today(connection, config, members, now)
     states = [
         RepState(
             name=rep,
@@ -172,13 +171,13 @@ def team_states(
     return states, counters
 
 
-def _lock_counters(session: Session, team: str) -> dict[str, Row[Any]]:
-    rows = session.connection().execute(_LOCK_COUNTERS, {"team": team})
+def _lock_counters(connection: Connection, team: str) -> dict[str, Row[Any]]:
+    rows = connection.execute(_LOCK_COUNTERS, {"team": team})
     return {counter.rep: counter for counter in rows}
 
 
 def _assigned_today(
-    session: Session, config: Config, members: Sequence[str], now: datetime
+    connection: Connection, config: Config, members: Sequence[str], now: datetime
 ) -> dict[str, int]:
     """Leads each rep got since midnight in the rep's own time zone, in one query."""
     if not members:
@@ -189,7 +188,7 @@ def _assigned_today(
         midnight = now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
         since[f"since_{index}"] = midnight
     query = _assigned_today_query(tuple(members))
-    counts = session.connection().execute(query, {**since, "since": min(since.values())}).one()
+    counts = connection.execute(query, {**since, "since": min(since.values())}).one()
     return {rep: count or 0 for rep, count in zip(members, counts, strict=True)}
 
 
@@ -214,15 +213,15 @@ def _assigned_today_query(members: tuple[str, ...]) -> Select[Any]:
 def route_contact(store: Store, config: Config, contact_id: int, now: datetime) -> list[int]:
     """Assign an MQL once. Returns the ids of the outbox messages to send (none when the
     contact already has an open assignment: a redelivered message changes nothing)."""
-    with store.session() as session:
-        row = session.connection().execute(_LOCK_CONTACT, {"contact_id": contact_id}).first()
+    with store.transaction() as connection:
+        row = connection.execute(_LOCK_CONTACT, {"contact_id": contact_id}).first()
         if row is None or row.mql_at is None:
             return []
-        return [m.id for m in route_locked(session, config, snapshot(Contact, row), now)]
+        return [m.id for m in route_locked(connection, config, snapshot(Contact, row), now)]
 
 
 def route_locked(
-    session: Session,
+    connection: Connection,
     config: Config,
     contact: Contact,
     now: datetime,
@@ -236,7 +235,6 @@ def route_locked(
     messages are written claimed for sending (``sending``), for a caller that sends them
     right after the commit; a crash in between leaves them to the send lease, as any claim.
     """
-    connection = session.connection()
     params = {"contact_id": contact.id, "domain": contact.email_domain}
     assigned, owner, open_leads = connection.execute(_OPEN_AND_ACCOUNT, params).one()
     if assigned is not None:
@@ -244,8 +242,8 @@ def route_locked(
             update_contact(connection, contact.id, known.contact_changes)
         return []
     account = {} if _free_mail(config, contact) else {"owner": owner, "open_leads": open_leads}
-    routing = decide(session, config, contact, now, known=known, account=account)
-    messages = hand_over(session, config, contact, routing, now, known=known, claim=claim)
+    routing = decide(connection, config, contact, now, known=known, account=account)
+    messages = hand_over(connection, config, contact, routing, now, known=known, claim=claim)
     log.info("routed lead %s: %s", contact.id, routing.decision.reason)
     return messages
 
@@ -273,7 +271,7 @@ class Routing:
 
 
 def decide(
-    session: Session,
+    connection: Connection,
     config: Config,
     contact: Contact,
     now: datetime,
@@ -288,14 +286,14 @@ def decide(
     if known is not None:
         event = known.event
     else:
-        row = session.connection().execute(_LATEST_EVENT, {"contact_id": contact.id}).first()
+        row = connection.execute(_LATEST_EVENT, {"contact_id": contact.id}).first()
         event = snapshot(Event, row) if row else None
     if account is None:
-        account = account_facts(session, config, contact)
+        account = account_facts(connection, config, contact)
     ctx = lead_context(contact, event, account, now)
     policy = choose_sla(config.sla, ctx)
     within = policy.policy.respond_within if policy else None
-    states = _TeamStates(lambda team: team_states(session, config, team, now), exclude)
+    states = _TeamStates(lambda team: team_states(connection, config, team, now), exclude)
     owner = account.get("owner")
     decision = decide_route(
         config.routing,
@@ -313,7 +311,7 @@ def decide(
 
 
 def hand_over(
-    session: Session,
+    connection: Connection,
     config: Config,
     contact: Contact,
     routing: Routing,
@@ -324,7 +322,6 @@ def hand_over(
     """Persist a decision: the assignment with its SLA timers, and its outbox messages
     (claimed for the caller with ``claim``, see :func:`route_locked`). The messages are
     written already; each carries its id."""
-    connection = session.connection()
     assignment = _assign(connection, config, contact, routing, now, known)
     if known is not None:
         score = known.score

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, insert, or_, select, update
-from sqlalchemy.orm import Session
 
 from config.loader import Config
 from rules.scoring import ScoreResult, r1, score_contact
@@ -66,13 +65,13 @@ class Scored:
 def score_event(store: Store, config: Config, event_id: int, now: datetime) -> int | None:
     """Score the contact of a pending event. Returns the contact id when it is an MQL that
     still needs routing, else None. Idempotent: an event already processed is left alone."""
-    with store.session() as session:
-        scored = score_locked(session, config, event_id, now)
+    with store.transaction() as connection:
+        scored = score_locked(connection, config, event_id, now)
         return scored.contact.id if scored and scored.needs_routing else None
 
 
 def score_locked(
-    session: Session,
+    connection: Connection,
     config: Config,
     event_id: int,
     now: datetime,
@@ -83,7 +82,6 @@ def score_locked(
 
     ``write_contact=False``: the contact's new columns are left to the caller, who writes
     them with its own changes in one statement (:func:`update_contact`)."""
-    connection = session.connection()
     locked = connection.execute(_LOCK_EVENT, {"event_id": event_id}).first()
     if locked is None or locked.event_status != "pending":
         return None

@@ -197,7 +197,7 @@ def _breach(
             )
         )
         exclude = {breached, *(rep for rep in earlier if rep)}
-        routing = decide(session, config, contact, now, exclude)
+        routing = decide(session.connection(), config, contact, now, exclude)
         if routing.decision.rep is None:
             skipped = routing.decision.skipped
             not_reassigned = (
@@ -212,7 +212,7 @@ def _breach(
             routing = replace(
                 routing, decision=replace(routing.decision, reason=why + routing.decision.reason)
             )
-            messages += hand_over(session, config, contact, routing, now)
+            messages += hand_over(session.connection(), config, contact, routing, now)
             reassigned_to = routing.decision.rep
             outcome.append(f"reassigned to {reassigned_to}")
     if "escalate" in actions:

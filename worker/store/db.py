@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -80,6 +80,14 @@ class Store:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A Core connection in a transaction, committed on success: for the hot path
+        (scoring and routing a new lead), which writes with prebuilt statements and needs
+        no ORM session around them."""
+        with self.engine.begin() as connection:
+            yield connection
 
     @property
     def dialect(self) -> str:
