@@ -86,6 +86,7 @@ class Event(Base):
     __table_args__ = (
         UniqueConstraint("source", "record_key", name="uq_events_source_key"),
         Index("ix_events_status", "status"),
+        Index("ix_events_contact_id", "contact_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -143,6 +144,7 @@ class Assignment(Base):
     """A routing decision: who got the lead, by which rule, who was skipped and why."""
 
     __tablename__ = "assignments"
+    __table_args__ = (Index("ix_assignments_rep_created_at", "rep", "created_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     contact_id: Mapped[int] = mapped_column(
