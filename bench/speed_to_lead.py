@@ -1,6 +1,9 @@
 """Benchmark: speed to lead, from a signed webhook to the rep's e-mail, on real processes.
 
-    python bench/speed_to_lead.py [--rates 20,100] [--duration 60] [--workers 2]
+    python bench/speed_to_lead.py [--rates 20,100] [--duration 60] [--workers 2] [--history N]
+
+``--history N`` starts each rate with N earlier leads in the store (as after months of use), to
+show that a new lead's lookups do not grow with it.
 
 Everything runs on 127.0.0.1: for each rate a fresh PostgreSQL database and a Redis namespace
 of its own, one ``leadwerk web`` and ``--workers`` ``leadwerk worker`` processes, and an
@@ -257,6 +260,39 @@ class Deployment:
             "workers": [_proc_stats(worker.pid) for worker in self.workers],
         }
 
+    def add_history(self, leads: int) -> None:
+        """Fill the store as months of use would: ``leads`` earlier contacts with two
+        processed events each and an assignment, spread over 2,000 company domains (none of
+        the load's). The lookups of every new lead must not grow with it."""
+        import psycopg
+
+        if leads <= 0:
+            return
+        url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{self.database}"
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO contacts (email, email_domain, fields, source, stage, score, "
+                "owner, created_at, updated_at) SELECT 'earlier-' || g || '@old' || (g % 2000) "
+                "|| '.example.org', 'old' || (g % 2000) || '.example.org', '{}', "
+                "'demo-requests', 'sal', 80, (ARRAY['jonas','lea','mehmet','sophie','tom'])"
+                "[g % 5 + 1], now() - interval '90 days', now() - interval '90 days' "
+                "FROM generate_series(1, %(n)s) g",
+                {"n": leads},
+            )
+            conn.execute(
+                "INSERT INTO events (contact_id, source, record_key, type, attrs, raw, "
+                "occurred_at, received_at, status, attempts) SELECT c.id, 'demo-requests', "
+                "'earlier-' || c.id || '-' || k, 'form', '{\"form\": \"demo-request\"}', "
+                "'{}', now() - interval '90 days', now() - interval '90 days', 'processed', 0 "
+                "FROM contacts c CROSS JOIN generate_series(1, 2) k"
+            )
+            conn.execute(
+                "INSERT INTO assignments (contact_id, rep, team, rule, reason, skipped, "
+                "status, created_at) SELECT id, owner, 'inside-sales', 'everyone else', "
+                "'history', '[]', 'accepted', now() - interval '90 days' FROM contacts"
+            )
+            conn.execute("ANALYZE")
+
     def stop(self) -> None:
         import psycopg
         import redis
@@ -354,10 +390,12 @@ def run_rate(
     sink: Connection,
     sink_pid: int,
     first: int,
+    history: int,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="leadwerk-bench-") as workdir:
         deployment = Deployment(Path(workdir), smtp_port, workers, threads)
         try:
+            deployment.add_history(history)
             # Warm-up (not measured): connections, template caches, the first queries.
             before = _count(sink)
             warm, _ = fire(deployment.url, rate, 2, first)
@@ -375,6 +413,7 @@ def run_rate(
             deployment.stop()
     return {
         "rate": rate,
+        "earlier_leads_in_store": history,
         "sent": len(sent),
         "fired_for_s": round(fired_for, 1),
         "statuses": {str(k): v for k, v in sorted(statuses.items(), key=str)},
@@ -437,6 +476,12 @@ def main() -> None:
         default=Settings.model_fields["worker_threads"].default,
         help="threads per worker process (LEADWERK_WORKER_THREADS)",
     )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="earlier leads in the store before the load (2 events and 1 assignment each)",
+    )
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     duration = min(args.duration, MAX_DURATION)
@@ -451,7 +496,15 @@ def main() -> None:
     try:
         for rate in rates:
             run = run_rate(
-                rate, duration, args.workers, args.threads, smtp_port, ours, sink.pid or 0, first
+                rate,
+                duration,
+                args.workers,
+                args.threads,
+                smtp_port,
+                ours,
+                sink.pid or 0,
+                first,
+                args.history,
             )
             runs.append(run)
             first += 1_000_000  # lead numbers never repeat across rates
