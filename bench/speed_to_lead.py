@@ -272,10 +272,10 @@ class Deployment:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
                 "INSERT INTO contacts (email, email_domain, fields, source, stage, score, "
-                "owner, created_at, updated_at) SELECT 'earlier-' || g || '@old' || (g % 2000) "
-                "|| '.example.org', 'old' || (g % 2000) || '.example.org', '{}', "
+                "owner, created_at, updated_at) SELECT 'earlier-' || g || '@old' || mod(g, 2000) "
+                "|| '.example.org', 'old' || mod(g, 2000) || '.example.org', '{}', "
                 "'demo-requests', 'sal', 80, (ARRAY['jonas','lea','mehmet','sophie','tom'])"
-                "[g % 5 + 1], now() - interval '90 days', now() - interval '90 days' "
+                "[mod(g, 5) + 1], now() - interval '90 days', now() - interval '90 days' "
                 "FROM generate_series(1, %(n)s) g",
                 {"n": leads},
             )
