@@ -33,7 +33,6 @@ from typing import Any, Protocol
 
 from sqlalchemy import (
     Connection,
-    Engine,
     Executable,
     Table,
     Text,
@@ -55,6 +54,7 @@ from sqlalchemy.orm import Session
 
 from connectors.sources.base import RawRecord
 from rules.contact import email_domain
+from worker.store.db import Store
 from worker.store.models import Contact, Event, Quarantine
 
 CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
@@ -370,7 +370,7 @@ def store_batch(
 
 
 def store_alone(
-    engine: Engine,
+    store: Store,
     source: str,
     prepared: PreparedRecord,
     raw: RawRecord,
@@ -383,8 +383,7 @@ def store_alone(
     Its one statement is atomic by itself, so it runs in autocommit: the delivery costs one
     round trip to the database, not ``BEGIN``, the statement and ``COMMIT``. When it returns,
     the record is committed."""
-    with engine.connect() as connection:
-        connection.execution_options(isolation_level="AUTOCOMMIT")
+    with store.autocommit() as connection:
         return _store_one(connection, source, prepared, raw, now, json_safe)
 
 

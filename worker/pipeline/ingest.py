@@ -205,9 +205,7 @@ def ingest_records(
             try:
                 if alone:
                     prepared, raw = good[0]
-                    event_id = store_alone(
-                        store.engine, source.name, prepared, raw, now, _json_safe
-                    )
+                    event_id = store_alone(store, source.name, prepared, raw, now, _json_safe)
                     event_ids = [event_id]
                 else:
                     with store.session() as session:

@@ -340,8 +340,7 @@ def _mark_sent(store: Store, message: Message, remote_id: str | None, now: datet
     atomic write."""
     params = {"outbox_id": message.id, "remote_id": remote_id, "now": now}
     if store.dialect == "postgresql":
-        with store.engine.connect() as connection:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
+        with store.autocommit() as connection:
             connection.execute(_MARK_SENT_AND_NOTIFIED, params)
         return
     with store.engine.begin() as connection:
