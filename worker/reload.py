@@ -30,6 +30,10 @@ def _config_file(change: Change, path: str) -> bool:
     return name.endswith((".yaml", ".yml")) and not name.startswith((".", "#", "~"))
 
 
+WATCH_START_TIMEOUT = 5.0  # seconds
+READY_POLL_MS = 250
+
+
 class ConfigReloader:
     """Reloads ``app.settings.config_dir`` on file changes and on SIGHUP."""
 
@@ -40,6 +44,7 @@ class ConfigReloader:
         self.refusals = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._watching = threading.Event()
         self._thread: threading.Thread | None = None
         self._previous_hup: Any = None
 
@@ -83,11 +88,15 @@ class ConfigReloader:
             return True
 
     def start(self, watch_files: bool = True) -> ConfigReloader:
-        """Watch the directory in a daemon thread; reload on SIGHUP when in the main thread."""
+        """Watch the directory in a daemon thread; reload on SIGHUP when in the main thread.
+
+        Returns once the directory is watched, so that a change saved right after start is
+        never missed (or after a few seconds, if the watcher cannot start: it logs why)."""
         if watch_files:
             logging.getLogger("watchfiles").setLevel(logging.WARNING)  # we log what matters
             self._thread = threading.Thread(target=self._watch, name="leadwerk-reload", daemon=True)
             self._thread.start()
+            self._watching.wait(timeout=WATCH_START_TIMEOUT)
         if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
             self._previous_hup = signal.signal(signal.SIGHUP, self._on_hup)
         return self
@@ -115,7 +124,13 @@ class ConfigReloader:
                 debounce=self.debounce_ms,
                 stop_event=self._stop,
                 raise_interrupt=False,
+                # An empty set now and then says the watcher is up (see start).
+                rust_timeout=READY_POLL_MS,
+                yield_on_timeout=True,
             ):
+                self._watching.set()
+                if not changes:
+                    continue
                 names = sorted({Path(path).name for _change, path in changes})
                 self.reload(f"changed: {', '.join(names)}")
         except Exception:  # the watcher must never take the process down
