@@ -55,11 +55,7 @@ from sqlalchemy.orm import Session
 from connectors.sources.base import RawRecord
 from rules.contact import email_domain
 from worker.store.db import Store
-from worker.store.models import Contact, Event, Quarantine
-
-CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
-EVENTS: Table = Event.__table__  # type: ignore[assignment]
-QUARANTINE: Table = Quarantine.__table__  # type: ignore[assignment]
+from worker.store.models import CONTACTS, EVENTS, QUARANTINE
 
 # PostgreSQL's deadlock and serialization failures: the transaction is rolled back whole
 # and may simply be run again.

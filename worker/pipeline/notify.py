@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import ChainableUndefined, ChoiceLoader, Environment, FileSystemLoader, PackageLoader
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 
 from config.loader import Config
 from config.models import Rep
@@ -35,7 +35,16 @@ from worker.unsubscribe import is_nurture, list_unsubscribe_headers
 
 if TYPE_CHECKING:
     from worker.app import App
-from worker.store.models import Assignment, Contact, DeadLetter, Event, Message, Score
+from worker.store.models import (
+    ASSIGNMENTS,
+    MESSAGES,
+    Assignment,
+    Contact,
+    DeadLetter,
+    Event,
+    Message,
+    Score,
+)
 
 log = logging.getLogger("leadwerk.notify")
 
@@ -306,8 +315,6 @@ def deliver(app: App, message: Message, now: datetime) -> Outcome:
     return Outcome("sent")
 
 
-MESSAGES: Table = Message.__table__  # type: ignore[assignment]
-ASSIGNMENTS: Table = Assignment.__table__  # type: ignore[assignment]
 NEW_LEAD_PURPOSES = ("new_lead", "unassigned_lead")
 
 _MARK_SENT = (
@@ -343,7 +350,7 @@ def _mark_sent(store: Store, message: Message, remote_id: str | None, now: datet
         with store.autocommit() as connection:
             connection.execute(_MARK_SENT_AND_NOTIFIED, params)
         return
-    with store.engine.begin() as connection:
+    with store.transaction() as connection:
         connection.execute(_MARK_SENT, params)
         if message.purpose in NEW_LEAD_PURPOSES:
             connection.execute(_MARK_NOTIFIED, {"lead_id": message.contact_id, "now": now})

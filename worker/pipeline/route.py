@@ -17,7 +17,6 @@ from sqlalchemy import (
     Insert,
     Row,
     Select,
-    Table,
     bindparam,
     func,
     insert,
@@ -35,25 +34,27 @@ from rules.routing import RouteDecision, choose_sla, decide_route, due_time
 from rules.scoring import contact_view
 from rules.sla import plan_timers
 from worker.pipeline.notify import new_lead_messages
-from worker.pipeline.score import CONTACTS, EVENTS, SCORES, event_facts, update_contact
+from worker.pipeline.score import event_facts, update_contact
 from worker.store.db import Store
 from worker.store.models import (
+    ASSIGNMENTS,
+    CONTACTS,
+    COUNTERS,
+    EVENTS,
+    MESSAGES,
+    SCORES,
+    TIMERS,
     Assignment,
     Contact,
     Event,
     Message,
     RepCounter,
     Score,
-    SlaTimer,
     snapshot,
 )
 
 log = logging.getLogger("leadwerk.route")
 
-ASSIGNMENTS: Table = Assignment.__table__  # type: ignore[assignment]
-COUNTERS: Table = RepCounter.__table__  # type: ignore[assignment]
-TIMERS: Table = SlaTimer.__table__  # type: ignore[assignment]
-MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 
 # Built once, so that SQLAlchemy finds their compiled form by a memoised key (see score.py).
 _LOCK_CONTACT = select(CONTACTS).where(CONTACTS.c.id == bindparam("contact_id")).with_for_update()
@@ -132,12 +133,16 @@ def account_facts(connection: Connection, config: Config, contact: Contact) -> d
     if _free_mail(config, contact):
         return {}
     params = {"domain": contact.email_domain, "contact_id": contact.id}
-    owner, open_leads = connection.execute(_ACCOUNT, params).one()
-    return {"owner": owner, "open_leads": open_leads or 0}
+    return _account(*connection.execute(_ACCOUNT, params).one())
 
 
 def _free_mail(config: Config, contact: Contact) -> bool:
     return contact.email_domain in set(config.lists.get("free_mail", ()))
+
+
+def _account(owner: str | None, open_leads: int | None) -> dict[str, Any]:
+    """The account facts as rules read them (``account.owner``, ``account.open_leads``)."""
+    return {"owner": owner, "open_leads": open_leads or 0}
 
 
 def team_states(
@@ -241,7 +246,7 @@ def route_locked(
         if known is not None:
             update_contact(connection, contact.id, known.contact_changes)
         return []
-    account = {} if _free_mail(config, contact) else {"owner": owner, "open_leads": open_leads}
+    account = {} if _free_mail(config, contact) else _account(owner, open_leads)
     routing = decide(connection, config, contact, now, known=known, account=account)
     messages = hand_over(connection, config, contact, routing, now, known=known, claim=claim)
     log.info("routed lead %s: %s", contact.id, routing.decision.reason)

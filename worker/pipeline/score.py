@@ -7,12 +7,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
 from config.loader import Config
 from rules.scoring import ScoreResult, r1, score_contact
 from worker.store.db import Store
-from worker.store.models import Contact, Event, Score, StageChange, snapshot
+from worker.store.models import (
+    CONTACTS,
+    EVENTS,
+    SCORES,
+    STAGE_CHANGES,
+    Contact,
+    Event,
+    Score,
+    snapshot,
+)
 
 log = logging.getLogger("leadwerk.score")
 
@@ -21,11 +30,6 @@ def event_facts(event: Event) -> dict[str, Any]:
     """An event as rules read it: its mapped fields plus type, source and time."""
     return {**event.attrs, "type": event.type, "source": event.source, "at": event.occurred_at}
 
-
-EVENTS: Table = Event.__table__  # type: ignore[assignment]
-CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
-SCORES: Table = Score.__table__  # type: ignore[assignment]
-STAGE_CHANGES: Table = StageChange.__table__  # type: ignore[assignment]
 
 # Built once: SQLAlchemy then finds each one's compiled form by a memoised key, where a
 # statement built per call is walked for its key every time (speed to lead).

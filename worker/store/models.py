@@ -18,6 +18,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -313,6 +314,18 @@ class Heartbeat(Base):
     process: Mapped[str] = mapped_column(String(200), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))
     seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+# The tables as Core sees them, for the prebuilt statements of the hot path.
+CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
+EVENTS: Table = Event.__table__  # type: ignore[assignment]
+SCORES: Table = Score.__table__  # type: ignore[assignment]
+STAGE_CHANGES: Table = StageChange.__table__  # type: ignore[assignment]
+ASSIGNMENTS: Table = Assignment.__table__  # type: ignore[assignment]
+COUNTERS: Table = RepCounter.__table__  # type: ignore[assignment]
+TIMERS: Table = SlaTimer.__table__  # type: ignore[assignment]
+MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+QUARANTINE: Table = Quarantine.__table__  # type: ignore[assignment]
 
 
 def snapshot(model: type[ModelT], row: Any) -> ModelT:
