@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 
@@ -18,11 +19,21 @@ class AcceptLinkError(ValueError):
     """The link was tampered with or has expired."""
 
 
+def link_secret(settings: Settings) -> str:
+    """The key that signs accept and unsubscribe links: ``LEADWERK_ACCEPT_SECRET``, else an
+    embedded default for a laptop, stable per store."""
+    if settings.accept_secret:
+        return settings.accept_secret
+    return hashlib.sha256(f"leadwerk-dev:{settings.database_url}".encode()).hexdigest()
+
+
 def _serializer(settings: Settings) -> URLSafeTimedSerializer:
-    secret = settings.accept_secret
-    if not secret:
-        # Embedded default for a laptop: stable per store. Production sets LEADWERK_ACCEPT_SECRET.
-        secret = hashlib.sha256(f"leadwerk-dev:{settings.database_url}".encode()).hexdigest()
+    return _serializer_for(link_secret(settings))
+
+
+@functools.lru_cache(maxsize=4)
+def _serializer_for(secret: str) -> URLSafeTimedSerializer:
+    """Built once per secret: every new lead's message signs a link (speed to lead)."""
     return URLSafeTimedSerializer(secret, salt="leadwerk.accept")
 
 

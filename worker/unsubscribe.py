@@ -10,11 +10,10 @@ Only nurture mail carries the headers: a notification to a rep is not a mailing 
 
 from __future__ import annotations
 
-import hashlib
-
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from config.settings import Settings
+from worker.accept import link_secret
 
 NURTURE = "nurture"
 
@@ -29,11 +28,7 @@ def is_nurture(purpose: str) -> bool:
 
 
 def _serializer(settings: Settings) -> URLSafeSerializer:
-    secret = settings.accept_secret
-    if not secret:
-        # The same embedded default as accept links: stable per store, for a laptop.
-        secret = hashlib.sha256(f"leadwerk-dev:{settings.database_url}".encode()).hexdigest()
-    return URLSafeSerializer(secret, salt="leadwerk.unsubscribe")
+    return URLSafeSerializer(link_secret(settings), salt="leadwerk.unsubscribe")
 
 
 def unsubscribe_url(settings: Settings, contact_id: int) -> str:

@@ -14,14 +14,15 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     Connection,
-    Insert,
     Row,
     Select,
+    TextClause,
     bindparam,
     func,
     insert,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -430,16 +431,12 @@ def _assign(
 
 
 @functools.lru_cache(maxsize=8)
-def _insert_timers(count: int) -> Insert:
+def _insert_timers(count: int) -> TextClause:
     """``count`` timers of one assignment in one statement, built once per count: an
-    executemany goes through the driver's pipeline, which cost several times more."""
-    return insert(TIMERS).values(
-        [
-            {
-                "assignment_id": bindparam("assignment_id"),
-                "kind": bindparam(f"kind_{index}"),
-                "fire_at": bindparam(f"fire_at_{index}", type_=TIMERS.c.fire_at.type),
-            }
-            for index in range(count)
-        ]
-    )
+    executemany goes through the driver's pipeline, which cost several times more, and
+    SQLAlchemy compiles a multi-row ``insert().values()`` anew on every call."""
+    rows = ", ".join(f"(:assignment_id, :kind_{i}, :fire_at_{i})" for i in range(count))
+    stamps = [bindparam(f"fire_at_{i}", type_=TIMERS.c.fire_at.type) for i in range(count)]
+    return text(
+        f"INSERT INTO {TIMERS.name} (assignment_id, kind, fire_at) VALUES {rows}"
+    ).bindparams(*stamps)
