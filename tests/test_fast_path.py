@@ -20,7 +20,7 @@ from worker.broker import setup_broker
 from worker.pipeline import actors
 from worker.pipeline.ingest import ingest_records
 from worker.pipeline.lead import score_and_route
-from worker.store.models import Assignment, Contact, Event, Message, Score
+from worker.store.models import Assignment, Contact, Event, Message, RepCounter, Score, SlaTimer
 from worker.sweep import find_pending
 
 HOT_LEAD = fair_row("eva.mueller@bigcorp.de", size=5000, title="Head of IT")
@@ -101,6 +101,25 @@ def test_a_second_lead_from_a_company_goes_to_the_rep_who_owns_it(lw: Leadwerk) 
     assert second.rule == "account owner" and second.rep == first.rep
 
 
+def test_the_rep_s_sla_clock_starts_in_the_same_transaction(lw: Leadwerk) -> None:
+    app = lw.app
+    tuesday_morning = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)  # the team is at work
+
+    score_and_route(app.store, app.config, take_in(app), tuesday_morning)
+
+    with app.store.session() as session:
+        assignment = session.scalars(select(Assignment)).one()
+        timers = session.scalars(select(SlaTimer).order_by(SlaTimer.fire_at)).all()
+        [counter] = session.scalars(select(RepCounter).where(RepCounter.rep == assignment.rep))
+    # The "standard" policy: an answer within 4 business hours, else the breach escalates.
+    assert assignment.sla_policy == "standard"
+    assert assignment.due_at == tuesday_morning + timedelta(hours=4)
+    assert [(t.assignment_id, t.kind, t.fire_at) for t in timers] == [
+        (assignment.id, "breach", assignment.due_at)
+    ]
+    assert (counter.assigned_total, counter.last_assigned_at) == (1, tuesday_morning)
+
+
 def test_a_lead_whose_routing_fails_is_still_scored_and_routing_is_retried_on_its_own(
     lw: Leadwerk, config_dir: Path
 ) -> None:
@@ -171,3 +190,44 @@ def test_a_score_lead_redelivered_after_the_fast_path_sends_nothing_more(lw: Lea
         assert session.scalar(select(func.count()).select_from(Message)) == 1
         assert session.scalar(select(func.count()).select_from(Assignment)) == 1
     assert len(smtp.messages) == 1
+
+
+def test_a_lead_no_rep_can_take_goes_to_every_fallback_manager_at_once(
+    make_settings: Callable[..., Settings], config_dir: Path, database_url: str
+) -> None:
+    (config_dir / "routing.yaml").write_text(
+        "rules:\n"
+        "  - name: nobody today\n"
+        '    when: country == "XX"\n'
+        "    team: inside-sales\n"
+        "    strategy: round_robin\n"
+        "fallback: {notify: [anna, jonas]}\n",
+        encoding="utf-8",
+    )
+    with SmtpServer() as smtp:
+        settings = make_settings(database_url=database_url, smtp_url=smtp.url)
+        app = init_app(settings)
+        broker = setup_broker(settings)
+        try:
+            actors.score_lead.fn(take_in(app))
+
+            mails = smtp.wait_for(2)
+            with app.store.session() as session:
+                assignment = session.scalars(select(Assignment)).one()
+                messages = session.scalars(select(Message).order_by(Message.rep)).all()
+                counted = session.scalar(select(func.count()).select_from(RepCounter))
+                timers = session.scalar(select(func.count()).select_from(SlaTimer))
+        finally:
+            broker.close()
+            app.close()
+    reps = app.config.team.reps
+    assert assignment.rep is None and assignment.status == "open"
+    assert [(m.rep, m.purpose, m.status) for m in messages] == [
+        ("anna", "unassigned_lead", "sent"),
+        ("jonas", "unassigned_lead", "sent"),
+    ]
+    assert sorted(mail.rcpt_tos[0] for mail in mails) == sorted(
+        [reps["anna"].email, reps["jonas"].email]
+    )
+    # Nobody's turn was used up and no rep's SLA clock runs.
+    assert (counted, timers) == (0, 0)

@@ -16,14 +16,10 @@ from sqlalchemy import (
     Connection,
     Row,
     Select,
-    TextClause,
     bindparam,
     func,
-    insert,
     inspect,
     select,
-    text,
-    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm.attributes import set_committed_value
@@ -34,6 +30,7 @@ from rules.expr import Context
 from rules.routing import RouteDecision, choose_sla, decide_route, due_time
 from rules.scoring import contact_view
 from rules.sla import plan_timers
+from worker.pipeline import handover
 from worker.pipeline.notify import new_lead_messages
 from worker.pipeline.score import event_facts, update_contact
 from worker.store.db import Store
@@ -44,7 +41,6 @@ from worker.store.models import (
     EVENTS,
     MESSAGES,
     SCORES,
-    TIMERS,
     Assignment,
     Contact,
     Event,
@@ -98,19 +94,13 @@ _OPEN_AND_ACCOUNT = select(
     _OWNER_OF_DOMAIN,
     _OPEN_OF_DOMAIN,
 )
+_OPEN_AND_ACCOUNT_AND_NEXT_ID = _OPEN_AND_ACCOUNT.add_columns(handover.NEXT_ASSIGNMENT_ID)
 _LOCK_COUNTERS = (
     select(COUNTERS)
     .where(COUNTERS.c.team == bindparam("team"))
     .order_by(COUNTERS.c.rep)
     .with_for_update()
 )
-_COUNT_ASSIGNMENT = (
-    update(COUNTERS)
-    .where(COUNTERS.c.team == bindparam("counter_team"), COUNTERS.c.rep == bindparam("counter_rep"))
-    .values(assigned_total=COUNTERS.c.assigned_total + 1, last_assigned_at=bindparam("now"))
-)
-_INSERT_ASSIGNMENT = insert(ASSIGNMENTS).returning(ASSIGNMENTS.c.id)
-_INSERT_MESSAGE = insert(MESSAGES).returning(MESSAGES.c.id)
 
 
 def lead_context(
@@ -242,14 +232,22 @@ def route_locked(
     right after the commit; a crash in between leaves them to the send lease, as any claim.
     """
     params = {"contact_id": contact.id, "domain": contact.email_domain}
-    assigned, owner, open_leads = connection.execute(_OPEN_AND_ACCOUNT, params).one()
+    if connection.dialect.name == "postgresql":
+        # The assignment's id is drawn now, outside the team's lock: see handover.py.
+        query = _OPEN_AND_ACCOUNT_AND_NEXT_ID
+        assigned, owner, open_leads, assignment_id = connection.execute(query, params).one()
+    else:
+        assigned, owner, open_leads = connection.execute(_OPEN_AND_ACCOUNT, params).one()
+        assignment_id = None
     if assigned is not None:
         if known is not None:
             update_contact(connection, contact.id, known.contact_changes)
         return []
     account = {} if _free_mail(config, contact) else _account(owner, open_leads)
     routing = decide(connection, config, contact, now, known=known, account=account)
-    messages = hand_over(connection, config, contact, routing, now, known=known, claim=claim)
+    messages = hand_over(
+        connection, config, contact, routing, now, known, claim=claim, assignment_id=assignment_id
+    )
     log.info("routed lead %s: %s", contact.id, routing.decision.reason)
     return messages
 
@@ -324,30 +322,57 @@ def hand_over(
     now: datetime,
     known: Known | None = None,
     claim: bool = False,
+    assignment_id: int | None = None,
 ) -> list[Message]:
-    """Persist a decision: the assignment with its SLA timers, and its outbox messages
-    (claimed for the caller with ``claim``, see :func:`route_locked`). The messages are
-    written already; each carries its id."""
-    assignment = _assign(connection, config, contact, routing, now, known)
+    """Persist a decision: the assignment with its SLA timers, the contact's owner, and the
+    outbox messages (claimed for the caller with ``claim``, see :func:`route_locked`). The
+    messages are written already; each carries its id. ``assignment_id``: drawn from the
+    sequence by the caller (PostgreSQL), else drawn or inserted here."""
+    decision, policy = routing.decision, routing.policy
+    values = _assignment_values(config, contact, routing, now)
+    if assignment_id is None and connection.dialect.name == "postgresql":
+        assignment_id = connection.execute(select(handover.NEXT_ASSIGNMENT_ID)).scalar_one()
+    if assignment_id is None:
+        assignment = Assignment(id=handover.insert_assignment(connection, values), **values)
+    else:
+        values["id"] = assignment_id
+        assignment = Assignment(**values)
     if known is not None:
         score = known.score
     else:
         row = connection.execute(_LATEST_SCORE, {"contact_id": contact.id}).first()
         score = snapshot(Score, row) if row else None
-    decision = routing.decision
     messages = new_lead_messages(config, contact, routing.event, assignment, decision, score)
-    for message in messages:
-        if claim:
+    if claim:
+        for message in messages:
             message.status, message.claimed_at, message.attempts = "sending", now, 1
-        values = {column.key: getattr(message, column.key) for column in _message_columns(message)}
-        message.id = connection.execute(_INSERT_MESSAGE, values).scalar_one()
+    timers = []
+    if policy is not None and decision.rep:
+        # The SLA clock lives in the store: reminders and the breach fire from these rows.
+        planned = plan_timers(now, policy.policy, config.calendars.get(decision.rep))
+        timers = [(timer.kind, timer.fire_at) for timer in planned]
+    counted = decision.rep in routing.counters.get(decision.team or "", {})
+    plan = handover.HandOver(
+        assignment=values if assignment_id is not None else {},
+        assignment_id=assignment.id,
+        contact_id=contact.id,
+        contact_changes={**(known.contact_changes if known else {}), "owner": decision.rep},
+        counter=(decision.team, decision.rep) if counted and decision.rep else None,
+        now=now,
+        timers=timers,
+        messages=[_given(message) for message in messages],
+    )
+    for message, message_id in zip(messages, handover.write(connection, plan), strict=True):
+        message.id = message_id
+    # The caller's contact object may belong to its session: it learns the owner as written.
+    set_committed_value(contact, "owner", decision.rep)
     return messages
 
 
-def _message_columns(message: Message) -> list[Any]:
-    """The columns a new message sets; the others take their defaults."""
+def _given(message: Message) -> dict[str, Any]:
+    """The columns a new message sets, by key; the others take their defaults."""
     given = inspect(message).dict
-    return [column for column in MESSAGES.c if column.key in given]
+    return {column.key: given[column.key] for column in MESSAGES.c if column.key in given}
 
 
 class _TeamStates(Mapping[str, list[RepState]]):
@@ -378,23 +403,17 @@ class _TeamStates(Mapping[str, list[RepState]]):
         return len(self._made)
 
 
-def _assign(
-    connection: Connection,
-    config: Config,
-    contact: Contact,
-    routing: Routing,
-    now: datetime,
-    known: Known | None,
-) -> Assignment:
+def _assignment_values(
+    config: Config, contact: Contact, routing: Routing, now: datetime
+) -> dict[str, Any]:
     decision, policy, within = routing.decision, routing.policy, routing.within
-    event = routing.event
     due = None
     if within is not None:
         calendar = config.calendars.get(decision.answerer or "")
         due = due_time(now, within, policy.policy.clock, calendar)
-    values = {
+    return {
         "contact_id": contact.id,
-        "event_id": event.id if event else None,
+        "event_id": routing.event.id if routing.event else None,
         "rep": decision.rep,
         "team": decision.team,
         "rule": decision.rule,
@@ -407,36 +426,3 @@ def _assign(
         "status": "open",
         "created_at": now,
     }
-    assignment_id = connection.execute(_INSERT_ASSIGNMENT, values).scalar_one()
-    assignment = Assignment(id=assignment_id, **values)
-    changes = {**(known.contact_changes if known else {}), "owner": decision.rep}
-    update_contact(connection, contact.id, changes)
-    # The caller's contact object may belong to its session: it learns the owner as written.
-    set_committed_value(contact, "owner", decision.rep)
-    if decision.rep and decision.team and decision.rep in routing.counters.get(decision.team, {}):
-        connection.execute(
-            _COUNT_ASSIGNMENT,
-            {"counter_team": decision.team, "counter_rep": decision.rep, "now": now},
-        )
-    if policy is not None and decision.rep:
-        # The SLA clock lives in the store: reminders and the breach fire from these rows.
-        calendar = config.calendars.get(decision.rep)
-        timers = plan_timers(now, policy.policy, calendar)
-        if timers:
-            params: dict[str, Any] = {"assignment_id": assignment.id}
-            for index, timer in enumerate(timers):
-                params[f"kind_{index}"], params[f"fire_at_{index}"] = timer.kind, timer.fire_at
-            connection.execute(_insert_timers(len(timers)), params)
-    return assignment
-
-
-@functools.lru_cache(maxsize=8)
-def _insert_timers(count: int) -> TextClause:
-    """``count`` timers of one assignment in one statement, built once per count: an
-    executemany goes through the driver's pipeline, which cost several times more, and
-    SQLAlchemy compiles a multi-row ``insert().values()`` anew on every call."""
-    rows = ", ".join(f"(:assignment_id, :kind_{i}, :fire_at_{i})" for i in range(count))
-    stamps = [bindparam(f"fire_at_{i}", type_=TIMERS.c.fire_at.type) for i in range(count)]
-    return text(
-        f"INSERT INTO {TIMERS.name} (assignment_id, kind, fire_at) VALUES {rows}"
-    ).bindparams(*stamps)

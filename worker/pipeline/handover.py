@@ -1,0 +1,186 @@
+"""The writes that hand a lead to a rep, in as few round trips as the store allows.
+
+Routing holds the team's counter rows locked from the moment it reads them until its
+transaction commits, so that parallel workers never hand out the same turn. Every round trip
+inside that window makes every other lead for the team wait. On PostgreSQL the assignment,
+the contact's new owner and score, the rep's counter, the SLA timers and the outbox messages
+therefore go out as one statement (data-modifying CTEs), with the assignment's id drawn from
+its sequence beforehand; SQLite, with one writer at a time anyway, gets them one by one.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    CTE,
+    ColumnDefault,
+    Connection,
+    Select,
+    Table,
+    TextClause,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
+
+from worker.pipeline.score import update_contact
+from worker.store.models import ASSIGNMENTS, CONTACTS, COUNTERS, MESSAGES, TIMERS
+
+NEXT_ASSIGNMENT_ID = func.nextval(func.pg_get_serial_sequence(ASSIGNMENTS.name, "id"))
+
+_INSERT_ASSIGNMENT = insert(ASSIGNMENTS).returning(ASSIGNMENTS.c.id)
+_INSERT_MESSAGE = insert(MESSAGES).returning(MESSAGES.c.id)
+_COUNT_ASSIGNMENT = (
+    update(COUNTERS)
+    .where(COUNTERS.c.team == bindparam("counter_team"), COUNTERS.c.rep == bindparam("counter_rep"))
+    .values(assigned_total=COUNTERS.c.assigned_total + 1, last_assigned_at=bindparam("now"))
+)
+
+
+@dataclass(frozen=True)
+class HandOver:
+    """Everything a hand-over writes. ``assignment``: the row's values, with its ``id``, when
+    the id was drawn beforehand; empty when the row is in already. ``messages``: the outbox
+    rows' values, in order."""
+
+    assignment_id: int
+    assignment: dict[str, Any]
+    contact_id: int
+    contact_changes: dict[str, Any]
+    counter: tuple[str, str] | None  # (team, rep) whose lifetime count goes up
+    now: datetime
+    timers: Sequence[tuple[str, datetime]]  # (kind, fire_at)
+    messages: Sequence[dict[str, Any]]
+
+
+def insert_assignment(connection: Connection, values: dict[str, Any]) -> int:
+    """The assignment on its own, for a store that draws its id on insert (SQLite)."""
+    return int(connection.execute(_INSERT_ASSIGNMENT, values).scalar_one())
+
+
+def write(connection: Connection, plan: HandOver) -> list[int]:
+    """Write the hand-over; returns the messages' ids in order. The assignment is written
+    here only when its id was drawn beforehand (see :func:`insert_assignment`)."""
+    if connection.dialect.name == "postgresql":
+        return _write_together(connection, plan)
+    return _write_apart(connection, plan)
+
+
+def _write_apart(connection: Connection, plan: HandOver) -> list[int]:
+    if plan.assignment:
+        connection.execute(insert(ASSIGNMENTS), plan.assignment)
+    update_contact(connection, plan.contact_id, plan.contact_changes)
+    if plan.counter is not None:
+        team, rep = plan.counter
+        connection.execute(
+            _COUNT_ASSIGNMENT, {"counter_team": team, "counter_rep": rep, "now": plan.now}
+        )
+    if plan.timers:
+        params: dict[str, Any] = {"assignment_id": plan.assignment_id}
+        for index, (kind, fire_at) in enumerate(plan.timers):
+            params[f"kind_{index}"], params[f"fire_at_{index}"] = kind, fire_at
+        connection.execute(_insert_timers(len(plan.timers)), params)
+    return [connection.execute(_INSERT_MESSAGE, row).scalar_one() for row in plan.messages]
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_timers(count: int) -> TextClause:
+    """``count`` timers of one assignment in one statement, built once per count: an
+    executemany goes through the driver's pipeline, which cost several times more, and
+    SQLAlchemy compiles a multi-row ``insert().values()`` anew on every call."""
+    rows = ", ".join(f"(:assignment_id, :kind_{i}, :fire_at_{i})" for i in range(count))
+    stamps = [bindparam(f"fire_at_{i}", type_=TIMERS.c.fire_at.type) for i in range(count)]
+    return text(
+        f"INSERT INTO {TIMERS.name} (assignment_id, kind, fire_at) VALUES {rows}"
+    ).bindparams(*stamps)
+
+
+def _write_together(connection: Connection, plan: HandOver) -> list[int]:
+    assignment = _with_defaults(ASSIGNMENTS, plan.assignment)
+    messages = [_with_defaults(MESSAGES, row) for row in plan.messages]
+    statement = _together(
+        tuple(assignment),
+        tuple(plan.contact_changes),
+        plan.counter is not None,
+        len(plan.timers),
+        tuple(tuple(row) for row in messages),
+    )
+    params: dict[str, Any] = {f"a_{key}": value for key, value in assignment.items()}
+    params["c_id"] = plan.contact_id
+    params.update({f"c_{key}": value for key, value in plan.contact_changes.items()})
+    if plan.counter is not None:
+        params["counter_team"], params["counter_rep"] = plan.counter
+        params["now"] = plan.now
+    for index, (kind, fire_at) in enumerate(plan.timers):
+        params[f"t{index}_kind"], params[f"t{index}_fire_at"] = kind, fire_at
+    for index, row in enumerate(messages):
+        params.update({f"m{index}_{key}": value for key, value in row.items()})
+    ids = connection.execute(statement, params).one()
+    return list(ids[: len(plan.messages)])
+
+
+def _with_defaults(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with the Python-side column defaults filled in: SQLAlchemy names the bound
+    parameter of a default after its column, so two INSERTs into one table in the same
+    statement would clash over it."""
+    full = dict(row)
+    for column in table.c:
+        default = column.default
+        if column.key in full or not isinstance(default, ColumnDefault):
+            continue
+        if default.is_callable:
+            full[column.key] = default.arg(None)  # type: ignore[operator]
+        elif default.is_scalar:
+            full[column.key] = default.arg
+    return full
+
+
+@functools.lru_cache(maxsize=64)
+def _together(
+    assignment: tuple[str, ...],
+    contact: tuple[str, ...],
+    counted: bool,
+    timers: int,
+    messages: tuple[tuple[str, ...], ...],
+) -> Select[Any]:
+    """The hand-over as one statement, built once per shape (which contact columns change,
+    how many timers and messages): each row is a single-row INSERT of its own, since
+    SQLAlchemy does not cache a multi-row ``insert().values()``."""
+    ctes: list[CTE] = [_insert("a", ASSIGNMENTS, assignment)]
+    contact_update = update(CONTACTS).where(CONTACTS.c.id == bindparam("c_id"))
+    ctes.append(contact_update.values(_binds("c", CONTACTS, contact)).cte("c"))
+    if counted:
+        ctes.append(_COUNT_ASSIGNMENT.cte("k"))
+    for index in range(timers):
+        values = {
+            "assignment_id": bindparam("a_id", type_=ASSIGNMENTS.c.id.type),
+            "kind": bindparam(f"t{index}_kind", type_=TIMERS.c.kind.type),
+            "fire_at": bindparam(f"t{index}_fire_at", type_=TIMERS.c.fire_at.type),
+        }
+        ctes.append(insert(TIMERS).values(values).cte(f"t{index}"))
+    written = [
+        _insert(f"m{index}", MESSAGES, columns, returning=True)
+        for index, columns in enumerate(messages)
+    ]
+    columns = [select(cte.c.id).scalar_subquery() for cte in written] or [literal(0)]
+    return select(*columns).add_cte(*ctes, *written)
+
+
+def _insert(name: str, table: Table, columns: tuple[str, ...], returning: bool = False) -> CTE:
+    statement = insert(table).values(_binds(name, table, columns))
+    if returning:
+        statement = statement.returning(table.c.id)
+    return statement.cte(name)
+
+
+def _binds(prefix: str, table: Table, columns: tuple[str, ...]) -> dict[str, Any]:
+    return {key: bindparam(f"{prefix}_{key}", type_=table.c[key].type) for key in columns}
