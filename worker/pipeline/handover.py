@@ -18,10 +18,8 @@ from typing import Any
 
 from sqlalchemy import (
     CTE,
-    ColumnDefault,
     Connection,
     Select,
-    Table,
     TextClause,
     bindparam,
     func,
@@ -33,6 +31,7 @@ from sqlalchemy import (
 )
 
 from worker.pipeline.score import update_contact
+from worker.store.ctes import binds, insert_cte, prefixed, with_defaults
 from worker.store.models import ASSIGNMENTS, CONTACTS, COUNTERS, MESSAGES, TIMERS
 
 NEXT_ASSIGNMENT_ID = func.nextval(func.pg_get_serial_sequence(ASSIGNMENTS.name, "id"))
@@ -105,8 +104,8 @@ def _insert_timers(count: int) -> TextClause:
 
 
 def _write_together(connection: Connection, plan: HandOver) -> list[int]:
-    assignment = _with_defaults(ASSIGNMENTS, plan.assignment)
-    messages = [_with_defaults(MESSAGES, row) for row in plan.messages]
+    assignment = with_defaults(ASSIGNMENTS, plan.assignment)
+    messages = [with_defaults(MESSAGES, row) for row in plan.messages]
     statement = _together(
         tuple(assignment),
         tuple(plan.contact_changes),
@@ -114,34 +113,18 @@ def _write_together(connection: Connection, plan: HandOver) -> list[int]:
         len(plan.timers),
         tuple(tuple(row) for row in messages),
     )
-    params: dict[str, Any] = {f"a_{key}": value for key, value in assignment.items()}
+    params: dict[str, Any] = prefixed("a", assignment)
     params["c_id"] = plan.contact_id
-    params.update({f"c_{key}": value for key, value in plan.contact_changes.items()})
+    params.update(prefixed("c", plan.contact_changes))
     if plan.counter is not None:
         params["counter_team"], params["counter_rep"] = plan.counter
         params["now"] = plan.now
     for index, (kind, fire_at) in enumerate(plan.timers):
         params[f"t{index}_kind"], params[f"t{index}_fire_at"] = kind, fire_at
     for index, row in enumerate(messages):
-        params.update({f"m{index}_{key}": value for key, value in row.items()})
+        params.update(prefixed(f"m{index}", row))
     ids = connection.execute(statement, params).one()
     return list(ids[: len(plan.messages)])
-
-
-def _with_defaults(table: Table, row: dict[str, Any]) -> dict[str, Any]:
-    """``row`` with the Python-side column defaults filled in: SQLAlchemy names the bound
-    parameter of a default after its column, so two INSERTs into one table in the same
-    statement would clash over it."""
-    full = dict(row)
-    for column in table.c:
-        default = column.default
-        if column.key in full or not isinstance(default, ColumnDefault):
-            continue
-        if default.is_callable:
-            full[column.key] = default.arg(None)  # type: ignore[operator]
-        elif default.is_scalar:
-            full[column.key] = default.arg
-    return full
 
 
 @functools.lru_cache(maxsize=64)
@@ -153,11 +136,10 @@ def _together(
     messages: tuple[tuple[str, ...], ...],
 ) -> Select[Any]:
     """The hand-over as one statement, built once per shape (which contact columns change,
-    how many timers and messages): each row is a single-row INSERT of its own, since
-    SQLAlchemy does not cache a multi-row ``insert().values()``."""
-    ctes: list[CTE] = [_insert("a", ASSIGNMENTS, assignment)]
+    how many timers and messages)."""
+    ctes: list[CTE] = [insert_cte("a", ASSIGNMENTS, assignment)]
     contact_update = update(CONTACTS).where(CONTACTS.c.id == bindparam("c_id"))
-    ctes.append(contact_update.values(_binds("c", CONTACTS, contact)).cte("c"))
+    ctes.append(contact_update.values(binds("c", CONTACTS, contact)).cte("c"))
     if counted:
         ctes.append(_COUNT_ASSIGNMENT.cte("k"))
     for index in range(timers):
@@ -168,19 +150,8 @@ def _together(
         }
         ctes.append(insert(TIMERS).values(values).cte(f"t{index}"))
     written = [
-        _insert(f"m{index}", MESSAGES, columns, returning=True)
+        insert_cte(f"m{index}", MESSAGES, columns, returning=True)
         for index, columns in enumerate(messages)
     ]
     columns = [select(cte.c.id).scalar_subquery() for cte in written] or [literal(0)]
     return select(*columns).add_cte(*ctes, *written)
-
-
-def _insert(name: str, table: Table, columns: tuple[str, ...], returning: bool = False) -> CTE:
-    statement = insert(table).values(_binds(name, table, columns))
-    if returning:
-        statement = statement.returning(table.c.id)
-    return statement.cte(name)
-
-
-def _binds(prefix: str, table: Table, columns: tuple[str, ...]) -> dict[str, Any]:
-    return {key: bindparam(f"{prefix}_{key}", type_=table.c[key].type) for key in columns}

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Select, bindparam, insert, or_, select, update
 
 from config.loader import Config
 from rules.scoring import ScoreResult, r1, score_contact
+from worker.store.ctes import insert_cte, prefixed, with_defaults
 from worker.store.db import Store
 from worker.store.models import (
     CONTACTS,
@@ -100,7 +102,6 @@ def score_locked(
     score, changes = _record(connection, config, contact, event_id, result, now)
     if write_contact:
         update_contact(connection, contact.id, changes)
-    connection.execute(_MARK_PROCESSED, {"event_id": event_id, "now": now})
     latest = max(events, key=lambda e: (e.occurred_at, e.id))
     needs_routing = contact.stage == "mql" and contact.owner is None
     return Scored(contact, latest, score, needs_routing, changes)
@@ -119,8 +120,9 @@ def _record(
     result: ScoreResult,
     now: datetime,
 ) -> tuple[Score, dict[str, Any]]:
-    """Write the score (and a stage change it makes); returns the score and the contact's
-    changed columns, which are set on ``contact`` too but not written."""
+    """Write the score (and a stage change it makes) and mark the event processed; returns
+    the score and the contact's changed columns, which are set on ``contact`` too but not
+    written."""
     ruleset = config.ruleset
     values = {
         "contact_id": contact.id,
@@ -135,7 +137,6 @@ def _record(
         "ruleset_hash": ruleset.hash,
         "computed_at": now,
     }
-    score = Score(id=connection.execute(_INSERT_SCORE, values).scalar_one(), **values)
     changes: dict[str, Any] = {
         "score": result.score,
         "fit": result.fit,
@@ -153,17 +154,53 @@ def _record(
             f"score {r1(result.score)} >= {ruleset.threshold:g} (rules v{ruleset.version}, "
             f"{ruleset.hash})"
         )
+    stage_change = None
     if "stage" in changes:
-        connection.execute(
-            _INSERT_STAGE_CHANGE,
-            {
-                "contact_id": contact.id,
-                "from_stage": contact.stage,
-                "to_stage": changes["stage"],
-                "cause": cause,
-                "at": now,
-            },
-        )
+        stage_change = {
+            "contact_id": contact.id,
+            "from_stage": contact.stage,
+            "to_stage": changes["stage"],
+            "cause": cause,
+            "at": now,
+        }
+    score_id = _write(connection, values, stage_change, event_id, now)
     for name, value in changes.items():
         setattr(contact, name, value)
-    return score, changes
+    return Score(id=score_id, **values), changes
+
+
+def _write(
+    connection: Connection,
+    score: dict[str, Any],
+    stage_change: dict[str, Any] | None,
+    event_id: int,
+    now: datetime,
+) -> int:
+    """Write the score, the stage change and the event's ``processed`` mark; returns the
+    score's id. One statement on PostgreSQL (see worker/store/ctes.py)."""
+    params = {"event_id": event_id, "now": now}
+    if connection.dialect.name != "postgresql":
+        score_id = connection.execute(_INSERT_SCORE, score).scalar_one()
+        if stage_change is not None:
+            connection.execute(_INSERT_STAGE_CHANGE, stage_change)
+        connection.execute(_MARK_PROCESSED, params)
+        return int(score_id)
+    score = with_defaults(SCORES, score)
+    params.update(prefixed("s", score))
+    change: tuple[str, ...] = ()
+    if stage_change is not None:
+        stage_change = with_defaults(STAGE_CHANGES, stage_change)
+        params.update(prefixed("g", stage_change))
+        change = tuple(stage_change)
+    return int(connection.execute(_scored_together(tuple(score), change), params).scalar_one())
+
+
+@functools.lru_cache(maxsize=8)
+def _scored_together(score: tuple[str, ...], stage_change: tuple[str, ...]) -> Select[Any]:
+    """The score, its stage change (when ``stage_change`` names columns) and the event's
+    mark as one statement, built once per shape."""
+    written = insert_cte("s", SCORES, score, returning=True)
+    ctes = [_MARK_PROCESSED.cte("e")]
+    if stage_change:
+        ctes.append(insert_cte("g", STAGE_CHANGES, stage_change))
+    return select(select(written.c.id).scalar_subquery()).add_cte(written, *ctes)
