@@ -1,17 +1,22 @@
 """Accepting from Slack and by link, over HTTP against a real uvicorn server on 127.0.0.1:
-Slack's request signature is checked (tampered or stale → 401), accept links too (→ 403)."""
+Slack's request signature is checked (tampered or stale → 401), accept links too (→ 403).
+What the rep then sees in Slack goes to the click's response_url, here a local Slack server."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import logging
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -21,6 +26,10 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import select
 
 from config.settings import Settings
+from connectors.notify.slack import lead_card_blocks
+from connectors.notify.slack_actions import parse_block_actions
+from tests.servers.recorded import Recorded
+from tests.servers.slack import SlackApiServer
 from tests.sla_helpers import add_mql, write_config
 from worker.accept import sign_accept
 from worker.app import App, init_app
@@ -59,10 +68,27 @@ class Served:
 
 
 @pytest.fixture
-def served(config_dir: Path, make_settings: Callable[..., Settings]) -> Iterator[Served]:
-    """Leadwerk's web app on a free port, with one lead routed to Jonas at T."""
+def slack() -> Iterator[SlackApiServer]:
+    """Slack, as far as Leadwerk talks to it: the Web API and the response_url of clicks."""
+    with SlackApiServer() as server:
+        yield server
+
+
+@pytest.fixture
+def served(
+    config_dir: Path, make_settings: Callable[..., Settings], slack: SlackApiServer
+) -> Iterator[Served]:
+    """Leadwerk's web app on a free port, with one lead routed to Jonas at T; any Slack API
+    call it would make goes to ``slack``."""
     write_config(config_dir, team=ONLY_JONAS)
-    app = init_app(make_settings(slack_signing_secret=SIGNING_SECRET, accept_secret=ACCEPT_SECRET))
+    app = init_app(
+        make_settings(
+            slack_signing_secret=SIGNING_SECRET,
+            accept_secret=ACCEPT_SECRET,
+            slack_token=slack.token,
+            slack_base_url=slack.base_url,
+        )
+    )
     lead = add_mql(app.store, 1, T)
     route_contact(app.store, app.config, lead, T)
     server = uvicorn.Server(
@@ -81,15 +107,58 @@ def served(config_dir: Path, make_settings: Callable[..., Settings]) -> Iterator
         app.close()
 
 
-def click(lead: int, user: str = JONAS_SLACK) -> bytes:
-    """The form body Slack posts when a user clicks our "Accept" button."""
-    payload = {
+@pytest.fixture
+def warnings() -> Iterator[Recorded[str]]:
+    """The web process's warnings as they are logged, from whichever thread logs them."""
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.add(record.getMessage())
+
+    logged: Recorded[str] = Recorded("warning(s)")
+    handler = Handler(logging.WARNING)
+    logger = logging.getLogger("leadwerk.web")
+    logger.addHandler(handler)
+    try:
+        yield logged
+    finally:
+        logger.removeHandler(handler)
+
+
+def card(lead: int) -> list[dict[str, Any]]:
+    """The lead card as our notifier sends it, with the block ids Slack gives each block, as
+    Slack sends the message back with a click."""
+    blocks = lead_card_blocks(
+        title="New lead: Eva Lead1",
+        fields=[("Name", "Eva Lead1"), ("Company", "Company 1 AG"), ("Score", "80")],
+        reasons=["Head of IT at a company of 5000", "asked for a demo"],
+        due_text="Respond by Mon 16 Nov 2026, 10:05 CET (hot)",
+        accept_url=None,
+        accept_value=str(lead),
+    )
+    return [{**block, "block_id": f"b{number}"} for number, block in enumerate(blocks)]
+
+
+def click(
+    lead: int,
+    user: str = JONAS_SLACK,
+    response_url: str | None = None,
+    blocks: list[dict[str, Any]] | None = None,
+) -> bytes:
+    """The form body Slack posts when a user clicks our "Accept" button; ``response_url`` and
+    the clicked message's ``blocks`` only when given."""
+    payload: dict[str, Any] = {
         "type": "block_actions",
         "user": {"id": user, "username": "jonas"},
+        "container": {"type": "message", "message_ts": "1700000000.000100", "is_ephemeral": False},
         "actions": [
             {"action_id": "accept_lead", "value": str(lead), "type": "button"},
         ],
     }
+    if response_url is not None:
+        payload["response_url"] = response_url
+    if blocks is not None:
+        payload["message"] = {"type": "message", "text": "New lead", "blocks": blocks}
     return urlencode({"payload": json.dumps(payload)}).encode()
 
 
@@ -178,6 +247,145 @@ def test_another_rep_cannot_accept_a_lead_that_is_not_theirs(served: Served) -> 
         "text": f"lead {served.lead} is assigned to jonas; only they can accept it",
     }
     assert served.assignment().status == "open"
+
+
+def test_an_accepted_click_replaces_the_card_with_one_that_says_who_accepted(
+    served: Served, slack: SlackApiServer
+) -> None:
+    original = card(served.lead)
+    body = click(served.lead, response_url=slack.response_url(), blocks=original)
+
+    response = post(served, body, signed(body, int(time.time())))
+
+    assert response.status_code == 200 and response.json()["accepted"] == 1
+    [call] = slack.wait_for(1)
+    assert call.response_url == "click"
+    assert call.headers["content-type"].startswith("application/json")
+    assert call.body["replace_original"] is True
+    # the plain fallback (notifications): T is long gone, so the SLA was due
+    assert call.body["text"] == f"lead {served.lead} accepted by jonas (after the SLA was due)"
+    blocks = call.body["blocks"]
+    # the card as it was, minus its button: nothing is left to click twice
+    assert [b["type"] for b in blocks] == ["header", "section", "section", "context", "context"]
+    assert blocks[0]["text"] == original[0]["text"]
+    assert blocks[1]["fields"] == original[1]["fields"]
+    assert blocks[3]["elements"] == original[3]["elements"]
+    # and a closing line naming the rep (Slack shows the mention as their name) and the time
+    # on their clock (Europe/Berlin, the team's default)
+    line = blocks[-1]["elements"][0]
+    assert line["type"] == "mrkdwn"
+    assert re.fullmatch(
+        rf":white_check_mark: Accepted by <@{JONAS_SLACK}> on "
+        r"\w{3} \d{2} \w{3} \d{4}, \d{2}:\d{2} CES?T",
+        line["text"],
+    ), line["text"]
+    assert served.assignment().status == "accepted"
+
+
+def test_an_accepted_click_on_a_message_without_blocks_leaves_just_the_line(
+    served: Served, slack: SlackApiServer
+) -> None:
+    body = click(served.lead, response_url=slack.response_url())
+
+    response = post(served, body, signed(body, int(time.time())))
+
+    assert response.status_code == 200
+    [call] = slack.wait_for(1)
+    assert call.body["replace_original"] is True
+    [line] = call.body["blocks"]
+    assert line["type"] == "context"
+    assert f"Accepted by <@{JONAS_SLACK}>" in line["elements"][0]["text"]
+
+
+def test_a_refused_click_tells_only_the_clicking_rep_why_and_leaves_the_card(
+    served: Served, slack: SlackApiServer
+) -> None:
+    # Tom clicks a button he should never have had: the lead is Jonas'
+    body = click(
+        served.lead, user="U031TOMF1", response_url=slack.response_url(), blocks=card(served.lead)
+    )
+
+    response = post(served, body, signed(body, int(time.time())))
+
+    assert response.status_code == 200 and response.json()["accepted"] == 0
+    [call] = slack.wait_for(1)
+    assert call.body == {
+        "response_type": "ephemeral",
+        "replace_original": False,
+        "text": f"lead {served.lead} is assigned to jonas; only they can accept it",
+    }
+    assert served.assignment().status == "open"
+
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: a connection there is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("failure", ["answers 500", "is unreachable"])
+def test_a_failing_response_url_leaves_the_lead_accepted(
+    served: Served, slack: SlackApiServer, warnings: Recorded[str], failure: str
+) -> None:
+    if failure == "answers 500":
+        slack.queue_response(500, "internal_error")
+        url, expected = slack.response_url(), "answered HTTP 500 (internal_error)"
+    else:
+        url, expected = f"http://127.0.0.1:{_closed_port()}/actions/click", "unreachable"
+    body = click(served.lead, response_url=url, blocks=card(served.lead))
+
+    response = post(served, body, signed(body, int(time.time())))
+
+    assert response.status_code == 200 and response.json()["accepted"] == 1
+    [warning] = warnings.wait_for(1)
+    assert expected in warning and "127.0.0.1" in warning
+    assert "/actions/" not in warning  # the URL itself lets anyone post: it is not logged
+    assert served.assignment().status == "accepted"
+
+
+def test_a_response_url_that_is_not_http_is_not_posted_to(
+    served: Served, slack: SlackApiServer, warnings: Recorded[str]
+) -> None:
+    url = slack.response_url().replace("http://", "ftp://", 1)
+    body = click(served.lead, response_url=url, blocks=card(served.lead))
+
+    response = post(served, body, signed(body, int(time.time())))
+
+    assert response.status_code == 200 and response.json()["accepted"] == 1
+    [warning] = warnings.wait_for(1)
+    assert "not an http(s) URL" in warning
+    assert slack.calls == []
+    assert served.assignment().status == "accepted"
+
+
+def test_a_click_without_a_response_url_posts_nothing(
+    served: Served, slack: SlackApiServer
+) -> None:
+    body = click(served.lead, blocks=card(served.lead))
+
+    response = post(served, body, signed(body, int(time.time())))
+
+    assert response.status_code == 200 and response.json()["accepted"] == 1
+    with pytest.raises(TimeoutError):
+        slack.wait_for(1, timeout=0.5)
+    assert served.assignment().status == "accepted"
+
+
+def test_payload_fields_of_the_wrong_type_read_as_absent() -> None:
+    payload = {
+        "type": "block_actions",
+        "user": {"id": 42},
+        "response_url": ["https://hooks.slack.com/actions/T0/1/x"],
+        "message": {"blocks": "not a list"},
+        "actions": [{"action_id": "accept_lead", "value": 7}],
+    }
+
+    interaction = parse_block_actions(urlencode({"payload": json.dumps(payload)}).encode())
+
+    assert interaction.response_url is None and interaction.message_blocks is None
+    [action] = interaction.actions
+    assert action.value is None and action.user_id is None
 
 
 def test_the_signed_accept_link_accepts_once(served: Served) -> None:

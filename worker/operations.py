@@ -128,18 +128,19 @@ def accept_lead(app: App, lead: str, now: datetime | None = None) -> str | None:
 
 def accept_from_slack(
     app: App, lead: str, slack_user: str | None, now: datetime
-) -> tuple[bool, str]:
-    """A click on "Accept" in Slack: (accepted?, what to tell the rep). Only the rep who has
-    the lead (or, for an unassigned one, a fallback manager) may accept it there, so a button
-    in an old message never accepts a lead that has since gone to someone else."""
+) -> tuple[str | None, str]:
+    """A click on "Accept" in Slack: (the rep who accepted, None when refused; what to tell
+    the rep). Only the rep who has the lead (or, for an unassigned one, a fallback manager)
+    may accept it there, so a button in an old message never accepts a lead that has since
+    gone to someone else."""
     reps = app.config.team.reps
     rep = next((r for r, p in reps.items() if slack_user and p.slack == slack_user), None)
     if not lead.isdigit():
-        return False, "this button does not name a lead"
+        return None, "this button does not name a lead"
     with app.store.session() as session:
         contact = session.get(Contact, int(lead), with_for_update=True)
         if contact is None:
-            return False, "this lead no longer exists"
+            return None, "this lead no longer exists"
         assignments = list(
             session.scalars(
                 select(Assignment)
@@ -150,12 +151,12 @@ def accept_from_slack(
         current = next((a for a in assignments if a.status == "open"), None)
         if current is None:
             last = assignments[0].status if assignments else "never assigned"
-            return False, f"lead {contact.id} is not open: it was {last}"
+            return None, f"lead {contact.id} is not open: it was {last}"
         allowed = current.rep == rep or (current.rep is None and rep in app.config.fallback)
         if rep is None or not allowed:
             holder = current.rep or "the managers"
-            return False, f"lead {contact.id} is assigned to {holder}; only they can accept it"
-        return True, accept_assignment(session, current, contact, now, "accepted in Slack")
+            return None, f"lead {contact.id} is assigned to {holder}; only they can accept it"
+        return rep, accept_assignment(session, current, contact, now, "accepted in Slack")
 
 
 def accept_assignment(

@@ -10,17 +10,28 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from sqlalchemy import select
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from config.loader import Config
+from connectors.notify.slack import (
+    accepted_line,
+    card_with_outcome,
+    ephemeral_body,
+    post_to_response_url,
+    replace_original_body,
+)
 from connectors.notify.slack_actions import (
+    BlockActions,
     SlackRequestError,
     parse_block_actions,
     verify_slack_request,
@@ -29,10 +40,14 @@ from worker.accept import AcceptLinkError, verify_accept
 from worker.app import App
 from worker.metrics import store_registry
 from worker.operations import accept_assignment, accept_from_slack
+from worker.pipeline.notify import local_time_text
 from worker.store.models import Assignment, Contact
 from worker.webhooks import body_limit, receive_webhook, webhook_source
 
 log = logging.getLogger("leadwerk.web")
+
+# Seconds for posting to a click's response_url; it happens after Slack has its answer.
+RESPONSE_URL_TIMEOUT = 5.0
 
 WEBHOOKS = Counter(
     "leadwerk_webhooks_total", "Webhook deliveries by source and outcome", ["source", "outcome"]
@@ -90,7 +105,11 @@ def create_app(app: App) -> Starlette:
         return HTMLResponse(f"<p>Thank you: {text}.</p>")
 
     async def slack_actions(request: Request) -> Response:
-        """Slack buttons: "Accept" on a lead card accepts the lead and stops its SLA clock."""
+        """Slack buttons: "Accept" on a lead card accepts the lead and stops its SLA clock.
+
+        Slack ignores the body of this answer, so what the rep sees changes through the
+        click's ``response_url``, once the answer is sent (Slack waits 3 s at most): the card
+        loses its button and says who accepted it, or the rep alone learns why not."""
         body = await request.body()
         if len(body) > settings.max_body_bytes:
             return JSONResponse({"error": "body too large"}, status_code=413)
@@ -104,16 +123,27 @@ def create_app(app: App) -> Starlette:
         except SlackRequestError as exc:
             return JSONResponse({"error": str(exc)}, status_code=401)
         try:
-            actions = parse_block_actions(body)
+            interaction = parse_block_actions(body)
         except SlackRequestError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         accepted, texts = 0, []
-        for action in actions:
+        accepted_by: tuple[str, str | None] | None = None  # (rep, their Slack user id)
+        for action in interaction.actions:
             if action.action_id == "accept_lead":
-                done, text = accept_from_slack(app, action.value or "", action.user_id, now)
-                accepted += done
+                rep, text = accept_from_slack(app, action.value or "", action.user_id, now)
+                if rep is not None:
+                    accepted += 1
+                    accepted_by = (rep, action.user_id)
                 texts.append(text)
-        return JSONResponse({"accepted": accepted, "text": "; ".join(texts) or "nothing to do"})
+        reply = _slack_reply(app.config, interaction, accepted_by, texts, now)
+        return JSONResponse(
+            {"accepted": accepted, "text": "; ".join(texts) or "nothing to do"},
+            background=(
+                BackgroundTask(_respond_in_slack, interaction.response_url, reply)
+                if reply is not None and interaction.response_url is not None
+                else None
+            ),
+        )
 
     return Starlette(
         routes=[
@@ -140,6 +170,33 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _slack_reply(
+    config: Config,
+    interaction: BlockActions,
+    accepted_by: tuple[str, str | None] | None,
+    texts: list[str],
+    now: datetime,
+) -> dict[str, Any] | None:
+    """What to post to the click's response_url: the card, accepted, in place of the one
+    clicked; a refusal for the clicking rep's eyes only; or nothing when no lead was asked for."""
+    if not texts:
+        return None
+    summary = "; ".join(texts)
+    if accepted_by is None:
+        return ephemeral_body(summary)
+    rep, slack_user = accepted_by
+    line = accepted_line(slack_user, local_time_text(config, rep, now))
+    return replace_original_body(card_with_outcome(interaction.message_blocks, line), summary)
+
+
+async def _respond_in_slack(url: str, body: dict[str, Any]) -> None:
+    """Runs after the answer is sent; a failure only costs the rep the updated card, as the
+    store already holds the acceptance."""
+    problem = await post_to_response_url(url, body, timeout=RESPONSE_URL_TIMEOUT)
+    if problem is not None:
+        log.warning("/slack/actions: %s", problem)
 
 
 def _answer(source: str, outcome: str, status: int, detail: str) -> Response:

@@ -1,4 +1,5 @@
-"""Slack out through the Web API (``chat.postMessage``) or incoming webhooks.
+"""Slack out through the Web API (``chat.postMessage``), incoming webhooks, or the
+``response_url`` of a button click.
 
 The Web API answers HTTP 200 with ``{"ok": false, "error": "..."}`` for most failures; the
 error code decides the class raised: a bad token stops the worker (FatalError), an unknown
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import httpx
 
 from connectors.errors import FatalError, RetriableError, UndeliverableError
-from connectors.http import make_client, parse_retry_after
+from connectors.http import USER_AGENT, make_client, parse_retry_after
 from connectors.notify.base import Notifier, OutboundMessage, SendResult
 
 TOKEN_ENV = "LEADWERK_SLACK_TOKEN"
@@ -62,6 +64,12 @@ _FIELD_TEXT_MAX = 2000
 _FIELDS_MAX = 10
 _BUTTON_VALUE_MAX = 2000
 _BUTTON_URL_MAX = 3000
+_BLOCKS_MAX = 50
+
+# A Slack user id, as a mention takes it: U… (W… on Enterprise Grid).
+_SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
+# Error codes in a response_url's answer ("expired_url", "used_url"); other text is not shown.
+_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 
 _DEFAULT_RETRY_AFTER = 1.0
 
@@ -328,3 +336,95 @@ def lead_card_blocks(
         button["url"] = accept_url
     blocks.append({"type": "actions", "elements": [button]})
     return blocks
+
+
+def accepted_line(slack_user: str | None, when: str | None) -> str:
+    """``:white_check_mark: Accepted by <@U024BE7LH> on Mon 16 Nov 2026, 09:03 CET``: mrkdwn
+    for :func:`card_with_outcome`. The user becomes a mention (Slack shows their name) only
+    when it is a Slack user id; ``when`` is escaped. No lead data, so nothing personal."""
+    who = f" by <@{slack_user}>" if slack_user and _SLACK_USER_ID.fullmatch(slack_user) else ""
+    at = f" on {_escape(when)}" if when else ""
+    return f":white_check_mark: Accepted{who}{at}"
+
+
+def card_with_outcome(
+    original: Sequence[Mapping[str, Any]] | None, line: str
+) -> list[dict[str, Any]]:
+    """The lead card once it is dealt with, to replace the one clicked in.
+
+    ``original`` (the card's blocks as Slack sends them back with the click) loses its actions
+    block, so nothing is left to click, and gains ``line`` as a closing context line; without
+    ``original`` the card is just that line. ``line`` is mrkdwn already (see
+    :func:`accepted_line`), so it is clipped here, not escaped. Slack's ``block_id`` values are
+    dropped: Slack gives the blocks of an updated message new ones.
+    """
+    kept = [
+        {key: value for key, value in block.items() if key != "block_id"}
+        for block in original or ()
+        if block.get("type") != "actions"
+    ]
+    context = {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": _clip(line, _SECTION_TEXT_MAX)}],
+    }
+    return [*kept[: _BLOCKS_MAX - 1], context]
+
+
+def replace_original_body(blocks: list[dict[str, Any]], text: str) -> dict[str, Any]:
+    """The JSON body a ``response_url`` takes to replace the message clicked in; ``text`` is
+    the plain fallback shown in notifications."""
+    return {
+        "replace_original": True,
+        "text": _clip(_escape(text), _SECTION_TEXT_MAX),
+        "blocks": blocks,
+    }
+
+
+def ephemeral_body(text: str) -> dict[str, Any]:
+    """The JSON body a ``response_url`` takes to show ``text`` to the clicking user only,
+    leaving the message clicked in as it is."""
+    return {
+        "response_type": "ephemeral",
+        "replace_original": False,
+        "text": _clip(_escape(text), _SECTION_TEXT_MAX),
+    }
+
+
+async def post_to_response_url(url: str, body: dict[str, Any], timeout: float = 5.0) -> str | None:
+    """POST ``body`` to a click's ``response_url``: None when Slack took it, else what went
+    wrong, for a log line. Only http(s) URLs are posted to. The problem names the host, never
+    the URL, which lets anyone post into the conversation while it is valid (30 minutes)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "response_url is not a URL; nothing posted"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "response_url is not an http(s) URL; nothing posted"
+    where = f"response_url on {parts.hostname}"
+    try:
+        async with httpx.AsyncClient(timeout=timeout, headers={"User-Agent": USER_AGENT}) as client:
+            response = await client.post(
+                url, content=_json_request_content(body), headers=_JSON_HEADERS
+            )
+    except httpx.InvalidURL:
+        return "response_url is not a valid URL; nothing posted"
+    except httpx.HTTPError as exc:
+        reason = "timed out" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
+        return f"{where} unreachable: {reason}"
+    error = _response_url_error(response)
+    if not response.is_success:
+        return f"{where} answered HTTP {response.status_code}" + (f" ({error})" if error else "")
+    return f"{where} refused the message ({error})" if error else None
+
+
+def _response_url_error(response: httpx.Response) -> str | None:
+    """The error code in a response_url's answer: plain text, or ``{"ok": false, "error"}``."""
+    try:
+        answer = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text if _ERROR_CODE.fullmatch(text) and text != "ok" else None
+    if isinstance(answer, dict) and answer.get("ok") is False:
+        error = answer.get("error")
+        return error if isinstance(error, str) and _ERROR_CODE.fullmatch(error) else "error"
+    return None

@@ -1,4 +1,5 @@
-"""A real HTTP server for tests that answers like Slack: the Web API and incoming webhooks.
+"""A real HTTP server for tests that answers like Slack: the Web API, incoming webhooks and
+the response_url of button clicks.
 
     with SlackApiServer(token="xoxb-test") as slack:
         SlackNotifier("xoxb-test", base_url=slack.base_url).send(message)
@@ -8,8 +9,10 @@
 ``POST /api/chat.postMessage`` checks ``Authorization: Bearer <token>`` (missing:
 ``not_authed``, wrong: ``invalid_auth``), reads a JSON body and answers like Slack, with a
 fresh ``ts`` per message. ``POST /webhook/<name>`` answers like an incoming webhook: plain
-text ``ok``. Errors come back the way Slack sends them: HTTP 200 with ``{"ok": false}`` from
-the Web API, an HTTP status and a plain-text code from webhooks.
+text ``ok``. ``POST /actions/<name>`` answers like the ``response_url`` of a button click
+(``response_url(name)``), which takes the same JSON bodies as a webhook. Errors come back the
+way Slack sends them: HTTP 200 with ``{"ok": false}`` from the Web API, an HTTP status and a
+plain-text code from webhooks.
 
 Scripted answers (``queue_response``, ``queue_error``) are served first-in, first-out to the
 next requests, whatever their path. Only accepted calls are recorded in ``calls``.
@@ -43,6 +46,12 @@ class SlackCall:
     def webhook(self) -> str | None:
         """The webhook name for ``/webhook/<name>`` calls, else None."""
         prefix = "/webhook/"
+        return self.path[len(prefix) :] if self.path.startswith(prefix) else None
+
+    @property
+    def response_url(self) -> str | None:
+        """The name of the click answered, for ``/actions/<name>`` calls, else None."""
+        prefix = "/actions/"
         return self.path[len(prefix) :] if self.path.startswith(prefix) else None
 
 
@@ -127,6 +136,10 @@ class SlackApiServer:
         """The URL of the incoming webhook ``name``; every name exists."""
         return f"{self.url}/webhook/{name}"
 
+    def response_url(self, name: str = "click") -> str:
+        """The ``response_url`` Slack would put in the payload of the click ``name``."""
+        return f"{self.url}/actions/{name}"
+
     @property
     def calls(self) -> list[SlackCall]:
         """A snapshot of the accepted calls, oldest first."""
@@ -178,7 +191,10 @@ class _SlackHandler(BaseHTTPRequestHandler):
             self._answer(scripted.status, scripted.body, scripted.headers)
         elif self.path == "/api/chat.postMessage":
             self._chat_post_message(raw)
-        elif self.path.startswith("/webhook/") and len(self.path) > len("/webhook/"):
+        elif any(
+            self.path.startswith(prefix) and len(self.path) > len(prefix)
+            for prefix in ("/webhook/", "/actions/")
+        ):
             self._webhook(raw)
         elif self.path.startswith("/api/"):
             self._answer(200, {"ok": False, "error": "unknown_method"})
