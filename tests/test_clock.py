@@ -8,6 +8,7 @@ import redis
 from sqlalchemy import select
 
 from tests.pipeline_helpers import running
+from tests.redis_namespace import own_namespace
 from worker.clock import LEASE_MS, Leadership, heartbeat
 from worker.store.models import Heartbeat
 
@@ -15,8 +16,10 @@ from worker.store.models import Heartbeat
 def test_of_two_clocks_on_one_redis_exactly_one_leads_and_the_other_takes_over(
     make_settings, redis_url: str
 ) -> None:
-    settings = make_settings(redis_url=redis_url, redis_namespace=f"clock-{time.time_ns()}")
-    with running(settings) as leadwerk:
+    with (
+        own_namespace(redis_url) as namespace,
+        running(make_settings(redis_url=redis_url, redis_namespace=namespace)) as leadwerk,
+    ):
         first, second = Leadership(leadwerk.app), Leadership(leadwerk.app)
         assert first.renew() is True
         assert second.renew() is False
