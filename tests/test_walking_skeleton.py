@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.pipeline_helpers import running
+from tests.redis_namespace import own_namespace
 from tests.servers.smtp import SmtpServer
 from worker.pipeline.actors import route_lead, score_lead, send_message
 from worker.pipeline.poll import import_file
@@ -127,8 +128,13 @@ def test_a_fair_export_becomes_one_email_per_mql_for_the_rep_it_was_routed_to(
 ) -> None:
     # Given a fair export, Redis as the broker and a real SMTP server
     export = write_export(tmp_path / "messe.csv")
-    with SmtpServer() as smtp:
-        settings = make_settings(redis_url=redis_url, smtp_url=smtp.url, database_url=database_url)
+    with SmtpServer() as smtp, own_namespace(redis_url) as namespace:
+        settings = make_settings(
+            redis_url=redis_url,
+            redis_namespace=namespace,
+            smtp_url=smtp.url,
+            database_url=database_url,
+        )
         with running(settings) as leadwerk:
             # When the export is imported and the worker drains the queues
             config = leadwerk.app.config
@@ -165,8 +171,8 @@ def test_the_same_work_delivered_twice_sends_one_email(
     team_always_open: Path, make_settings, redis_url: str, tmp_path: Path
 ) -> None:
     export = write_export(tmp_path / "messe.csv")
-    with SmtpServer() as smtp:
-        settings = make_settings(redis_url=redis_url, smtp_url=smtp.url)
+    with SmtpServer() as smtp, own_namespace(redis_url) as namespace:
+        settings = make_settings(redis_url=redis_url, redis_namespace=namespace, smtp_url=smtp.url)
         with running(settings) as leadwerk:
             app = leadwerk.app
             import_file(app.store, app.config, app.config.sources["messe-hannover-2026"], export)
