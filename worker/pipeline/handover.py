@@ -67,16 +67,16 @@ def insert_assignment(connection: Connection, values: dict[str, Any]) -> int:
 
 
 def write(connection: Connection, plan: HandOver) -> list[int]:
-    """Write the hand-over; returns the messages' ids in order. The assignment is written
-    here only when its id was drawn beforehand (see :func:`insert_assignment`)."""
+    """Write the hand-over; returns the messages' ids in order. On PostgreSQL the assignment,
+    its id drawn beforehand, goes out with the rest; elsewhere it was inserted on its own
+    first (:func:`insert_assignment`)."""
     if connection.dialect.name == "postgresql":
         return _write_together(connection, plan)
     return _write_apart(connection, plan)
 
 
 def _write_apart(connection: Connection, plan: HandOver) -> list[int]:
-    if plan.assignment:
-        connection.execute(insert(ASSIGNMENTS), plan.assignment)
+    """One statement per write; the assignment is in already (:func:`insert_assignment`)."""
     update_contact(connection, plan.contact_id, plan.contact_changes)
     if plan.counter is not None:
         team, rep = plan.counter
