@@ -10,9 +10,9 @@ from typing import Any
 import dramatiq
 
 from config.settings import Settings
-from worker.app import App, init_app
-from worker.broker import setup_broker
-from worker.runtime import drain, start_worker
+from worker.runtime.app import App, init_app
+from worker.runtime.broker import setup_broker
+from worker.runtime.embedded import drain, start_worker
 
 
 @dataclass

@@ -18,11 +18,11 @@ from click.testing import Result
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from worker.app import App
-from worker.cli import app as cli_app
+from worker.commands.cli import app as cli_app
+from worker.runtime.app import App
 from worker.store.db import Store
 from worker.store.models import Contact, Event, Quarantine
-from worker.web import create_app
+from worker.web.app import create_app
 
 EBOOK_SECRET = "ebook-hook-secret"
 TYPEFORM_SECRET = "typeform-webhook-secret"

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from tests.pipeline_helpers import running
 from tests.redis_namespace import own_namespace
-from worker.clock import LEASE_MS, Leadership, heartbeat
+from worker.runtime.clock import LEASE_MS, Leadership, heartbeat
 from worker.store.models import Heartbeat
 
 

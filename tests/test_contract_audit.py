@@ -893,7 +893,7 @@ def test_a_lead_nobody_can_take_runs_its_sla_on_the_fallback_managers_hours(
 ) -> None:
     # Given a Saturday morning: every rep is off, so the lead goes to the fallback manager anna,
     # whose hours (mon-fri 08:00-18:00 Berlin) the hot SLA's business-hours clock follows
-    from worker.evaluate import evaluate
+    from worker.commands.evaluate import evaluate
 
     config = load(config_dir)
     saturday = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)

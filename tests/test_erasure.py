@@ -9,7 +9,7 @@ from sqlalchemy import String, cast, func, select
 
 from tests.pipeline_helpers import running
 from tests.test_walking_skeleton import write_export
-from worker.erasure import forget
+from worker.commands.erasure import forget
 from worker.pipeline.poll import import_file
 from worker.store.models import Assignment, Contact, Event, Message, Quarantine, Score
 

@@ -29,13 +29,13 @@ from tests.lead_helpers import FAIR, fair_row, take_in
 from tests.pipeline_helpers import running
 from tests.redis_namespace import own_namespace
 from tests.servers.smtp import SmtpServer
-from worker.app import init_app
-from worker.broker import QUEUES, setup_broker
 from worker.pipeline import notify
 from worker.pipeline.actors import send_message
 from worker.pipeline.route import route_contact
+from worker.pipeline.sweep import enqueue, find_pending
+from worker.runtime.app import init_app
+from worker.runtime.broker import QUEUES, setup_broker
 from worker.store.models import Assignment, Message
-from worker.sweep import enqueue, find_pending
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,13 +15,13 @@ from sqlalchemy import func, select
 from config.settings import Settings
 from tests.lead_helpers import FAIR, fair_row, restore_logging  # noqa: F401
 from tests.servers.smtp import SmtpServer
-from worker.app import App, init_app
-from worker.broker import setup_broker
 from worker.pipeline import actors
 from worker.pipeline.ingest import ingest_records
 from worker.pipeline.lead import score_and_route
+from worker.pipeline.sweep import find_pending
+from worker.runtime.app import App, init_app
+from worker.runtime.broker import setup_broker
 from worker.store.models import Assignment, Contact, Event, Message, RepCounter, Score, SlaTimer
-from worker.sweep import find_pending
 
 HOT_LEAD = fair_row("eva.mueller@bigcorp.de", size=5000, title="Head of IT")
 

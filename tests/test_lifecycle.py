@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 from config.loader import Config, load_config
 from config.settings import Settings
 from tests.lead_helpers import fair_row, restore_logging, take_in  # noqa: F401
-from worker.cli import app
-from worker.lifecycle import StageError, change_stage
+from worker.commands.cli import app
+from worker.commands.stage import StageError, change_stage
 from worker.pipeline.route import route_contact
+from worker.pipeline.sweep import find_pending
 from worker.store.db import Store
 from worker.store.models import Assignment, Contact, Score, StageChange
-from worker.sweep import find_pending
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # a Tuesday morning
 EVA = "eva.mueller@bigcorp.de"
@@ -80,7 +80,7 @@ def test_a_lead_goes_from_mql_to_sal_to_sql_and_each_step_is_recorded(
     contact_id = hot_lead(store, config)
     route_contact(store, config, contact_id, T0)
     with store.session() as session:
-        from worker.operations import accept_assignment
+        from worker.commands.operations import accept_assignment
 
         assignment = session.scalars(
             select(Assignment).where(Assignment.contact_id == contact_id)

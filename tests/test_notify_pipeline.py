@@ -22,10 +22,10 @@ from tests.pipeline_helpers import Running, running
 from tests.redis_namespace import own_namespace
 from tests.servers.slack import SlackApiServer
 from tests.servers.smtp import SmtpServer
-from worker.broker import QUEUES
-from worker.cli import app as cli
+from worker.commands.cli import app as cli
 from worker.pipeline.actors import score_lead
 from worker.pipeline.ingest import ingest_records
+from worker.runtime.broker import QUEUES
 from worker.store.models import Assignment, Message
 
 SLACK_TOKEN = "xoxb-leadwerk-test"

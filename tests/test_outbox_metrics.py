@@ -12,10 +12,10 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from config.settings import Settings
-from worker.app import init_app
-from worker.cli import app as cli
+from worker.commands.cli import app as cli
+from worker.runtime.app import init_app
 from worker.store.models import Message
-from worker.web import create_app
+from worker.web.app import create_app
 
 
 def outbox_row(n: int, channel: str, status: str, resent: int = 0) -> Message:

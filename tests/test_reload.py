@@ -16,9 +16,9 @@ from sqlalchemy import select
 from config.settings import Settings
 from tests.lead_helpers import FAIR, fair_row, restore_logging  # noqa: F401
 from tests.pipeline_helpers import Running, running
-from worker.app import get_app
 from worker.pipeline.ingest import ingest_records
-from worker.reload import ConfigReloader
+from worker.runtime.app import get_app
+from worker.runtime.reload import ConfigReloader
 from worker.store.models import Score
 
 

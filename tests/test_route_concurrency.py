@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from config.settings import Settings
 from tests.sla_helpers import SLA, add_mql, write_config
-from worker.app import App, init_app
 from worker.pipeline.route import route_contact
+from worker.runtime.app import App, init_app
 from worker.store.models import Assignment, RepCounter
 
 T = datetime(2026, 11, 17, 10, 0, tzinfo=UTC)

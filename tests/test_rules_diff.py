@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from config.loader import load_config
 from config.settings import Settings
 from tests.lead_helpers import fair_row, restore_logging, take_in  # noqa: F401
-from worker.cli import app
+from worker.commands.cli import app
 from worker.store.db import Store
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.lead_helpers import restore_logging  # noqa: F401
-from worker.cli import app
+from worker.commands.cli import app
 
 runner = CliRunner()
 NOW = "2026-11-24T12:00:00+00:00"

@@ -16,12 +16,12 @@ from config.settings import Settings
 from tests.pipeline_helpers import running
 from tests.servers.smtp import SmtpServer
 from tests.sla_helpers import add_mql, write_config
-from worker.app import App, init_app
-from worker.operations import accept_lead
+from worker.commands.operations import accept_lead
+from worker.commands.status import collect_status
 from worker.pipeline.notify import send_message
 from worker.pipeline.route import route_contact
 from worker.pipeline.sla import Fired, due_timers, enqueue_due_timers, fire_timer
-from worker.status import collect_status
+from worker.runtime.app import App, init_app
 from worker.store.models import Assignment, Message, SlaTimer
 
 # A Monday morning, when everybody in the always-open team is at work.

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from config.settings import Settings
 from tests.sla_helpers import SLA
-from worker.app import App, init_app
-from worker.cli import app as cli
+from worker.commands.cli import app as cli
+from worker.runtime.app import App, init_app
 from worker.store.models import Assignment, Contact, Event, StageChange
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # Monday noon; the week before is reported

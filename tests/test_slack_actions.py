@@ -31,12 +31,12 @@ from connectors.notify.slack_actions import parse_block_actions
 from tests.servers.recorded import Recorded
 from tests.servers.slack import SlackApiServer
 from tests.sla_helpers import add_mql, write_config
-from worker.accept import sign_accept
-from worker.app import App, init_app
 from worker.pipeline.route import route_contact
 from worker.pipeline.sla import due_timers
+from worker.runtime.app import App, init_app
 from worker.store.models import Assignment, Contact, StageChange
-from worker.web import create_app
+from worker.web.accept import sign_accept
+from worker.web.app import create_app
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 ACCEPT_SECRET = "accept-links-secret-for-tests"

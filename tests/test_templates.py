@@ -15,11 +15,11 @@ from config.settings import load_settings
 from connectors.notify.email import build_email
 from rules.routing import RouteDecision
 from tests.conftest import EXAMPLE_CONFIG
-from worker.cli import app as cli
+from worker.commands.cli import app as cli
 from worker.pipeline.notify import lead_facts, to_outbound
+from worker.pipeline.templates import TEMPLATE_VARIABLES, check_templates
 from worker.store.models import Assignment, Contact, Event, Message, Score
-from worker.templates import TEMPLATE_VARIABLES, check_templates
-from worker.unsubscribe import verify_unsubscribe
+from worker.web.unsubscribe import verify_unsubscribe
 
 EVA = {
     "contact": {

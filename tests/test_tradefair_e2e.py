@@ -16,8 +16,8 @@ from openpyxl import Workbook
 from config.settings import Settings
 from tests.lead_helpers import restore_logging  # noqa: F401
 from tests.source_helpers import FAIR, FAIR_SOURCE, leadwerk, write_sources
-from worker.app import App, init_app
 from worker.pipeline.poll import import_inboxes
+from worker.runtime.app import App, init_app
 from worker.store.db import Store
 from worker.store.models import Contact
 

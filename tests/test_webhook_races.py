@@ -33,11 +33,11 @@ from tests.source_helpers import (
     web_server,
     write_sources,
 )
-from worker.app import App, init_app
-from worker.broker import setup_broker
 from worker.pipeline.ingest import ingest_records
+from worker.runtime.app import App, init_app
+from worker.runtime.broker import setup_broker
 from worker.store.db import Store
-from worker.webhooks import receive_webhook
+from worker.web.hooks import receive_webhook
 
 ENV = {"EBOOK_HOOK_SECRET": EBOOK_SECRET}
 EMAIL = "eva.mueller@bigcorp.de"

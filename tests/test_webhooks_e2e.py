@@ -37,8 +37,8 @@ from tests.source_helpers import (
     web_server,
     write_sources,
 )
-from worker.app import App
 from worker.pipeline.poll import import_file, poll_source
+from worker.runtime.app import App
 
 ENV = {
     "EBOOK_HOOK_SECRET": EBOOK_SECRET,

@@ -20,12 +20,12 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
 from connectors.errors import RetriableError
-from worker.app import get_app
 from worker.pipeline import lead, notify, route, score, sla
+from worker.runtime.app import get_app
 
 log = logging.getLogger("leadwerk.actors")
 
-# Declared on a private stub broker; worker.broker.setup_broker re-binds them.
+# Declared on a private stub broker; worker.runtime.broker.setup_broker re-binds them.
 _declaring = StubBroker()
 
 # A next step that failed on the fast path is queued to run again after this long.

@@ -31,10 +31,10 @@ from rules.contact import mask_email
 from rules.routing import RouteDecision
 from rules.scoring import r1
 from worker.store.db import Store
-from worker.unsubscribe import is_nurture, list_unsubscribe_headers
+from worker.web.unsubscribe import is_nurture, list_unsubscribe_headers
 
 if TYPE_CHECKING:
-    from worker.app import App
+    from worker.runtime.app import App
 from worker.store.models import (
     ASSIGNMENTS,
     MESSAGES,
@@ -209,7 +209,7 @@ def message_id_domain(config: Config) -> str:
 
 
 def accept_link(config: Config, assignment_id: int) -> str:
-    from worker.accept import sign_accept
+    from worker.web.accept import sign_accept
 
     token = sign_accept(config.settings, assignment_id)
     return f"{config.settings.public_url.rstrip('/')}/accept/{token}"

@@ -23,7 +23,7 @@ from jinja2 import Environment, TemplateError, TemplateNotFound, TemplateSyntaxE
 from config.errors import ConfigIssue
 from config.loader import Config
 from rules.routing import RouteDecision
-from worker.evaluate import evaluate
+from worker.commands.evaluate import evaluate
 from worker.pipeline.notify import lead_facts, template_env
 from worker.store.models import Assignment, Contact, Event, Score
 

@@ -18,11 +18,11 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connectors.errors import ConnectorError
-from worker.app import App
 from worker.pipeline.poll import import_inboxes, is_pulled, poll_source
 from worker.pipeline.sla import enqueue_due_timers
+from worker.pipeline.sweep import enqueue, find_pending
+from worker.runtime.app import App
 from worker.store.models import Heartbeat
-from worker.sweep import enqueue, find_pending
 
 log = logging.getLogger("leadwerk.clock")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from config.settings import Settings
-from worker.accept import link_secret
+from worker.web.accept import link_secret
 
 NURTURE = "nurture"
 

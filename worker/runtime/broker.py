@@ -52,7 +52,7 @@ class DeadLetters(Middleware):
     ) -> None:
         if exception is None or not message.failed:
             return
-        from worker.app import get_app
+        from worker.runtime.app import get_app
         from worker.store.models import DeadLetter
 
         text = f"{type(exception).__name__}: {exception}"

@@ -9,7 +9,7 @@ from typing import Any
 from config.loader import Config, RuleTest
 from rules.contact import FieldError
 from rules.scoring import r1
-from worker.evaluate import evaluate
+from worker.commands.evaluate import evaluate
 
 
 def check_case(config: Config, test: RuleTest, now: datetime) -> list[str]:

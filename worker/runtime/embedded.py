@@ -11,10 +11,10 @@ from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import func, select
 
-from worker.app import App
-from worker.broker import QUEUES
+from worker.pipeline.sweep import enqueue, find_pending
+from worker.runtime.app import App
+from worker.runtime.broker import QUEUES
 from worker.store.models import Event, Message, Quarantine
-from worker.sweep import enqueue, find_pending
 
 log = logging.getLogger("leadwerk.runtime")
 

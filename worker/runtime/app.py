@@ -70,7 +70,9 @@ def init_app(settings: Settings, **parts: Any) -> App:
 
 def get_app() -> App:
     if _current is None:
-        raise RuntimeError("Leadwerk is not initialised: call worker.app.init_app(settings) first")
+        raise RuntimeError(
+            "Leadwerk is not initialised: call worker.runtime.app.init_app(settings) first"
+        )
     return _current
 
 

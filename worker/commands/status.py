@@ -7,10 +7,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from worker.app import App
-from worker.broker import QUEUES
-from worker.metrics import message_counts
-from worker.runtime import account
+from worker.runtime.app import App
+from worker.runtime.broker import QUEUES
+from worker.runtime.embedded import account
 from worker.store.models import (
     Assignment,
     DeadLetter,
@@ -20,6 +19,7 @@ from worker.store.models import (
     SlaTimer,
     SourceState,
 )
+from worker.web.metrics import message_counts
 
 
 def _age(now: datetime, then: datetime | None) -> float | None:

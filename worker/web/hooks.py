@@ -37,8 +37,8 @@ from connectors.sources.webhook import (
     record_from_webhook,
     verify_webhook,
 )
-from worker.app import App
 from worker.pipeline.ingest import ingest_records, quarantine
+from worker.runtime.app import App
 
 log = logging.getLogger("leadwerk.webhooks")
 

@@ -19,7 +19,7 @@ from config.loader import Config
 from rules.contact import FieldError
 from rules.routing import RouteDecision
 from rules.scoring import Hit, ScoreResult, r1
-from worker.evaluate import assess
+from worker.commands.evaluate import assess
 
 
 def score_line(config: Config, line: str, now: datetime) -> dict[str, Any]:

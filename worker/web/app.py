@@ -36,13 +36,13 @@ from connectors.notify.slack_actions import (
     parse_block_actions,
     verify_slack_request,
 )
-from worker.accept import AcceptLinkError, verify_accept
-from worker.app import App
-from worker.metrics import store_registry
-from worker.operations import accept_assignment, accept_from_slack
+from worker.commands.operations import accept_assignment, accept_from_slack
 from worker.pipeline.notify import local_time_text
+from worker.runtime.app import App
 from worker.store.models import Assignment, Contact
-from worker.webhooks import body_limit, receive_webhook, webhook_source
+from worker.web.accept import AcceptLinkError, verify_accept
+from worker.web.hooks import body_limit, receive_webhook, webhook_source
+from worker.web.metrics import store_registry
 
 log = logging.getLogger("leadwerk.web")
 
@@ -208,7 +208,7 @@ def serve(app: App, host: str, port: int) -> None:
     log.info("web listening on http://%s:%s", host, port)
     # Kept-alive connections outlast a sender's or proxy's idle ones (load balancers keep
     # 60 s): a delivery sent on a connection just as the server closes it fails with a broken
-    # pipe, and the sender has to deliver it again. No access log: worker.logging keeps
+    # pipe, and the sender has to deliver it again. No access log: worker.runtime.logging keeps
     # "uvicorn.access" quiet anyway, and this way no request even prepares the line.
     uvicorn.run(
         create_app(app),

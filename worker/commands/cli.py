@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.exc import ArgumentError, OperationalError
 
+import config as config_package
 from config.loader import Config, load_or_exit
 from config.settings import Settings, load_settings
 
@@ -47,7 +48,7 @@ def _settings(config: Path | None, failed_check: int = 2) -> Settings:
     """The process settings, or the located errors and exit 2 (``failed_check`` for
     ``rules check``, where a bad config is the check's finding)."""
     from config.errors import ConfigErrors
-    from worker.logging import setup_logging
+    from worker.runtime.logging import setup_logging
 
     try:
         settings = load_settings(config or _global["config"])
@@ -80,8 +81,8 @@ def _config(settings: Settings, with_tests: bool = False) -> Config:
 def _boot(config_dir: Path | None) -> Any:
     """Settings, config, store and broker for a command that runs the pipeline."""
     from connectors.errors import FatalError
-    from worker.app import init_app
-    from worker.broker import setup_broker
+    from worker.runtime.app import init_app
+    from worker.runtime.broker import setup_broker
 
     settings = _settings(config_dir)
     config = _config(settings)
@@ -103,7 +104,7 @@ def init(
     config: ConfigOpt = None,
 ) -> None:
     """Write a working example config/ to start from (at --config DIR when given)."""
-    source = Path(__file__).resolve().parent.parent / "config"
+    source = Path(config_package.__file__).resolve().parent
     target = config or _global["config"] or directory / "config"
     if target.exists() and any(target.glob("*.yaml")):
         _err(f"{target} already holds a config; nothing written")
@@ -133,27 +134,27 @@ def run(
     config: ConfigOpt = None,
 ) -> None:
     """All of Leadwerk in one process (embedded defaults), or the group against Redis."""
-    from worker import runtime
-    from worker.reload import start_reloader
+    from worker.runtime import embedded as runtime
+    from worker.runtime.reload import start_reloader
 
     application, broker = _boot(config)
     settings = application.settings
     if settings.redis_url and not once:
-        from worker.processes import run_group
+        from worker.runtime.processes import run_group
 
         raise typer.Exit(run_group(settings, host, port))
     worker = runtime.start_worker(application, broker)
     reloader = None if once else start_reloader(application)
     try:
         if demo:
-            from worker.demo import feed_demo
+            from worker.commands.demo import feed_demo
 
             report = feed_demo(application, demo_count)
             _echo(f"demo: {report.accepted} sample leads fed, {report.quarantined} quarantined")
         if once:
             raise typer.Exit(_run_once(application, broker, worker))
-        from worker.clock import start_clock
-        from worker.web import serve
+        from worker.runtime.clock import start_clock
+        from worker.web.app import serve
 
         clock = start_clock(application, background=True)
         try:
@@ -168,8 +169,8 @@ def run(
 
 def _run_once(application: Any, broker: Any, worker: Any) -> int:
     from connectors.errors import ConnectorError
-    from worker import runtime
     from worker.pipeline.poll import import_inboxes, is_pulled, poll_source
+    from worker.runtime import embedded as runtime
 
     failed = False
     for name, source in application.config.sources.items():
@@ -233,8 +234,8 @@ def _print_results(application: Any) -> None:
 @app.command()
 def worker(config: ConfigOpt = None) -> None:
     """dramatiq worker process (needs LEADWERK_REDIS_URL)."""
-    from worker.processes import run_worker
-    from worker.reload import start_reloader
+    from worker.runtime.processes import run_worker
+    from worker.runtime.reload import start_reloader
 
     settings = _settings(config)
     if not settings.redis_url:
@@ -255,8 +256,8 @@ def clock(config: ConfigOpt = None) -> None:
     if not settings.redis_url:
         _err("leadwerk clock needs LEADWERK_REDIS_URL; without Redis, use `leadwerk run`")
         raise typer.Exit(2)
-    from worker.clock import start_clock
-    from worker.reload import start_reloader
+    from worker.runtime.clock import start_clock
+    from worker.runtime.reload import start_reloader
 
     application, _broker = _boot(config)
     start_reloader(application)
@@ -270,8 +271,8 @@ def web(
     config: ConfigOpt = None,
 ) -> None:
     """HTTP: webhooks in, accept links, /healthz, /metrics."""
-    from worker.reload import start_reloader
-    from worker.web import serve
+    from worker.runtime.reload import start_reloader
+    from worker.web.app import serve
 
     application, _broker = _boot(config)
     start_reloader(application)
@@ -286,7 +287,7 @@ def rules_check(config: ConfigOpt = None) -> None:
     """Validate all of config/; errors as file:line:col: message."""
     from config.errors import ConfigErrors
     from config.loader import load_config
-    from worker.templates import check_templates, template_files
+    from worker.pipeline.templates import check_templates, template_files
 
     settings = _settings(config, failed_check=1)
     issues = check_templates(settings.config_dir)
@@ -314,7 +315,7 @@ def rules_check(config: ConfigOpt = None) -> None:
 @rules_app.command("test")
 def rules_test(config: ConfigOpt = None) -> None:
     """Run the cases in config/tests/; prints `N passed, N failed`."""
-    from worker.ruletests import run_rule_tests
+    from worker.commands.ruletests import run_rule_tests
 
     settings = _settings(config)
     loaded = _config(settings, with_tests=True)
@@ -339,7 +340,7 @@ def rules_diff(
     routing changes."""
     from config.errors import ConfigErrors
     from config.types import parse_duration
-    from worker.rulesdiff import DiffError, diff_rules, load_against
+    from worker.commands.rulesdiff import DiffError, diff_rules, load_against
     from worker.store.db import Store
 
     settings = _settings(config)
@@ -384,7 +385,7 @@ def score(
     config: ConfigOpt = None,
 ) -> None:
     """Score contacts with the rules as they are, touching nothing."""
-    from worker.scorecli import score_stream
+    from worker.commands.score import score_stream
 
     settings = _settings(config)
     loaded = _config(settings)
@@ -446,8 +447,8 @@ def preview(
 ) -> None:
     """Render a message template for one contact, as the rep would receive it; sends nothing."""
     from rules.contact import FieldError
-    from worker.templates import PreviewError
-    from worker.templates import preview as render_preview
+    from worker.pipeline.templates import PreviewError
+    from worker.pipeline.templates import preview as render_preview
 
     settings = _settings(config)
     loaded = _config(settings)
@@ -480,8 +481,8 @@ def preview(
 def _process_now(application: Any, broker: Any) -> None:
     """New work in the store: processed here in single-process mode, handed to the workers
     (enqueued) when Redis is set."""
-    from worker import runtime
-    from worker.sweep import enqueue, find_pending
+    from worker.pipeline.sweep import enqueue, find_pending
+    from worker.runtime import embedded as runtime
 
     if application.settings.redis_url:
         lease = timedelta(seconds=application.settings.send_lease)
@@ -551,8 +552,8 @@ def status(
     config: ConfigOpt = None,
 ) -> None:
     """Queue depths and ages, dead letters, quarantine, SLA clocks, sources, heartbeats."""
-    from worker.app import init_app
-    from worker.status import collect_status, render_status
+    from worker.commands.status import collect_status, render_status
+    from worker.runtime.app import init_app
 
     settings = _settings(config)
     application = init_app(settings, config=_config(settings))
@@ -565,7 +566,7 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json")] = False, config: ConfigOpt = None
 ) -> None:
     """Dead letters with their errors."""
-    from worker.operations import dead_letters
+    from worker.commands.operations import dead_letters
 
     application, _ = _boot(config)
     rows = dead_letters(application)
@@ -586,7 +587,7 @@ def dlq_replay(
     config: ConfigOpt = None,
 ) -> None:
     """Put dead-lettered work back on its queue once the cause is fixed."""
-    from worker.operations import replay_dead_letters
+    from worker.commands.operations import replay_dead_letters
 
     if letter is None and not all_:
         _err("name a dead letter ID or --all")
@@ -603,7 +604,7 @@ def quarantine_list(
     config: ConfigOpt = None,
 ) -> None:
     """Quarantined records with source, row/record id, field and reason."""
-    from worker.operations import quarantined
+    from worker.commands.operations import quarantined
 
     application, _ = _boot(config)
     rows = quarantined(application, source)
@@ -626,7 +627,7 @@ def quarantine_retry(
     config: ConfigOpt = None,
 ) -> None:
     """Take quarantined records in again with the mapping as it is now."""
-    from worker.operations import retry_quarantine
+    from worker.commands.operations import retry_quarantine
 
     application, broker = _boot(config)
     accepted, still = retry_quarantine(application, record, source)
@@ -639,7 +640,7 @@ def accept(
     lead: Annotated[str, typer.Argument(help="Lead id or e-mail.")], config: ConfigOpt = None
 ) -> None:
     """The rep accepts the lead: the SLA clock stops."""
-    from worker.operations import accept_lead
+    from worker.commands.operations import accept_lead
 
     application, _ = _boot(config)
     result = accept_lead(application, lead)
@@ -663,7 +664,7 @@ def stage(
     config: ConfigOpt = None,
 ) -> None:
     """Move a lead on by hand: an SAL to sql, back to marketing (recycled), or disqualified."""
-    from worker.lifecycle import StageError, change_stage
+    from worker.commands.stage import StageError, change_stage
 
     application, _ = _boot(config)
     try:
@@ -687,9 +688,9 @@ def sla_report(
 ) -> None:
     """Per rep and team: time to accept, share within SLA, breaches, bands; the funnel."""
     from config.types import parse_duration
-    from worker.app import init_app
-    from worker.slareport import render_report
-    from worker.slareport import sla_report as build
+    from worker.commands.slareport import render_report
+    from worker.commands.slareport import sla_report as build
+    from worker.runtime.app import init_app
 
     try:
         period, until = parse_duration(since), _parse_now(now)
@@ -708,7 +709,7 @@ def forget(
     config: ConfigOpt = None,
 ) -> None:
     """Erase a person: contact, events, messages, quarantined records, outbox copies."""
-    from worker.erasure import forget as erase
+    from worker.commands.erasure import forget as erase
 
     application, _ = _boot(config)
     erased = erase(application, email)

@@ -6,8 +6,8 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from connectors.sources.base import RawRecord
-from worker.app import App
 from worker.pipeline.ingest import IngestReport, ingest_records
+from worker.runtime.app import App
 
 FIRST = ["Eva", "Jörg", "Anna", "Mehmet", "Sophie", "Lukas", "Marie", "Felix", "Lena", "Paul"]
 LAST = ["Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Wagner", "Becker", "Hoffmann"]

@@ -13,15 +13,15 @@ import threading
 import dramatiq
 
 from config.settings import Settings
-from worker.app import App
-from worker.runtime import start_worker
+from worker.runtime.app import App
+from worker.runtime.embedded import start_worker
 
 log = logging.getLogger("leadwerk.processes")
 
 
 def run_worker(app: App, broker: dramatiq.Broker) -> int:
     """A dramatiq worker in this process until SIGTERM/SIGINT; heartbeats to the store."""
-    from worker.clock import heartbeat
+    from worker.runtime.clock import heartbeat
 
     worker = start_worker(app, broker)
     stop = threading.Event()

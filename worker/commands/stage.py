@@ -1,44 +1,21 @@
-"""Lifecycle stages: lead → MQL → SAL → SQL, plus recycled and disqualified.
+"""``leadwerk stage``: a person moves a lead along its lifecycle (``rules.lifecycle``).
 
-Scoring moves a lead to ``mql`` (or ``disqualified``), accepting an assignment moves an MQL to
-``sal``; the rest are people's decisions, made with ``leadwerk stage``. Every change is stored
-in ``stage_changes`` with its time and cause, so the funnel can be rebuilt from the store.
+Every change is stored in ``stage_changes`` with its time and cause, so the funnel can be
+rebuilt from the store.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rules.contact import mask_email
+from rules.lifecycle import StageError, check_manual_move
 from worker.store.db import Store
 from worker.store.models import Assignment, Contact, StageChange
-
-STAGES: Final = ("lead", "mql", "sal", "sql", "recycled", "disqualified")
-LABELS: Final = {
-    "lead": "a lead",
-    "mql": "an MQL",
-    "sal": "an SAL",
-    "sql": "an SQL",
-    "recycled": "recycled",
-    "disqualified": "disqualified",
-}
-
-# What people may set by hand, and from which stages. A recycled contact goes back to
-# marketing: scoring treats it like a lead and it can become an MQL again.
-MANUAL_MOVES: Final[dict[str, frozenset[str]]] = {
-    "sql": frozenset({"sal"}),
-    "recycled": frozenset({"mql", "sal", "sql", "disqualified"}),
-    "disqualified": frozenset({"lead", "mql", "sal", "sql", "recycled"}),
-}
-
-
-class StageError(ValueError):
-    """A move the lifecycle does not allow, or a lead that does not exist."""
 
 
 @dataclass(frozen=True)
@@ -87,18 +64,12 @@ def change_stage(
     recycling also frees the owner, so that the next time it becomes an MQL it is routed anew.
     """
     now = now or datetime.now(UTC)
-    allowed = MANUAL_MOVES.get(to_stage)
-    if allowed is None:
-        raise StageError(
-            f"'{to_stage}' cannot be set by hand; choose one of {', '.join(MANUAL_MOVES)}"
-        )
     with store.session() as session:
         contact = find_contact(session, lead)
         if contact is None:
             raise StageError(f"no lead {lead}")
         before = contact.stage
-        if before not in allowed:
-            raise StageError(_refusal(contact, to_stage))
+        check_manual_move(contact.id, before, to_stage)
         cause = f"leadwerk stage: {reason}" if reason else "leadwerk stage"
         record_move(session, contact, to_stage, cause, now)
         if to_stage in ("recycled", "disqualified"):
@@ -111,20 +82,3 @@ def change_stage(
         if to_stage == "recycled":
             contact.owner = None
         return Moved(contact.id, contact.email, before, to_stage, cause)
-
-
-def _refusal(contact: Contact, to_stage: str) -> str:
-    """Why a move is refused, and what would make it possible."""
-    now_is = f"lead {contact.id} is {LABELS.get(contact.stage, contact.stage)}"
-    if contact.stage == to_stage:
-        return f"{now_is} already"
-    if to_stage == "sql":
-        hint = (
-            f"; the rep accepts it first (leadwerk accept {contact.id})"
-            if contact.stage == "mql"
-            else ""
-        )
-        return f"{now_is}: only an SAL becomes an SQL{hint}"
-    if to_stage == "recycled":
-        return f"{now_is}: only MQLs, SALs, SQLs and disqualified leads can be recycled"
-    return f"{now_is}: cannot move to {to_stage}"

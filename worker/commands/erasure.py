@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import String, cast, delete, func, select
 
 from rules.contact import FieldError, mask_email, normalise_email
-from worker.app import App
+from worker.runtime.app import App
 from worker.store.models import Contact, Event, Message, Quarantine
 
 log = logging.getLogger("leadwerk.erasure")

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from connectors.sources.base import RawRecord
 from rules.contact import FieldError
-from worker.app import App
 from worker.pipeline.ingest import prepare, store_prepared
+from worker.runtime.app import App
 from worker.store.models import Assignment, Contact, DeadLetter, Quarantine, StageChange
 
 

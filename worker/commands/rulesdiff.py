@@ -23,7 +23,7 @@ from config.loader import Config, load_config
 from config.settings import Settings
 from rules.contact import mask_email
 from rules.scoring import r1
-from worker.evaluate import decide
+from worker.commands.evaluate import decide
 from worker.pipeline.route import account_facts
 from worker.pipeline.score import event_facts
 from worker.store.db import Store

@@ -1,9 +1,9 @@
 """Hot reload: a changed rule set takes effect in a running process without a restart.
 
 A thread watches ``config/``; on a change (or on SIGHUP) the whole directory is loaded and
-compiled again. Only a rule set that loads without a single error replaces the one in use, in
-one assignment (``worker.app.set_config``): work in flight finishes on the old rules, the next
-piece of work sees the new ones. A broken change is refused and the old rules keep running,
+compiled again. Only a rule set that loads without a single error replaces the one in use,
+in one assignment (``worker.runtime.app.set_config``): work in flight finishes on the old rules,
+the next piece of work sees the new ones. A broken change is refused and the old rules keep running,
 loudly: an error log with every located error, as ``leadwerk rules check`` would print them.
 """
 
@@ -19,7 +19,7 @@ from watchfiles import Change, watch
 
 from config.errors import ConfigErrors
 from config.loader import load_config
-from worker.app import App, set_config
+from worker.runtime.app import App, set_config
 
 log = logging.getLogger("leadwerk.reload")
 
