@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from config.types import Duration, Percent
+from config.types import Duration, NurtureDelay, Percent
 
 
 class Strict(BaseModel):
@@ -160,7 +160,7 @@ class Limits(Strict):
 
 
 class Step(Strict):
-    after: Duration
+    after: NurtureDelay
     template: str | None = None
     task: str | None = None
 
@@ -174,6 +174,7 @@ class Sequence(Strict):
 
 class NurtureFile(Strict):
     send_window: SendWindow = Field(default_factory=SendWindow)
+    consent_field: str | None = None  # e-mail steps only to contacts whose field is true
     limits: Limits = Field(default_factory=Limits)
     sequences: dict[str, Sequence] = Field(default_factory=dict)
 

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
+from rules.nurture import Delay, parse_delay
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -43,3 +45,4 @@ def parse_percent(value: Any) -> float:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Percent = Annotated[float, BeforeValidator(parse_percent)]
+NurtureDelay = Annotated[Delay, BeforeValidator(parse_delay)]

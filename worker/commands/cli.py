@@ -723,5 +723,53 @@ def forget(
     )
 
 
+nurture_app = typer.Typer(
+    help="Nurture: single-channel follow-up sequences from nurture.yaml.", no_args_is_help=True
+)
+app.add_typer(nurture_app, name="nurture")
+
+
+@nurture_app.command("plan")
+def nurture_plan(
+    file: Annotated[
+        str, typer.Argument(help="JSON Lines as `score` takes them, plus `active`; - for stdin.")
+    ] = "-",
+    now: Annotated[
+        str | None, typer.Option(help="Plan as if the newest event arrived at this ISO 8601 time.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """What nurture would do with each contact, dated, or why it is refused; touches nothing."""
+    from worker.commands.nurture import describe, nurture_rules, plan_line
+
+    settings = _settings(config)
+    loaded = _config(settings)
+    try:
+        at = _parse_now(now)
+    except ValueError as exc:
+        _err(f"--now: {exc}")
+        raise typer.Exit(2) from None
+    try:
+        stream = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        _err(f"cannot read {file}: {exc.strerror}")
+        raise typer.Exit(2) from None
+    rules = nurture_rules(loaded, settings.timezone)
+    refused = 0
+    try:
+        for line in stream:
+            if not line.strip():
+                continue
+            plan = plan_line(loaded, rules, line, at)
+            refused += "error" in plan
+            _echo(json.dumps(plan, ensure_ascii=False) if as_json else describe(plan))
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    if refused:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
