@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import operator
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -181,8 +182,194 @@ class PagePagination(_Strict):
     start: int = 1
 
 
+def _short(token: Any) -> str:
+    text = str(token)
+    return text if len(text) <= 24 else text[:24] + "…"
+
+
+# --- pagination styles ---------------------------------------------------------------------
+#
+# A position says where a page is: {} (unpaginated), {"url"}, {"token"}, {"offset"} or
+# {"page"}; None for the first URL or token. It is what ``resume`` stores, so its keys also tell
+# whether a stored pass was begun under the same style.
+
+
+class Paginator(ABC):
+    """One pagination style, for one pass: where the first page is, how to ask for a page,
+    and where the next one is. A paginator remembers the pass's pages to detect loops.
+
+    ``config_model`` is the style's entry under ``pagination:``, its ``kind`` the ``style``.
+    """
+
+    style: ClassVar[str]
+    config_model: ClassVar[type[BaseModel]]
+
+    def __init__(self, spec: Any, source: str, origin: str) -> None:
+        self.spec = spec
+        self.source = source
+        self.origin = origin
+
+    @abstractmethod
+    def first(self) -> dict[str, Any]:
+        """The position of the first page."""
+
+    def request(
+        self, position: dict[str, Any], url: str, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any] | None]:
+        """The URL and query of the page at ``position``; ``params`` is the source's own
+        query. Without a position of its own the style asks for ``url`` with ``params``."""
+        return url, params
+
+    @abstractmethod
+    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
+        """The position after the page ``reply`` answered with ``count`` records; None when
+        that was the last page. Raises FatalError when the API loops."""
+
+
+class NoPagination(Paginator):
+    """A single page."""
+
+    style = ""
+
+    def first(self) -> dict[str, Any]:
+        return {}
+
+    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
+        return None
+
+
+class NextLinkPaginator(Paginator):
+    """The next page's URL is in the body or in ``Link: rel=next``; it must stay on the
+    source's origin, as it is sent the source's credentials."""
+
+    style = "next_link"
+    config_model = NextLinkPagination
+    spec: NextLinkPagination
+
+    def __init__(self, spec: NextLinkPagination, source: str, origin: str) -> None:
+        super().__init__(spec, source, origin)
+        self._seen: set[str] = set()
+
+    def first(self) -> dict[str, Any]:
+        return {"url": None}
+
+    def request(
+        self, position: dict[str, Any], url: str, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any] | None]:
+        if position.get("url"):
+            return position["url"], None  # a next link carries its own query
+        return url, params
+
+    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
+        if self.spec.path:
+            link = json_path(reply.body, self.spec.path)
+        else:
+            link = reply.response.links.get("next", {}).get("url")
+        if not link:
+            return None
+        current = reply.response.url
+        target = httpx.URL(urljoin(str(current), str(link)))
+        origin = httpx.URL(self.origin)
+        if (target.scheme, target.host, target.port) != (origin.scheme, origin.host, origin.port):
+            raise FatalError(
+                f"{self.source}: the next-page link points to {target.host}, not "
+                f"{origin.host}; refusing to send this source's credentials there"
+            )
+        self._seen.add(str(current))
+        if str(target) in self._seen:
+            raise FatalError(
+                f"{self.source}: the next-page link {describe_url(target)} repeats a page "
+                "already fetched; the API is stuck in a loop, stopping this pass"
+            )
+        return {"url": str(target)}
+
+
+class TokenPaginator(Paginator):
+    """The body holds the next page's token; the next request sends it as a parameter."""
+
+    style = "cursor"
+    config_model = TokenPagination
+    spec: TokenPagination
+
+    def __init__(self, spec: TokenPagination, source: str, origin: str) -> None:
+        super().__init__(spec, source, origin)
+        self._seen: set[str] = set()
+
+    def first(self) -> dict[str, Any]:
+        return {"token": None}
+
+    def request(
+        self, position: dict[str, Any], url: str, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any] | None]:
+        if position["token"] is not None:
+            params[self.spec.param] = position["token"]
+        return url, params
+
+    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
+        token = json_path(reply.body, self.spec.token_field)
+        if token is None or token == "":
+            return None
+        key = str(token)
+        if token == position["token"] or key in self._seen:
+            raise FatalError(
+                f"{self.source}: pagination token {_short(token)!r} is identical to "
+                "the prior token; the API is stuck in a loop, stopping this pass"
+            )
+        self._seen.add(key)
+        return {"token": token}
+
+
+class OffsetPaginator(Paginator):
+    """``?<param>=<records so far>&<limit_param>=<limit>``."""
+
+    style = "offset"
+    config_model = OffsetPagination
+    spec: OffsetPagination
+
+    def first(self) -> dict[str, Any]:
+        return {"offset": 0}
+
+    def request(
+        self, position: dict[str, Any], url: str, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any] | None]:
+        params[self.spec.param] = position["offset"]
+        params[self.spec.limit_param] = self.spec.limit
+        return url, params
+
+    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
+        # Advance by what came, not by the limit asked: servers may cap page sizes.
+        return {"offset": position["offset"] + count}
+
+
+class PagePaginator(Paginator):
+    """``?<param>=<page number>``, counting from ``start``."""
+
+    style = "page"
+    config_model = PagePagination
+    spec: PagePagination
+
+    def first(self) -> dict[str, Any]:
+        return {"page": self.spec.start}
+
+    def request(
+        self, position: dict[str, Any], url: str, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any] | None]:
+        params[self.spec.param] = position["page"]
+        return url, params
+
+    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
+        return {"page": position["page"] + 1}
+
+
+PAGINATORS: dict[str, type[Paginator]] = {
+    paginator.style: paginator
+    for paginator in (NextLinkPaginator, TokenPaginator, OffsetPaginator, PagePaginator)
+}
+"""Pagination styles by the ``kind:`` under ``pagination:`` in the source config; a style is
+its config model plus its paginator, added here."""
+
 Pagination = Annotated[
-    NextLinkPagination | TokenPagination | OffsetPagination | PagePagination,
+    functools.reduce(operator.or_, (style.config_model for style in PAGINATORS.values())),
     Field(discriminator="kind"),
 ]
 
@@ -252,184 +439,6 @@ def _later(a: Any, b: Any) -> Any:
 def _watermark_value(item: Any, field: str) -> Any:
     value = json_path(item, field) if isinstance(item, dict) else None
     return None if isinstance(value, bool | dict | list) else value
-
-
-def _short(token: Any) -> str:
-    text = str(token)
-    return text if len(text) <= 24 else text[:24] + "…"
-
-
-# --- pagination styles ---------------------------------------------------------------------
-#
-# A position says where a page is: {} (unpaginated), {"url"}, {"token"}, {"offset"} or
-# {"page"}; None for the first URL or token. It is what ``resume`` stores, so its keys also tell
-# whether a stored pass was begun under the same style.
-
-
-class Paginator(ABC):
-    """One pagination style, for one pass: where the first page is, how to ask for a page,
-    and where the next one is. A paginator remembers the pass's pages to detect loops."""
-
-    style: ClassVar[str]
-
-    def __init__(self, spec: Any, source: str, origin: str) -> None:
-        self.spec = spec
-        self.source = source
-        self.origin = origin
-
-    @abstractmethod
-    def first(self) -> dict[str, Any]:
-        """The position of the first page."""
-
-    def request(
-        self, position: dict[str, Any], url: str, params: dict[str, Any]
-    ) -> tuple[str, dict[str, Any] | None]:
-        """The URL and query of the page at ``position``; ``params`` is the source's own
-        query. Without a position of its own the style asks for ``url`` with ``params``."""
-        return url, params
-
-    @abstractmethod
-    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
-        """The position after the page ``reply`` answered with ``count`` records; None when
-        that was the last page. Raises FatalError when the API loops."""
-
-
-class NoPagination(Paginator):
-    """A single page."""
-
-    style = ""
-
-    def first(self) -> dict[str, Any]:
-        return {}
-
-    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
-        return None
-
-
-class NextLinkPaginator(Paginator):
-    """The next page's URL is in the body or in ``Link: rel=next``; it must stay on the
-    source's origin, as it is sent the source's credentials."""
-
-    style = "next_link"
-    spec: NextLinkPagination
-
-    def __init__(self, spec: NextLinkPagination, source: str, origin: str) -> None:
-        super().__init__(spec, source, origin)
-        self._seen: set[str] = set()
-
-    def first(self) -> dict[str, Any]:
-        return {"url": None}
-
-    def request(
-        self, position: dict[str, Any], url: str, params: dict[str, Any]
-    ) -> tuple[str, dict[str, Any] | None]:
-        if position.get("url"):
-            return position["url"], None  # a next link carries its own query
-        return url, params
-
-    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
-        if self.spec.path:
-            link = json_path(reply.body, self.spec.path)
-        else:
-            link = reply.response.links.get("next", {}).get("url")
-        if not link:
-            return None
-        current = reply.response.url
-        target = httpx.URL(urljoin(str(current), str(link)))
-        origin = httpx.URL(self.origin)
-        if (target.scheme, target.host, target.port) != (origin.scheme, origin.host, origin.port):
-            raise FatalError(
-                f"{self.source}: the next-page link points to {target.host}, not "
-                f"{origin.host}; refusing to send this source's credentials there"
-            )
-        self._seen.add(str(current))
-        if str(target) in self._seen:
-            raise FatalError(
-                f"{self.source}: the next-page link {describe_url(target)} repeats a page "
-                "already fetched; the API is stuck in a loop, stopping this pass"
-            )
-        return {"url": str(target)}
-
-
-class TokenPaginator(Paginator):
-    """The body holds the next page's token; the next request sends it as a parameter."""
-
-    style = "cursor"
-    spec: TokenPagination
-
-    def __init__(self, spec: TokenPagination, source: str, origin: str) -> None:
-        super().__init__(spec, source, origin)
-        self._seen: set[str] = set()
-
-    def first(self) -> dict[str, Any]:
-        return {"token": None}
-
-    def request(
-        self, position: dict[str, Any], url: str, params: dict[str, Any]
-    ) -> tuple[str, dict[str, Any] | None]:
-        if position["token"] is not None:
-            params[self.spec.param] = position["token"]
-        return url, params
-
-    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
-        token = json_path(reply.body, self.spec.token_field)
-        if token is None or token == "":
-            return None
-        key = str(token)
-        if token == position["token"] or key in self._seen:
-            raise FatalError(
-                f"{self.source}: pagination token {_short(token)!r} is identical to "
-                "the prior token; the API is stuck in a loop, stopping this pass"
-            )
-        self._seen.add(key)
-        return {"token": token}
-
-
-class OffsetPaginator(Paginator):
-    """``?<param>=<records so far>&<limit_param>=<limit>``."""
-
-    style = "offset"
-    spec: OffsetPagination
-
-    def first(self) -> dict[str, Any]:
-        return {"offset": 0}
-
-    def request(
-        self, position: dict[str, Any], url: str, params: dict[str, Any]
-    ) -> tuple[str, dict[str, Any] | None]:
-        params[self.spec.param] = position["offset"]
-        params[self.spec.limit_param] = self.spec.limit
-        return url, params
-
-    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
-        # Advance by what came, not by the limit asked: servers may cap page sizes.
-        return {"offset": position["offset"] + count}
-
-
-class PagePaginator(Paginator):
-    """``?<param>=<page number>``, counting from ``start``."""
-
-    style = "page"
-    spec: PagePagination
-
-    def first(self) -> dict[str, Any]:
-        return {"page": self.spec.start}
-
-    def request(
-        self, position: dict[str, Any], url: str, params: dict[str, Any]
-    ) -> tuple[str, dict[str, Any] | None]:
-        params[self.spec.param] = position["page"]
-        return url, params
-
-    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
-        return {"page": position["page"] + 1}
-
-
-PAGINATORS: dict[str, type[Paginator]] = {
-    paginator.style: paginator
-    for paginator in (NextLinkPaginator, TokenPaginator, OffsetPaginator, PagePaginator)
-}
-"""Pagination styles by the ``kind:`` under ``pagination:`` in the source config."""
 
 
 def paginator_for(config: HttpJsonConfig) -> Paginator:
