@@ -657,8 +657,8 @@ def _load_sources(c: _Collector, doc: YamlDoc | None) -> dict[str, SourceConfig]
     result: dict[str, SourceConfig] = {}
     for index, item in enumerate(data.get("sources") or []):
         kind = item.get("kind") if isinstance(item, dict) else None
-        model = SOURCE_KINDS.get(str(kind))
-        if model is None:
+        kind_class = SOURCE_KINDS.get(str(kind))
+        if kind_class is None:
             hint = difflib.get_close_matches(str(kind), list(SOURCE_KINDS), n=1)
             c.add(
                 doc,
@@ -671,6 +671,7 @@ def _load_sources(c: _Collector, doc: YamlDoc | None) -> dict[str, SourceConfig]
                 ),
             )
             continue
+        model = kind_class.config_model
         try:
             source = TypeAdapter(model).validate_python(item)
         except ValidationError as exc:

@@ -38,3 +38,17 @@ class SkippableError(ConnectorError):
 class UndeliverableError(FatalError):
     """The recipient cannot be reached on this channel (Slack user/channel not found):
     the caller falls back to another channel instead of retrying."""
+
+
+class IgnoredDelivery(ConnectorError):
+    """A pushed delivery that carries nothing to take in (a partial form response): the
+    receiver acknowledges it with a 2xx, so the sender does not deliver it again, and stores
+    nothing."""
+
+
+class SignatureError(ConnectorError):
+    """A pushed delivery that must be refused: unsigned, wrongly signed, stale or too large."""
+
+
+class BodyTooLargeError(SignatureError):
+    """The body is larger than the source accepts (a receiver answers 413)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -267,14 +268,33 @@ class _wait_retry_after(wait_base):
 
 
 class ClientOwner:
-    """Holds the HTTP client of a connector: its own (closed by :meth:`close`) or one passed
-    in by the caller (left open), plus the retry options for :func:`request_json_reply`."""
+    """Holds the HTTP client of a connector: its own (made on first use, closed by
+    :meth:`close`) or one passed in by the caller (left open), plus the retry options for
+    :func:`request_json_reply`. ``timeout`` applies to a client of its own."""
 
-    def __init__(self, client: httpx.Client | None, retry: dict[str, Any] | None) -> None:
-        self._owns_client = client is None
-        self._client = client or make_client()
+    def __init__(
+        self,
+        client: httpx.Client | None,
+        retry: dict[str, Any] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> None:
+        self._given_client = client
+        self._own_client: httpx.Client | None = None
+        self._client_timeout = timeout
+        self._client_lock = threading.Lock()
         self._retry = dict(retry or {})
 
+    @property
+    def _client(self) -> httpx.Client:
+        if self._given_client is not None:
+            return self._given_client
+        with self._client_lock:  # a notifier is shared by the worker's threads
+            if self._own_client is None:
+                self._own_client = make_client(timeout=self._client_timeout)
+            return self._own_client
+
     def close(self) -> None:
-        if self._owns_client:
-            self._client.close()
+        with self._client_lock:
+            client, self._own_client = self._own_client, None
+        if client is not None:
+            client.close()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,21 @@ class SendResult:
     remote_id: str | None = None
 
 
-class Notifier:
-    """Sends one message. Raises ``connectors.errors`` classes on failure."""
+class Notifier(ABC):
+    """Sends one message through one channel.
 
-    channel: str = ""
+    :meth:`send` raises ``connectors.errors`` classes, translated from the vendor's errors at
+    this boundary: :class:`~connectors.errors.RetriableError` for a passing fault,
+    :class:`~connectors.errors.UndeliverableError` when the recipient cannot be reached on
+    this channel (the caller falls back to e-mail), :class:`~connectors.errors.FatalError`
+    for a configuration the admin must fix.
+    """
 
+    channel: ClassVar[str]
+
+    @abstractmethod
     def send(self, message: OutboundMessage) -> SendResult:
-        raise NotImplementedError
+        """Send ``message``; what the channel answered."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook, a no-op unless overridden)
         """Release connections. Optional."""

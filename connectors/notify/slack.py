@@ -4,7 +4,8 @@
 The Web API answers HTTP 200 with ``{"ok": false, "error": "..."}`` for most failures; the
 error code decides the class raised: a bad token stops the worker (FatalError), an unknown
 user or channel lets the caller fall back to e-mail (UndeliverableError), rate limits and
-Slack-side faults are retried (RetriableError). httpx errors never leave this module.
+Slack-side faults are retried (RetriableError). Both notifiers translate Slack's answers the
+same way (:meth:`_SlackPoster._raise_for`); httpx errors never leave this module.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from connectors.errors import FatalError, RetriableError, UndeliverableError
-from connectors.http import USER_AGENT, make_client, parse_retry_after
+from connectors.http import USER_AGENT, ClientOwner, parse_retry_after
 from connectors.notify.base import Notifier, OutboundMessage, SendResult
 
 TOKEN_ENV = "LEADWERK_SLACK_TOKEN"
@@ -34,6 +35,8 @@ _AUTH_ERRORS = frozenset(
         "no_permission",
     }
 )
+# The user or channel cannot be reached: the Web API's codes, and what incoming webhooks
+# answer as plain text about the channel the hook posts to.
 _RECIPIENT_ERRORS = frozenset(
     {
         "channel_not_found",
@@ -42,19 +45,12 @@ _RECIPIENT_ERRORS = frozenset(
         "is_archived",
         "cannot_dm_bot",
         "user_disabled",
+        "channel_is_archived",
+        "posting_to_general_channel_denied",
     }
 )
 _SLACK_SIDE_ERRORS = frozenset(
     {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
-)
-# Incoming webhooks answer these as plain text, each about the channel the hook posts to.
-_WEBHOOK_RECIPIENT_ERRORS = frozenset(
-    {
-        "channel_not_found",
-        "channel_is_archived",
-        "user_not_found",
-        "posting_to_general_channel_denied",
-    }
 )
 
 # Block Kit limits, from Slack's reference.
@@ -68,7 +64,7 @@ _BLOCKS_MAX = 50
 
 # A Slack user id, as a mention takes it: U… (W… on Enterprise Grid).
 _SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
-# Error codes in a response_url's answer ("expired_url", "used_url"); other text is not shown.
+# Error codes in Slack's answers ("channel_not_found", "expired_url"); other text is not shown.
 _ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 
 _DEFAULT_RETRY_AFTER = 1.0
@@ -108,11 +104,62 @@ def _describe_transport_error(exc: httpx.TransportError) -> str:
     return "timed out" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
 
 
-class SlackNotifier(Notifier):
+class _SlackPoster(ClientOwner, Notifier):
+    """What both ways of posting to Slack share: the HTTP client (their own, or one passed in
+    that belongs to the caller), the POST, and the translation of Slack's answers into
+    ``connectors.errors`` classes."""
+
+    channel = "slack"
+    refused_hint = ""
+    """What to check when Slack refuses the address outright (403/404)."""
+
+    def __init__(self, timeout: float, client: httpx.Client | None) -> None:
+        ClientOwner.__init__(self, client, timeout=httpx.Timeout(timeout))
+        self._timeout = timeout
+
+    def _post(
+        self, where: str, url: str, body: dict[str, Any], headers: Mapping[str, str]
+    ) -> httpx.Response:
+        try:
+            return self._client.post(
+                url,
+                content=_json_request_content(body),
+                headers={**_JSON_HEADERS, **headers},
+                timeout=self._timeout,
+            )
+        except httpx.TransportError as exc:
+            raise RetriableError(f"{where} unreachable: {_describe_transport_error(exc)}") from exc
+
+    def _raise_for(
+        self,
+        where: str,
+        response: httpx.Response,
+        error: str | None,
+        token_problem: str | None = None,
+    ) -> NoReturn:
+        """Raise what Slack's answer means: rate limits and Slack-side faults are retried,
+        an unreachable user or channel falls back to e-mail, anything else stops with what
+        to fix (``token_problem`` when the answer is about the bot token)."""
+        status = response.status_code
+        shown = error or f"HTTP {status}"
+        if status == 429 or error == "ratelimited":
+            raise RetriableError(f"{where}: rate limit hit", retry_after=_retry_after(response))
+        if status >= 500 or error in _SLACK_SIDE_ERRORS:
+            raise RetriableError(f"{where} failed on Slack's side ({shown})")
+        if error in _RECIPIENT_ERRORS or status == 410:
+            raise UndeliverableError(f"{where} cannot deliver to this user or channel ({shown})")
+        if token_problem:
+            raise FatalError(token_problem)
+        if status in (403, 404):
+            raise FatalError(f"{where} was refused ({shown}); {self.refused_hint}")
+        raise FatalError(f"{where} refused the message ({shown})")
+
+
+class SlackNotifier(_SlackPoster):
     """Posts with a bot token through ``chat.postMessage``; ``to_address`` is a user or
     channel id."""
 
-    channel = "slack"
+    refused_hint = "check slack_base_url"
 
     def __init__(
         self,
@@ -121,77 +168,54 @@ class SlackNotifier(Notifier):
         timeout: float = 10.0,
         client: httpx.Client | None = None,
     ) -> None:
+        super().__init__(timeout, client)
         self._token = token
         self._url = f"{base_url.rstrip('/')}/chat.postMessage"
-        # A client passed in belongs to the caller, who closes it.
-        self._owns_client = client is None
-        self._client = client if client is not None else make_client(timeout=httpx.Timeout(timeout))
-        self._timeout = timeout
 
     def send(self, message: OutboundMessage) -> SendResult:
-        try:
-            response = self._client.post(
-                self._url,
-                content=_json_request_content(chat_post_message_body(message)),
-                headers={**_JSON_HEADERS, "Authorization": f"Bearer {self._token}"},
-                timeout=self._timeout,
-            )
-        except httpx.TransportError as exc:
-            raise RetriableError(
-                f"Slack API unreachable: {_describe_transport_error(exc)}"
-            ) from exc
-        if response.status_code == 429:
-            raise RetriableError("Slack rate limit hit", retry_after=_retry_after(response))
-        if response.status_code >= 500:
-            raise RetriableError(f"Slack API answered HTTP {response.status_code}")
+        where = "Slack API"
+        response = self._post(
+            where,
+            self._url,
+            chat_post_message_body(message),
+            {"Authorization": f"Bearer {self._token}"},
+        )
         if response.status_code != 200:
-            raise FatalError(
-                f"Slack API answered HTTP {response.status_code} for chat.postMessage; "
-                "check slack_base_url"
-            )
+            self._raise_for(where, response, _error_code(response))
         try:
             answer = response.json()
         except ValueError:
-            raise RetriableError("Slack API answered something that is not JSON") from None
+            raise RetriableError(f"{where} answered something that is not JSON") from None
         if not isinstance(answer, dict):
-            raise RetriableError("Slack API answered JSON that is not an object")
+            raise RetriableError(f"{where} answered JSON that is not an object")
         if answer.get("ok") is True:
             ts = answer.get("ts")
             return SendResult(remote_id=ts if isinstance(ts, str) else None)
-        self._raise_for_error(str(answer.get("error", "unknown_error")), answer, response)
-
-    def _raise_for_error(
-        self, error: str, answer: dict[str, Any], response: httpx.Response
-    ) -> NoReturn:
-        if error == "ratelimited":
-            raise RetriableError("Slack rate limit hit", retry_after=_retry_after(response))
-        if error in _SLACK_SIDE_ERRORS:
-            raise RetriableError(f"Slack API failed on its side ({error})")
-        if error in _RECIPIENT_ERRORS:
-            raise UndeliverableError(f"Slack cannot deliver to this user or channel ({error})")
-        if error == "missing_scope":
-            needed = answer.get("needed") or "chat:write"
-            raise FatalError(
-                f"the Slack bot token in {TOKEN_ENV} lacks the scope {needed} (missing_scope); "
-                "add it to the Slack app and reinstall it"
-            )
-        if error in _AUTH_ERRORS:
-            raise FatalError(
-                f"Slack rejected the bot token in {TOKEN_ENV} ({error}); set a valid bot "
-                "token with the chat:write scope"
-            )
-        raise FatalError(f"Slack refused the message ({error})")
-
-    def close(self) -> None:
-        if self._owns_client:
-            self._client.close()
+        error = str(answer.get("error", "unknown_error"))
+        self._raise_for(where, response, error, _token_problem(error, answer))
 
 
-class SlackWebhookNotifier(Notifier):
+def _token_problem(error: str, answer: dict[str, Any]) -> str | None:
+    """What is wrong with the bot token, when Slack's ``error`` is about it."""
+    if error == "missing_scope":
+        needed = answer.get("needed") or "chat:write"
+        return (
+            f"the Slack bot token in {TOKEN_ENV} lacks the scope {needed} (missing_scope); "
+            "add it to the Slack app and reinstall it"
+        )
+    if error in _AUTH_ERRORS:
+        return (
+            f"Slack rejected the bot token in {TOKEN_ENV} ({error}); set a valid bot "
+            "token with the chat:write scope"
+        )
+    return None
+
+
+class SlackWebhookNotifier(_SlackPoster):
     """Posts through incoming webhooks. ``to_address`` names the webhook; ``webhook_urls``
     maps names to URLs. The URLs are secrets, so messages only ever name the webhook."""
 
-    channel = "slack"
+    refused_hint = "the webhook URL is revoked or wrong, create a new one in the Slack app"
 
     def __init__(
         self,
@@ -199,55 +223,20 @@ class SlackWebhookNotifier(Notifier):
         timeout: float = 10.0,
         client: httpx.Client | None = None,
     ) -> None:
+        super().__init__(timeout, client)
         self._webhook_urls = dict(webhook_urls)
-        self._owns_client = client is None
-        self._client = client if client is not None else make_client(timeout=httpx.Timeout(timeout))
-        self._timeout = timeout
 
     def send(self, message: OutboundMessage) -> SendResult:
         name = message.to_address
         url = self._webhook_urls.get(name)
         if url is None:
             raise UndeliverableError(f"no Slack webhook named {name!r} is configured")
-        try:
-            response = self._client.post(
-                url,
-                content=_json_request_content(webhook_body(message)),
-                headers=_JSON_HEADERS,
-                timeout=self._timeout,
-            )
-        except httpx.TransportError as exc:
-            raise RetriableError(
-                f"Slack webhook {name!r} unreachable: {_describe_transport_error(exc)}"
-            ) from exc
+        where = f"Slack webhook {name!r}"
+        response = self._post(where, url, webhook_body(message), {})
         if response.status_code == 200:
             # Webhooks answer a plain "ok" and give no message id.
             return SendResult()
-        self._raise_for_status(name, response)
-
-    @staticmethod
-    def _raise_for_status(name: str, response: httpx.Response) -> NoReturn:
-        status = response.status_code
-        # The body is a short error code; keep only code-like text out of caution.
-        error = response.text.strip()
-        error = error if re.fullmatch(r"[a-z_]{1,64}", error) else f"HTTP {status}"
-        where = f"Slack webhook {name!r}"
-        if status == 429:
-            raise RetriableError(f"{where} rate limited", retry_after=_retry_after(response))
-        if status >= 500:
-            raise RetriableError(f"{where} failed on Slack's side ({error})")
-        if error in _WEBHOOK_RECIPIENT_ERRORS or status == 410:
-            raise UndeliverableError(f"{where} cannot post to its channel ({error})")
-        if status in (403, 404):
-            raise FatalError(
-                f"{where} was refused ({error}); the webhook URL is revoked or wrong, "
-                "create a new one in the Slack app"
-            )
-        raise FatalError(f"{where} refused the message ({error})")
-
-    def close(self) -> None:
-        if self._owns_client:
-            self._client.close()
+        self._raise_for(where, response, _error_code(response))
 
 
 def _escape(text: str) -> str:
@@ -411,14 +400,15 @@ async def post_to_response_url(url: str, body: dict[str, Any], timeout: float = 
     except httpx.HTTPError as exc:
         reason = "timed out" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
         return f"{where} unreachable: {reason}"
-    error = _response_url_error(response)
+    error = _error_code(response)
     if not response.is_success:
         return f"{where} answered HTTP {response.status_code}" + (f" ({error})" if error else "")
     return f"{where} refused the message ({error})" if error else None
 
 
-def _response_url_error(response: httpx.Response) -> str | None:
-    """The error code in a response_url's answer: plain text, or ``{"ok": false, "error"}``."""
+def _error_code(response: httpx.Response) -> str | None:
+    """The error code in Slack's answer: plain text (incoming webhooks, a response_url) or
+    ``{"ok": false, "error"}``. Only code-like text: other text is not shown."""
     try:
         answer = response.json()
     except ValueError:

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import base64
 import functools
+import operator
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urljoin
 
 import httpx
@@ -31,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.errors import FatalError
 from connectors.http import ClientOwner, JsonReply, describe_url, request_json_reply
-from connectors.sources.base import Page, RawRecord, Source, SourceConfig
+from connectors.sources.base import Page, PulledSource, RawRecord, SourceConfig
 
 # --- paths into JSON -----------------------------------------------------------------------
 
@@ -180,8 +182,194 @@ class PagePagination(_Strict):
     start: int = 1
 
 
+def _short(token: Any) -> str:
+    text = str(token)
+    return text if len(text) <= 24 else text[:24] + "…"
+
+
+# --- pagination styles ---------------------------------------------------------------------
+#
+# A position says where a page is: {} (unpaginated), {"url"}, {"token"}, {"offset"} or
+# {"page"}; None for the first URL or token. It is what ``resume`` stores, so its keys also tell
+# whether a stored pass was begun under the same style.
+
+
+class Paginator(ABC):
+    """One pagination style, for one pass: where the first page is, how to ask for a page,
+    and where the next one is. A paginator remembers the pass's pages to detect loops.
+
+    ``config_model`` is the style's entry under ``pagination:``, its ``kind`` the ``style``.
+    """
+
+    style: ClassVar[str]
+    config_model: ClassVar[type[BaseModel]]
+
+    def __init__(self, spec: Any, source: str, origin: str) -> None:
+        self.spec = spec
+        self.source = source
+        self.origin = origin
+
+    @abstractmethod
+    def first(self) -> dict[str, Any]:
+        """The position of the first page."""
+
+    def request(
+        self, position: dict[str, Any], url: str, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any] | None]:
+        """The URL and query of the page at ``position``; ``params`` is the source's own
+        query. Without a position of its own the style asks for ``url`` with ``params``."""
+        return url, params
+
+    @abstractmethod
+    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
+        """The position after the page ``reply`` answered with ``count`` records; None when
+        that was the last page. Raises FatalError when the API loops."""
+
+
+class NoPagination(Paginator):
+    """A single page."""
+
+    style = ""
+
+    def first(self) -> dict[str, Any]:
+        return {}
+
+    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
+        return None
+
+
+class NextLinkPaginator(Paginator):
+    """The next page's URL is in the body or in ``Link: rel=next``; it must stay on the
+    source's origin, as it is sent the source's credentials."""
+
+    style = "next_link"
+    config_model = NextLinkPagination
+    spec: NextLinkPagination
+
+    def __init__(self, spec: NextLinkPagination, source: str, origin: str) -> None:
+        super().__init__(spec, source, origin)
+        self._seen: set[str] = set()
+
+    def first(self) -> dict[str, Any]:
+        return {"url": None}
+
+    def request(
+        self, position: dict[str, Any], url: str, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any] | None]:
+        if position.get("url"):
+            return position["url"], None  # a next link carries its own query
+        return url, params
+
+    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
+        if self.spec.path:
+            link = json_path(reply.body, self.spec.path)
+        else:
+            link = reply.response.links.get("next", {}).get("url")
+        if not link:
+            return None
+        current = reply.response.url
+        target = httpx.URL(urljoin(str(current), str(link)))
+        origin = httpx.URL(self.origin)
+        if (target.scheme, target.host, target.port) != (origin.scheme, origin.host, origin.port):
+            raise FatalError(
+                f"{self.source}: the next-page link points to {target.host}, not "
+                f"{origin.host}; refusing to send this source's credentials there"
+            )
+        self._seen.add(str(current))
+        if str(target) in self._seen:
+            raise FatalError(
+                f"{self.source}: the next-page link {describe_url(target)} repeats a page "
+                "already fetched; the API is stuck in a loop, stopping this pass"
+            )
+        return {"url": str(target)}
+
+
+class TokenPaginator(Paginator):
+    """The body holds the next page's token; the next request sends it as a parameter."""
+
+    style = "cursor"
+    config_model = TokenPagination
+    spec: TokenPagination
+
+    def __init__(self, spec: TokenPagination, source: str, origin: str) -> None:
+        super().__init__(spec, source, origin)
+        self._seen: set[str] = set()
+
+    def first(self) -> dict[str, Any]:
+        return {"token": None}
+
+    def request(
+        self, position: dict[str, Any], url: str, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any] | None]:
+        if position["token"] is not None:
+            params[self.spec.param] = position["token"]
+        return url, params
+
+    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
+        token = json_path(reply.body, self.spec.token_field)
+        if token is None or token == "":
+            return None
+        key = str(token)
+        if token == position["token"] or key in self._seen:
+            raise FatalError(
+                f"{self.source}: pagination token {_short(token)!r} is identical to "
+                "the prior token; the API is stuck in a loop, stopping this pass"
+            )
+        self._seen.add(key)
+        return {"token": token}
+
+
+class OffsetPaginator(Paginator):
+    """``?<param>=<records so far>&<limit_param>=<limit>``."""
+
+    style = "offset"
+    config_model = OffsetPagination
+    spec: OffsetPagination
+
+    def first(self) -> dict[str, Any]:
+        return {"offset": 0}
+
+    def request(
+        self, position: dict[str, Any], url: str, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any] | None]:
+        params[self.spec.param] = position["offset"]
+        params[self.spec.limit_param] = self.spec.limit
+        return url, params
+
+    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
+        # Advance by what came, not by the limit asked: servers may cap page sizes.
+        return {"offset": position["offset"] + count}
+
+
+class PagePaginator(Paginator):
+    """``?<param>=<page number>``, counting from ``start``."""
+
+    style = "page"
+    config_model = PagePagination
+    spec: PagePagination
+
+    def first(self) -> dict[str, Any]:
+        return {"page": self.spec.start}
+
+    def request(
+        self, position: dict[str, Any], url: str, params: dict[str, Any]
+    ) -> tuple[str, dict[str, Any] | None]:
+        params[self.spec.param] = position["page"]
+        return url, params
+
+    def next(self, position: dict[str, Any], reply: JsonReply, count: int) -> dict[str, Any] | None:
+        return {"page": position["page"] + 1}
+
+
+PAGINATORS: dict[str, type[Paginator]] = {
+    paginator.style: paginator
+    for paginator in (NextLinkPaginator, TokenPaginator, OffsetPaginator, PagePaginator)
+}
+"""Pagination styles by the ``kind:`` under ``pagination:`` in the source config; a style is
+its config model plus its paginator, added here."""
+
 Pagination = Annotated[
-    NextLinkPagination | TokenPagination | OffsetPagination | PagePagination,
+    functools.reduce(operator.or_, (style.config_model for style in PAGINATORS.values())),
     Field(discriminator="kind"),
 ]
 
@@ -253,12 +441,14 @@ def _watermark_value(item: Any, field: str) -> Any:
     return None if isinstance(value, bool | dict | list) else value
 
 
-def _short(token: Any) -> str:
-    text = str(token)
-    return text if len(text) <= 24 else text[:24] + "…"
+def paginator_for(config: HttpJsonConfig) -> Paginator:
+    """A fresh paginator for one pass of ``config``'s source."""
+    spec = config.pagination
+    style = PAGINATORS[spec.kind] if spec is not None else NoPagination
+    return style(spec, config.name, config.url)
 
 
-class HttpJsonSource(ClientOwner, Source):
+class HttpJsonSource(ClientOwner, PulledSource):
     """Polls one JSON API as ``HttpJsonConfig`` describes it.
 
     ``retry`` passes keyword arguments on to :func:`connectors.http.request_json_reply`
@@ -267,6 +457,8 @@ class HttpJsonSource(ClientOwner, Source):
     """
 
     kind = "http_json"
+    config_model = HttpJsonConfig
+    config: HttpJsonConfig
 
     def __init__(
         self,
@@ -275,7 +467,7 @@ class HttpJsonSource(ClientOwner, Source):
         client: httpx.Client | None = None,
         retry: dict[str, Any] | None = None,
     ) -> None:
-        self.config = config
+        PulledSource.__init__(self, config, env)
         self._headers = {**config.headers, **_auth_headers(config, env)}
         self._credential_env = _credential_env(config)
         ClientOwner.__init__(self, client, retry)
@@ -284,7 +476,8 @@ class HttpJsonSource(ClientOwner, Source):
         stored = cursor or {}
         watermark = stored.get("watermark")
         resume = stored.get("resume")
-        position = self._first_position()
+        paginator = paginator_for(self.config)
+        position = paginator.first()
         if isinstance(resume, dict) and set(resume) - {"since"} == set(position):
             since = resume.get("since")
             position = {key: resume[key] for key in position}
@@ -292,14 +485,16 @@ class HttpJsonSource(ClientOwner, Source):
             resume, since = None, watermark
         pass_open = resume is not None
         previous_items: list[Any] | None = None
-        seen: set[str] = set()
         while True:
-            url, params = self._request(position, since)
+            params: dict[str, Any] = dict(self.config.params)
+            if self.config.cursor and since is not None:
+                params[self.config.cursor.param] = since
+            url, query = paginator.request(position, self.config.url, params)
             reply = request_json_reply(
                 self._client,
                 "GET",
                 url,
-                params=params,
+                params=query,
                 headers=self._headers,
                 source=self.config.name,
                 token_env=self._credential_env,
@@ -321,92 +516,12 @@ class HttpJsonSource(ClientOwner, Source):
             if self.config.cursor:
                 for item in items:
                     watermark = _later(watermark, _watermark_value(item, self.config.cursor.field))
-            next_position = self._next_position(position, reply, len(items), seen)
+            next_position = paginator.next(position, reply, len(items))
             pass_open = next_position is not None
             yield Page(records, cursor=self._cursor(watermark, next_position, since))
             if next_position is None:
                 return
             position = next_position
-
-    # The position says where the next page is: {} (unpaginated), {"url"}, {"token"},
-    # {"offset"} or {"page"}; None for the first URL or token.
-    def _first_position(self) -> dict[str, Any]:
-        pagination = self.config.pagination
-        if isinstance(pagination, NextLinkPagination):
-            return {"url": None}
-        if isinstance(pagination, TokenPagination):
-            return {"token": None}
-        if isinstance(pagination, OffsetPagination):
-            return {"offset": 0}
-        if isinstance(pagination, PagePagination):
-            return {"page": pagination.start}
-        return {}
-
-    def _request(self, position: dict[str, Any], since: Any) -> tuple[str, dict[str, Any] | None]:
-        if position.get("url"):
-            return position["url"], None  # a next link carries its own query
-        params: dict[str, Any] = dict(self.config.params)
-        if self.config.cursor and since is not None:
-            params[self.config.cursor.param] = since
-        pagination = self.config.pagination
-        if isinstance(pagination, TokenPagination) and position["token"] is not None:
-            params[pagination.param] = position["token"]
-        elif isinstance(pagination, OffsetPagination):
-            params[pagination.param] = position["offset"]
-            params[pagination.limit_param] = pagination.limit
-        elif isinstance(pagination, PagePagination):
-            params[pagination.param] = position["page"]
-        return self.config.url, params
-
-    def _next_position(
-        self, position: dict[str, Any], reply: JsonReply, count: int, seen: set[str]
-    ) -> dict[str, Any] | None:
-        pagination = self.config.pagination
-        if isinstance(pagination, NextLinkPagination):
-            return self._next_link(pagination, reply, seen)
-        if isinstance(pagination, TokenPagination):
-            token = json_path(reply.body, pagination.token_field)
-            if token is None or token == "":
-                return None
-            key = str(token)
-            if token == position["token"] or key in seen:
-                raise FatalError(
-                    f"{self.config.name}: pagination token {_short(token)!r} is identical to "
-                    "the prior token; the API is stuck in a loop, stopping this pass"
-                )
-            seen.add(key)
-            return {"token": token}
-        if isinstance(pagination, OffsetPagination):
-            # Advance by what came, not by the limit asked: servers may cap page sizes.
-            return {"offset": position["offset"] + count}
-        if isinstance(pagination, PagePagination):
-            return {"page": position["page"] + 1}
-        return None
-
-    def _next_link(
-        self, pagination: NextLinkPagination, reply: JsonReply, seen: set[str]
-    ) -> dict[str, Any] | None:
-        if pagination.path:
-            link = json_path(reply.body, pagination.path)
-        else:
-            link = reply.response.links.get("next", {}).get("url")
-        if not link:
-            return None
-        current = reply.response.url
-        target = httpx.URL(urljoin(str(current), str(link)))
-        origin = httpx.URL(self.config.url)
-        if (target.scheme, target.host, target.port) != (origin.scheme, origin.host, origin.port):
-            raise FatalError(
-                f"{self.config.name}: the next-page link points to {target.host}, not "
-                f"{origin.host}; refusing to send this source's credentials there"
-            )
-        seen.add(str(current))
-        if str(target) in seen:
-            raise FatalError(
-                f"{self.config.name}: the next-page link {describe_url(target)} repeats a page "
-                "already fetched; the API is stuck in a loop, stopping this pass"
-            )
-        return {"url": str(target)}
 
     def _cursor(
         self, watermark: Any, next_position: dict[str, Any] | None, since: Any

@@ -11,37 +11,26 @@ read half-written, moved to ``done/``, and the rows written after that would be 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from config.types import Duration
-from connectors.sources.base import SourceConfig
+from connectors.sources.base import FileSource, FileSourceConfig, RawRecord
+from connectors.sources.files import read_export
 
-EXPORT_SUFFIXES = {".csv", ".txt", ".tsv", ".xlsx", ".vcf", ".vcard"}
+EXPORT_SUFFIXES = frozenset({".csv", ".txt", ".tsv", ".xlsx", ".vcf", ".vcard"})
 
 
-class TradefairFilesConfig(SourceConfig):
+class TradefairFilesConfig(FileSourceConfig):
     kind: Literal["tradefair_files"]
-    path: str
-    settle: Duration = timedelta(seconds=2)
 
 
-def waiting_files(folder: Path) -> Iterator[Path]:
-    """Export files waiting in the inbox folder (not in done/ or failed/), oldest first."""
-    if not folder.is_dir():
-        return
-    files = [
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in EXPORT_SUFFIXES and not p.name.startswith(".")
-    ]
-    yield from sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
+class TradefairFilesSource(FileSource):
+    """CSV, XLSX and vCard exports, read by :func:`~connectors.sources.files.read_export`."""
 
+    kind = "tradefair_files"
+    config_model = TradefairFilesConfig
+    suffixes = EXPORT_SUFFIXES
 
-def unsettled_for(path: Path, settle: timedelta) -> float:
-    """Seconds until ``path`` has gone ``settle`` without a change (0 when it has)."""
-    changed = path.stat().st_mtime
-    return max(0.0, changed + settle.total_seconds() - time.time())
+    def read(self, path: Path) -> Iterator[RawRecord]:
+        return read_export(path)

@@ -24,9 +24,9 @@ from urllib.parse import quote
 import httpx
 from pydantic import Field
 
-from connectors.errors import FatalError, SkippableError
+from connectors.errors import FatalError, IgnoredDelivery, SignatureError, SkippableError
 from connectors.http import ClientOwner, request_json_reply
-from connectors.sources.base import Page, RawRecord, Source, SourceConfig
+from connectors.sources.base import Page, PulledSource, PushedSource, RawRecord, SourceConfig
 from connectors.sources.http_json import parse_time, require_env
 
 SIGNATURE_HEADER = "Typeform-Signature"
@@ -120,18 +120,24 @@ def parse_typeform_webhook(body: dict[str, Any]) -> RawRecord:
         )
     form_response = body.get("form_response")
     if not isinstance(form_response, dict):
-        raise SkippableError("the Typeform delivery has no form_response object")
+        raise SkippableError(
+            "the Typeform delivery has no form_response object", field="form_response"
+        )
     return response_record(form_response)
 
 
-class TypeformSource(ClientOwner, Source):
-    """Polls ``GET {base_url}/forms/{form_id}/responses`` for completed responses.
+class TypeformSource(ClientOwner, PulledSource, PushedSource):
+    """Polls ``GET {base_url}/forms/{form_id}/responses`` for completed responses, and takes
+    the form's signed webhook deliveries.
 
     ``retry`` passes keyword arguments on to :func:`connectors.http.request_json_reply`.
-    A ``client`` given is used as is and left open.
+    A ``client`` given is used as is and left open. The token is read when a poll starts:
+    receiving a webhook delivery does not need it.
     """
 
     kind = "typeform"
+    config_model = TypeformConfig
+    config: TypeformConfig
 
     def __init__(
         self,
@@ -140,15 +146,34 @@ class TypeformSource(ClientOwner, Source):
         client: httpx.Client | None = None,
         retry: dict[str, Any] | None = None,
     ) -> None:
-        self.config = config
-        token = require_env(env, config.token_env, config.name, "a Typeform personal access token")
-        self._headers = {"Authorization": f"Bearer {token}"}
+        PulledSource.__init__(self, config, env)
         self._url = (
             f"{config.base_url.rstrip('/')}/forms/{quote(config.form_id, safe='')}/responses"
         )
         ClientOwner.__init__(self, client, retry)
 
+    def verify(self, secret: str, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
+        sent = headers.get(SIGNATURE_HEADER)
+        if not sent:
+            raise SignatureError(f"missing {SIGNATURE_HEADER} header")
+        if not verify_typeform_signature(secret, body, sent):
+            raise SignatureError("signature does not match")
+
+    def receive(self, payload: dict[str, Any]) -> RawRecord:
+        """A completed response's record; any other event (a partial response) is
+        acknowledged and ignored, so Typeform does not deliver it again and again."""
+        try:
+            return parse_typeform_webhook(payload)
+        except SkippableError as exc:
+            if payload.get("event_type") != "form_response":
+                raise IgnoredDelivery(str(exc)) from None
+            raise
+
     def fetch(self, cursor: dict[str, Any] | None) -> Iterator[Page]:
+        token = require_env(
+            self.env, self.config.token_env, self.config.name, "a Typeform personal access token"
+        )
+        headers = {"Authorization": f"Bearer {token}"}
         stored = cursor or {}
         after = stored.get("after")
         submitted_at = stored.get("submitted_at")
@@ -166,7 +191,7 @@ class TypeformSource(ClientOwner, Source):
                 "GET",
                 self._url,
                 params=params,
-                headers=self._headers,
+                headers=headers,
                 source=self.config.name,
                 token_env=self.config.token_env,
                 **self._retry,

@@ -6,8 +6,9 @@ signed payload is ``"<timestamp>.<raw body>"`` with the timestamp (Unix seconds,
 sent) in its own header, and deliveries outside the tolerance window are refused, so a
 captured delivery cannot be replayed later.
 
-The receiver calls :func:`verify_webhook` on the raw bytes before parsing them, then
-:func:`record_from_webhook` on the parsed JSON object.
+The receiver calls :meth:`WebhookSource.verify` (:func:`verify_webhook`) on the raw bytes
+before parsing them, then :meth:`WebhookSource.receive` (:func:`record_from_webhook`) on the
+parsed JSON object.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from config.types import Duration
-from connectors.sources.base import RawRecord, SourceConfig
+from connectors.errors import BodyTooLargeError, SignatureError
+from connectors.sources.base import PushedSource, RawRecord, SourceConfig
 from connectors.sources.http_json import json_path
 
 
@@ -53,14 +55,6 @@ class WebhookConfig(SourceConfig):
     timestamp: TimestampSpec | None = None
     id_field: str | None = None
     max_body_bytes: int = Field(default=1_000_000, ge=1)
-
-
-class SignatureError(Exception):
-    """A delivery that must be refused: unsigned, wrongly signed, stale or too large."""
-
-
-class BodyTooLargeError(SignatureError):
-    """The body is larger than ``max_body_bytes`` (a receiver answers 413)."""
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -139,3 +133,21 @@ def record_from_webhook(config: WebhookConfig, payload: dict[str, Any]) -> RawRe
         data=payload,
         record_id=None if record_id is None or record_id == "" else str(record_id),
     )
+
+
+class WebhookSource(PushedSource):
+    """Any sender that signs its JSON deliveries with HMAC-SHA256."""
+
+    kind = "webhook"
+    config_model = WebhookConfig
+    config: WebhookConfig
+
+    @property
+    def max_body_bytes(self) -> int | None:
+        return self.config.max_body_bytes
+
+    def verify(self, secret: str, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
+        verify_webhook(self.config, secret, headers, body, now)
+
+    def receive(self, payload: dict[str, Any]) -> RawRecord:
+        return record_from_webhook(self.config, payload)

@@ -504,6 +504,7 @@ def import_(
 ) -> None:
     """One-off ingest of an export file through a source's mapping; then scored and routed."""
     from connectors.sources.files import ExportError
+    from connectors.sources.registry import is_file_based
     from worker.pipeline.ingest import IngestReport
     from worker.pipeline.poll import import_file
 
@@ -514,7 +515,7 @@ def import_(
             f"{', '.join(application.config.sources) or 'none'}"
         )
         raise typer.Exit(2)
-    if application.config.sources[source].kind != "tradefair_files":
+    if not is_file_based(application.config.sources[source]):
         _err(
             f"source '{source}' is a {application.config.sources[source].kind} source; "
             "files are imported through a tradefair_files source"

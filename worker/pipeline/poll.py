@@ -12,11 +12,9 @@ from sqlalchemy import select
 
 from config.loader import Config
 from connectors.errors import ConnectorError, FatalError
-from connectors.sources.base import Source, SourceConfig
-from connectors.sources.files import ExportError, file_sha256, read_export
-from connectors.sources.http_json import HttpJsonConfig, HttpJsonSource
-from connectors.sources.tradefair import TradefairFilesConfig, unsettled_for, waiting_files
-from connectors.sources.typeform import TypeformConfig, TypeformSource
+from connectors.sources.base import PulledSource, SourceConfig
+from connectors.sources.files import ExportError, file_sha256
+from connectors.sources.registry import file_source, is_pulled, pulled_source
 from worker.pipeline.ingest import IngestReport, ingest_records
 from worker.store.db import Store
 from worker.store.models import SourceFile, SourceState
@@ -28,22 +26,6 @@ log = logging.getLogger("leadwerk.poll")
 # 500 → 88 µs per row stored, 2,000 → 77, 5,000 → 75). A batch holds SQLite's write lock
 # (and on PostgreSQL its contacts' row locks) for about 0.15 s: webhooks wait no longer.
 _FILE_BATCH = 2000
-
-
-def is_pulled(source: SourceConfig) -> bool:
-    """Whether the clock polls this source (rather than it pushing, or dropping files)."""
-    return isinstance(source, HttpJsonConfig | TypeformConfig)
-
-
-def pull_source(config: Config, source: SourceConfig) -> Source | None:
-    """The pull connector for a source, or None for pushed/file kinds. Raises FatalError
-    when an environment variable that the source names is not set."""
-    env = config.settings.env
-    if isinstance(source, HttpJsonConfig):
-        return HttpJsonSource(source, env)
-    if isinstance(source, TypeformConfig):
-        return TypeformSource(source, env)
-    return None
 
 
 def _state(session: object, name: str) -> SourceState:
@@ -85,9 +67,9 @@ def poll_source(
     with store.session() as session:
         state = session.get(SourceState, name)
         cursor = dict(state.cursor) if state and state.cursor else None
-    source: Source | None = None
+    source: PulledSource | None = None
     try:
-        source = pull_source(config, source_cfg)  # a missing token is a failed poll too
+        source = pulled_source(source_cfg, config.settings.env)  # a missing token fails too
         assert source is not None
         for page in source.fetch(cursor):
 
@@ -138,8 +120,11 @@ def import_file(
     the rest, as every row is known by its key.)
     """
     now = now or datetime.now(UTC)
+    source = file_source(source_cfg, config.settings.env)
+    if source is None:
+        raise ValueError(f"source '{source_cfg.name}' is a {source_cfg.kind} source; no files")
     try:
-        records = read_export(path)
+        records = source.read(path)
     except ExportError as exc:
         raise ExportError(f"{exc}; nothing from this file was taken in") from exc
     report = ingest_records(
@@ -165,37 +150,33 @@ def import_file(
     return report
 
 
-def inbox_folder(config: Config, source: TradefairFilesConfig) -> Path:
-    folder = Path(source.path)
-    return folder if folder.is_absolute() else config.directory.parent / folder
-
-
 def import_inboxes(
     store: Store, config: Config, now: datetime | None = None, wait: bool = False
 ) -> list[IngestReport]:
-    """Every file waiting in a ``tradefair_files`` folder, once by content hash, then moved
-    to ``done/``, or to ``failed/`` when it cannot be read to its end (its report then has
-    ``error`` set and nothing of it was taken in).
+    """Every file waiting in the folder of a file source (``tradefair_files``), once by
+    content hash, then moved to ``done/``, or to ``failed/`` when it cannot be read to its end
+    (its report then has ``error`` set and nothing of it was taken in).
 
     A file that changed less than its source's ``settle`` ago is still being written and is
     left for a later look; with ``wait`` (``run --once``, which looks only once) the look
     waits for it to settle, so a file copied in just before is taken."""
     reports = []
     for source in config.sources.values():
-        if not isinstance(source, TradefairFilesConfig):
+        inbox = file_source(source, config.settings.env)
+        if inbox is None:
             continue
-        folder = inbox_folder(config, source)
-        for path in waiting_files(folder):
-            left = unsettled_for(path, source.settle)
+        folder = inbox.folder(config.directory.parent)
+        for path in inbox.waiting_files(folder):
+            left = inbox.unsettled_for(path)
             if left and wait:
-                time.sleep(min(left, source.settle.total_seconds()))
-                left = unsettled_for(path, source.settle)
+                time.sleep(min(left, inbox.config.settle.total_seconds()))
+                left = inbox.unsettled_for(path)
             if left:
                 log.info(
                     "%s: %s is still being written; it is taken once it has not changed for %s",
                     source.name,
                     path.name,
-                    source.settle,
+                    inbox.config.settle,
                 )
                 continue
             sha = file_sha256(path)

@@ -22,21 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from connectors.errors import SkippableError
-from connectors.sources.base import RawRecord
-from connectors.sources.typeform import (
-    SIGNATURE_HEADER,
-    TypeformConfig,
-    parse_typeform_webhook,
-    verify_typeform_signature,
-)
-from connectors.sources.webhook import (
-    BodyTooLargeError,
-    SignatureError,
-    WebhookConfig,
-    record_from_webhook,
-    verify_webhook,
-)
+from connectors.errors import BodyTooLargeError, IgnoredDelivery, SignatureError, SkippableError
+from connectors.sources.base import PushedSource, RawRecord
+from connectors.sources.registry import pushed_source
 from worker.pipeline.ingest import ingest_records, quarantine
 from worker.runtime.app import App
 
@@ -50,14 +38,15 @@ class HookAnswer:
     detail: str
 
 
-def webhook_source(app: App, name: str) -> WebhookConfig | TypeformConfig | None:
+def webhook_source(app: App, name: str) -> PushedSource | None:
+    """The source that takes deliveries to ``/hooks/<name>``, if one is configured."""
     source = app.config.sources.get(name)
-    return source if isinstance(source, WebhookConfig | TypeformConfig) else None
+    return pushed_source(source, app.settings.env) if source is not None else None
 
 
-def body_limit(app: App, source: WebhookConfig | TypeformConfig) -> int:
+def body_limit(app: App, source: PushedSource) -> int:
     """The largest body a source accepts: its ``max_body_bytes``, else the setting."""
-    return getattr(source, "max_body_bytes", None) or app.settings.max_body_bytes
+    return source.max_body_bytes or app.settings.max_body_bytes
 
 
 def receive_webhook(
@@ -83,16 +72,13 @@ def receive_webhook(
         reason = f"the body is not a JSON object ({_short(exc)})"
         raw = RawRecord(data={"body": body.decode("utf-8", "replace")})
         return _quarantine(app, name, raw, reason, "body")
-    if isinstance(source, WebhookConfig):
-        record = record_from_webhook(source, payload)
-    else:
-        try:
-            record = parse_typeform_webhook(payload)
-        except SkippableError as exc:
-            if payload.get("event_type") != "form_response":
-                return HookAnswer(200, "ignored", str(exc))
-            return _quarantine(app, name, RawRecord(data=payload), str(exc), "form_response")
-    report = ingest_records(app.store, app.config, source, [record], now=now)
+    try:
+        record = source.receive(payload)
+    except IgnoredDelivery as exc:
+        return HookAnswer(200, "ignored", str(exc))
+    except SkippableError as exc:
+        return _quarantine(app, name, RawRecord(data=payload), str(exc), exc.field or "body")
+    report = ingest_records(app.store, app.config, source.config, [record], now=now)
     if report.quarantined:
         problem = report.problems[0]
         return HookAnswer(400, "bad_request", f"{problem.field}: {problem.reason} (quarantined)")
@@ -105,7 +91,7 @@ def receive_webhook(
 def _check_signature(
     app: App,
     name: str,
-    source: WebhookConfig | TypeformConfig,
+    source: PushedSource,
     headers: Mapping[str, str],
     body: bytes,
     now: datetime,
@@ -121,19 +107,12 @@ def _check_signature(
             what,
         )
         return HookAnswer(401, "unauthorized", "signature cannot be checked")
-    if isinstance(source, WebhookConfig):
-        try:
-            verify_webhook(source, secret, headers, body, now)
-        except BodyTooLargeError as exc:
-            return HookAnswer(413, "too_large", str(exc))
-        except SignatureError as exc:
-            return HookAnswer(401, "unauthorized", str(exc))
-        return None
-    sent = headers.get(SIGNATURE_HEADER)
-    if not sent:
-        return HookAnswer(401, "unauthorized", f"missing {SIGNATURE_HEADER} header")
-    if not verify_typeform_signature(secret, body, sent):
-        return HookAnswer(401, "unauthorized", "signature does not match")
+    try:
+        source.verify(secret, headers, body, now)
+    except BodyTooLargeError as exc:
+        return HookAnswer(413, "too_large", str(exc))
+    except SignatureError as exc:
+        return HookAnswer(401, "unauthorized", str(exc))
     return None
 
 
