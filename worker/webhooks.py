@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from config.settings import env_secret
 from connectors.errors import SkippableError
 from connectors.sources.base import RawRecord
 from connectors.sources.typeform import (
@@ -111,7 +112,7 @@ def _check_signature(
     now: datetime,
 ) -> HookAnswer | None:
     secret_env = source.secret_env
-    secret = app.settings.secret(secret_env) if secret_env else None
+    secret = env_secret(secret_env) if secret_env else None
     if not secret:
         what = f"environment variable {secret_env} is not set" if secret_env else "no secret_env"
         log.error(

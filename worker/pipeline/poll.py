@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from config.loader import Config
+from config.settings import EnvSecrets
 from connectors.errors import ConnectorError, FatalError
 from connectors.sources.base import Source, SourceConfig
 from connectors.sources.files import ExportError, file_sha256, read_export
@@ -38,7 +39,7 @@ def is_pulled(source: SourceConfig) -> bool:
 def pull_source(config: Config, source: SourceConfig) -> Source | None:
     """The pull connector for a source, or None for pushed/file kinds. Raises FatalError
     when an environment variable that the source names is not set."""
-    env = config.settings.env
+    env = EnvSecrets()
     if isinstance(source, HttpJsonConfig):
         return HttpJsonSource(source, env)
     if isinstance(source, TypeformConfig):
