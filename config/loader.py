@@ -195,9 +195,6 @@ class _Collector:
                 )
             return compile_expr("false", schema, origin)
 
-    def warn(self, doc: YamlDoc, path: tuple[str | int, ...], message: str) -> None:
-        self.warnings.append(doc.issue(path, message))
-
     def add(
         self, doc: YamlDoc, path: tuple[str | int, ...], message: str, key: bool = False
     ) -> None:
@@ -497,29 +494,10 @@ def _check_team(
     for name, t in team.teams.items():
         if t is None:  # invalid on its own: already reported
             continue
-        # A rep named in a team but not described under reps: has no address to be told at,
-        # so it is left out of routing, loudly; the file still loads (a team being staffed).
         for index, member in enumerate(t.members):
-            if member not in team.reps:
-                _rep_reference(
-                    c,
-                    doc,
-                    ("teams", name, "members", index),
-                    member,
-                    team,
-                    "left out of routing",
-                )
-        t.members = [m for m in t.members if m in team.reps]
-        if t.manager and t.manager not in team.reps:
-            _rep_reference(
-                c,
-                doc,
-                ("teams", name, "manager"),
-                t.manager,
-                team,
-                "escalations go to the fallback",
-            )
-            t.manager = None
+            _rep_reference(c, doc, ("teams", name, "members", index), member, team)
+        if t.manager:
+            _rep_reference(c, doc, ("teams", name, "manager"), t.manager, team)
     for rep_id, rep in team.reps.items():
         if rep is None:
             continue
@@ -546,26 +524,19 @@ def _check_team(
 
 
 def _rep_reference(
-    c: _Collector,
-    doc: YamlDoc,
-    path: tuple[str | int, ...],
-    name: str,
-    team: TeamFile,
-    consequence: str,
+    c: _Collector, doc: YamlDoc, path: tuple[str | int, ...], name: str, team: TeamFile
 ) -> None:
-    """A rep named but not described under ``reps:``. Near a known name it is a typo: an
-    error. Otherwise the rep is not described yet (a team being staffed): a warning, and the
-    rep is left out, since there is no address to reach them at."""
-    if difflib.get_close_matches(name, list(team.reps), n=1):
-        c.add(doc, path, _unknown_rep(name, team))
-    else:
-        c.warn(doc, path, f"{_unknown_rep(name, team)}; {consequence}")
-
-
-def _unknown_rep(name: str, team: TeamFile) -> str:
+    """A rep named in a team, as its manager or in the fallback must be described under
+    ``reps:``: there is no address to reach anyone else at, and a lead sent there would reach
+    nobody."""
+    if name in team.reps:
+        return
     hint = difflib.get_close_matches(name, list(team.reps), n=1)
-    return f"unknown rep '{name}'" + (
-        f" (did you mean '{hint[0]}'?)" if hint else " (add it under reps:)"
+    c.add(
+        doc,
+        path,
+        f"unknown rep '{name}'"
+        + (f" (did you mean '{hint[0]}'?)" if hint else " (describe it under reps: in team.yaml)"),
     )
 
 
@@ -593,16 +564,7 @@ def _compile_routing(
         when = c.expr(doc, ("rules", index, "when"), rule.when, schema) if rule.when else None
         rules.append(RoutingRule(rule.name, when, rule.assign, rule.team, rule.strategy))
     for index, name in enumerate(model.fallback.notify):
-        if name not in team.reps:
-            _rep_reference(
-                c,
-                doc,
-                ("fallback", "notify", index),
-                name,
-                team,
-                "left out of the fallback",
-            )
-    model.fallback.notify = [name for name in model.fallback.notify if name in team.reps]
+        _rep_reference(c, doc, ("fallback", "notify", index), name, team)
     return rules
 
 

@@ -1,0 +1,105 @@
+"""Configuration mistakes in words: every one located (`file:line:col` or the env var's name),
+said plainly, and stopping what it would break, the same way on every command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from config.settings import Settings
+from tests.lead_helpers import restore_logging  # noqa: F401
+from tests.pipeline_helpers import running
+from tests.test_rules_check import check, edit, located
+from worker.app import get_app
+from worker.reload import ConfigReloader
+
+
+def leadwerk(config_dir: Path, *args: str, env: dict[str, str] | None = None):
+    """The real command in a fresh process, run from the project folder."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LEADWERK_")}
+    return subprocess.run(
+        [sys.executable, "-m", "worker", "--config", "config", *args],
+        capture_output=True,
+        text=True,
+        cwd=config_dir.parent,
+        env={**clean, **(env or {})},
+        timeout=120,
+    )
+
+
+# --- team references resolve or fail ------------------------------------------------------
+
+
+def test_a_fallback_naming_nobody_in_the_team_is_an_error_not_a_lead_sent_to_nobody(
+    config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit(config_dir / "routing.yaml", "fallback: {notify: [anna]}", "fallback: {notify: [klaus]}")
+    code, out = check(config_dir, monkeypatch)
+    assert code == 1
+    assert out == (
+        located(
+            config_dir,
+            "routing.yaml",
+            "klaus",
+            "unknown rep 'klaus' (describe it under reps: in team.yaml)",
+        )
+        + "\n1 error(s)\n"
+    )
+
+
+def test_a_team_member_or_manager_not_described_is_an_error_with_the_near_name(
+    config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit(
+        config_dir / "team.yaml",
+        "inside-sales: {manager: anna, members: [mehmet, sophie, tom]}",
+        "inside-sales: {manager: anah, members: [mehmet, sophie, tom, klaus]}",
+    )
+    code, out = check(config_dir, monkeypatch)
+    assert code == 1
+    assert (
+        located(config_dir, "team.yaml", "anah", "unknown rep 'anah' (did you mean 'anna'?)") in out
+    )
+    assert (
+        located(
+            config_dir,
+            "team.yaml",
+            "klaus",
+            "unknown rep 'klaus' (describe it under reps: in team.yaml)",
+        )
+        in out
+    )
+    assert out.rstrip().endswith("2 error(s)")
+
+
+def test_the_processes_refuse_to_start_on_rules_that_name_an_unknown_rep(
+    config_dir: Path,
+) -> None:
+    edit(config_dir / "routing.yaml", "fallback: {notify: [anna]}", "fallback: {notify: [klaus]}")
+    done = leadwerk(config_dir, "run", "--once")
+    assert done.returncode == 2
+    assert "config/routing.yaml:" in done.stderr
+    assert "unknown rep 'klaus'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_hot_reload_refuses_rules_that_name_an_unknown_rep(
+    config_dir: Path,
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="leadwerk.reload")
+    with running(make_settings()) as lw:
+        before = get_app().config
+        reloader = ConfigReloader(lw.app)
+        edit(config_dir / "team.yaml", "members: [jonas, lea]", "members: [jonas, lea, klaus]")
+        assert reloader.reload("a test") is False
+        assert get_app().config is before
+        refusal = [r for r in caplog.records if r.levelno == logging.ERROR][-1].getMessage()
+        assert "unknown rep 'klaus'" in refusal
