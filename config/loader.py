@@ -229,7 +229,20 @@ def _pydantic_issue(doc: YamlDoc, model: type[BaseModel], error: Any) -> ConfigI
     if kind == "missing":
         return doc.issue(loc[:-1], f"missing key '{loc[-1]}'")
     where = ".".join(str(p) for p in loc)
-    return doc.issue(loc, f"{where}: {error['msg']}")
+    return doc.issue(loc, f"{where}: {_error_message(error)}")
+
+
+def _error_message(error: Any) -> str:
+    """pydantic's message, in words for a value of the wrong kind: ``threshold: "60"`` is
+    "a number, not the text "60"", since a quoted number is text in YAML."""
+    if error["type"] in ("float_type", "int_type"):
+        kind = "a whole number" if error["type"] == "int_type" else "a number"
+        value = error["input"]
+        if isinstance(value, str):
+            return f'{kind}, not the text "{value}" (write it without quotes)'
+        if isinstance(value, bool):
+            return f"{kind}, not {str(value).lower()}"
+    return str(error["msg"])
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...], doc: YamlDoc) -> list[str]:
@@ -296,7 +309,7 @@ def load_config(settings: Settings, with_tests: bool = False) -> Config:
                     if fields_doc.data and "fields" not in fields_doc.data
                     else error["loc"]
                 )
-                c.add(fields_doc, tuple(loc), f"{'.'.join(map(str, loc))}: {error['msg']}")
+                c.add(fields_doc, tuple(loc), f"{'.'.join(map(str, loc))}: {_error_message(error)}")
     custom_fields = {name: TYPE_NAMES[t] for name, t in fields_model.fields.items()}
     for name in custom_fields:
         if name in STANDARD_FIELDS or name in DERIVED_FIELDS or name in SCORE_FIELDS:
@@ -682,7 +695,10 @@ def _load_tests(c: _Collector, directory: Path) -> list[RuleTest]:
                 for error in exc.errors():
                     loc = (*prefix, index, *error["loc"])
                     c.issues.append(
-                        doc.issue(loc, f"{'.'.join(map(str, error['loc']))}: {error['msg']}")
+                        doc.issue(
+                            loc,
+                            f"{'.'.join(map(str, error['loc']))}: {_error_message(error)}",
+                        )
                     )
                 continue
             line, _ = doc.where((*prefix, index))

@@ -103,3 +103,57 @@ def test_hot_reload_refuses_rules_that_name_an_unknown_rep(
         assert get_app().config is before
         refusal = [r for r in caplog.records if r.levelno == logging.ERROR][-1].getMessage()
         assert "unknown rep 'klaus'" in refusal
+
+
+# --- numbers are numbers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "needle", "message"),
+    [
+        (
+            "scoring.yaml",
+            "threshold: 60",
+            'threshold: "60"',
+            '60"',
+            'mql.threshold: a number, not the text "60" (write it without quotes)',
+        ),
+        (
+            "scoring.yaml",
+            "    points: 15\n",
+            '    points: "15"\n',
+            '15"',
+            'fit.1.points: a number, not the text "15" (write it without quotes)',
+        ),
+        (
+            "team.yaml",
+            "capacity: {per_day: 20}",
+            'capacity: {per_day: "20"}',
+            '20"',
+            "reps.jonas.capacity.per_day: a whole number, "
+            'not the text "20" (write it without quotes)',
+        ),
+    ],
+)
+def test_a_quoted_number_is_a_located_error_not_a_number(
+    config_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    old: str,
+    new: str,
+    needle: str,
+    message: str,
+) -> None:
+    edit(config_dir / name, old, new)
+    code, out = check(config_dir, monkeypatch)
+    assert code == 1
+    assert out == located(config_dir, name, needle, message) + "\n1 error(s)\n"
+
+
+def test_true_where_a_number_belongs_says_so(
+    config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit(config_dir / "team.yaml", "weight: 2 ", "weight: true ")
+    code, out = check(config_dir, monkeypatch)
+    assert code == 1
+    assert "reps.jonas.weight: a number, not true" in out
