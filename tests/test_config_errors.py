@@ -157,3 +157,45 @@ def test_true_where_a_number_belongs_says_so(
     code, out = check(config_dir, monkeypatch)
     assert code == 1
     assert "reps.jonas.weight: a number, not true" in out
+
+
+# --- YAML mistakes in words ----------------------------------------------------------------
+
+
+def test_a_line_indented_out_of_step_is_named_with_its_line_and_a_caret(
+    config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit(config_dir / "routing.yaml", "    strategy: weighted", "   strategy: weighted")
+    code, out = check(config_dir, monkeypatch)
+    assert code == 1
+    assert out == (
+        located(
+            config_dir,
+            "routing.yaml",
+            "strategy: weighted",
+            "check the indentation of line 11: it lines up with no key above it (the block "
+            "starting at line 2, column 3); keys of one mapping start in the same column",
+        )
+        + "\n1 error(s)\n"
+    )
+
+
+def test_a_colon_inside_an_unquoted_value_says_to_quote_it(
+    config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit(config_dir / "routing.yaml", "  - name: everyone else", "  - name: everyone: else")
+    code, out = check(config_dir, monkeypatch)
+    assert code == 1
+    first = out.splitlines()[0]
+    assert first.startswith("config/routing.yaml:9:19: check line 9 and the one above it: ")
+    assert "put a value holding ': ' in quotes" in first
+    assert "Traceback" not in out and "mapping values are not allowed" not in out
+
+
+def test_a_tab_used_for_indentation_is_named(
+    config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit(config_dir / "routing.yaml", "    strategy: weighted", "\tstrategy: weighted")
+    code, out = check(config_dir, monkeypatch)
+    assert code == 1
+    assert "config/routing.yaml:11:1: line 11 holds a tab; YAML indents with spaces only" in out
