@@ -231,11 +231,14 @@ def unknown_env_vars(environ: Mapping[str, str] | None = None) -> list[str]:
         if not name.upper().startswith(ENV_PREFIX) or name.upper() in known:
             continue
         hint = difflib.get_close_matches(
-            name.upper().removeprefix(ENV_PREFIX), list(Settings.model_fields), n=1, cutoff=0.75
+            name.upper().removeprefix(ENV_PREFIX).lower(),
+            list(Settings.model_fields),
+            n=1,
+            cutoff=0.75,
         )
         warnings.append(
-            f"{name} is not a Leadwerk setting"
-            + (f"; did you mean {ENV_PREFIX}{hint[0].upper()}?" if hint else "; it is ignored")
+            f"{name} is not a Leadwerk setting and is ignored"
+            + (f"; did you mean {ENV_PREFIX}{hint[0].upper()}?" if hint else "")
         )
     return warnings
 

@@ -199,3 +199,63 @@ def test_a_tab_used_for_indentation_is_named(
     code, out = check(config_dir, monkeypatch)
     assert code == 1
     assert "config/routing.yaml:11:1: line 11 holds a tab; YAML indents with spaces only" in out
+
+
+# --- the environment -----------------------------------------------------------------------
+
+
+def test_a_mistyped_leadwerk_variable_is_a_warning_with_the_name_meant_on_every_command(
+    config_dir: Path,
+) -> None:
+    typo = {"LEADWERK_SMTP_ULR": "smtp://127.0.0.1:25"}
+    warning = (
+        "warning: LEADWERK_SMTP_ULR is not a Leadwerk setting and is ignored; "
+        "did you mean LEADWERK_SMTP_URL?"
+    )
+    checked = leadwerk(config_dir, "rules", "check", env=typo)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert warning in checked.stderr.splitlines()
+    status = leadwerk(config_dir, "status", env=typo)
+    assert status.returncode == 0, status.stderr
+    assert warning in status.stderr.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        (
+            "LEADWERK_SMTP_URL",
+            "http://mail.example.com",
+            "use smtp://, smtp+starttls:// or smtps://",
+        ),
+        ("LEADWERK_SMTP_URL", "smtp://mail.example.com:99999", "a number from 1 to 65535"),
+        ("LEADWERK_SMTP_URL", "smtp://:25", "names no host"),
+        ("LEADWERK_DATABASE_URL", "mysql://db/leads", "expected sqlite:///PATH or postgresql://"),
+        ("LEADWERK_DATABASE_URL", "postgresql:///leads", "names no host"),
+        ("LEADWERK_REDIS_URL", "redis://:6379/0", "names no host"),
+    ],
+)
+def test_a_malformed_url_stops_rules_check_and_status_alike_naming_the_variable(
+    config_dir: Path, variable: str, value: str, expected: str
+) -> None:
+    checked = leadwerk(config_dir, "rules", "check", env={variable: value})
+    status = leadwerk(config_dir, "status", env={variable: value})
+    assert (checked.returncode, status.returncode) == (1, 2)
+    for done in (checked, status):
+        assert done.stderr.startswith(f"{variable}: ")
+        assert expected in done.stderr.splitlines()[0]
+        assert "Traceback" not in done.stderr
+
+
+def test_a_store_that_cannot_be_reached_is_one_line_in_words_with_the_password_masked(
+    config_dir: Path, postgres_admin: str
+) -> None:
+    url = postgres_admin.replace("postgresql://postgres@", "postgresql://postgres:s3cret@", 1)
+    url = url.rsplit("/", 1)[0] + "/nosuchdb"
+    for command in (("status",), ("dlq", "list"), ("forget", "eva@example.com")):
+        done = leadwerk(config_dir, *command, env={"LEADWERK_DATABASE_URL": url})
+        assert done.returncode == 2, command
+        masked = url.replace(":s3cret@", ":***@")
+        assert done.stderr == (
+            f'cannot reach the store at {masked}: database "nosuchdb" does not exist\n'
+        )
