@@ -13,7 +13,7 @@ import difflib
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator
@@ -151,7 +151,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{mask_url(url)!r} names no host; expected {expected}")
         if scheme.startswith("postgres") and not urlsplit(url).path.strip("/"):
             raise ValueError(f"{mask_url(url)!r} names no database; expected {expected}")
-        if scheme.startswith("sqlite") and not url.startswith("sqlite:///"):
+        if scheme.startswith("sqlite") and not urlsplit(url).path:
             raise ValueError(f"{url!r} names no file; expected {expected}")
         return url
 
@@ -217,7 +217,9 @@ def settings_sources(
 
 
 SECRET_KEYS = tuple(
-    name for name, info in Settings.model_fields.items() if "SecretStr" in str(info.annotation)
+    name
+    for name, info in Settings.model_fields.items()
+    if SecretStr in (info.annotation, *get_args(info.annotation))
 )
 
 
@@ -279,7 +281,7 @@ def load_settings(
         issues.extend(_setting_issue(doc, environ, error) for error in exc.errors())
     port = environ.get("PORT")
     if port is not None and "LEADWERK_WEB_PORT" not in environ and not port.isdigit():
-        issues.append(ConfigIssue("PORT", 0, 0, f"PORT must be a port number, not {port!r}"))
+        issues.append(ConfigIssue("PORT", 0, 0, f"a port number, not {port!r}"))
     if issues or settings is None:
         raise ConfigErrors(issues)
     root = directory.parent
