@@ -279,6 +279,9 @@ def load_settings(
         settings = Settings(**values)
     except ValidationError as exc:
         issues.extend(_setting_issue(doc, environ, error) for error in exc.errors())
+    if settings is not None and _smtp_user_without_password(settings):
+        message = "names a user but LEADWERK_SMTP_PASSWORD is not set; set it or remove the user"
+        issues.append(_setting_issue(doc, environ, {"loc": ("smtp_url",), "msg": message}))
     port = environ.get("PORT")
     if port is not None and "LEADWERK_WEB_PORT" not in environ and not port.isdigit():
         issues.append(ConfigIssue("PORT", 0, 0, f"a port number, not {port!r}"))
@@ -298,6 +301,14 @@ def load_settings(
     return settings
 
 
+def _smtp_user_without_password(settings: Settings) -> bool:
+    from connectors.notify.email import smtp_target
+
+    if settings.smtp_url is None or settings.smtp_password is not None:
+        return False
+    return smtp_target(settings.smtp_url)[3] is not None
+
+
 def _settings_doc(directory: Path) -> YamlDoc | None:
     path = directory / "leadwerk.yaml"
     if not path.exists():
@@ -310,14 +321,15 @@ def _settings_doc(directory: Path) -> YamlDoc | None:
 
 def _setting_issue(doc: YamlDoc | None, environ: Mapping[str, str], error: Any) -> ConfigIssue:
     key = str(error["loc"][0]) if error["loc"] else ""
-    message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
+    kind = error.get("type")
+    message = "unknown setting" if kind == "extra_forbidden" else error["msg"]
     message = message.removeprefix("Value error, ")
     env_name = f"{ENV_PREFIX}{key.upper()}"
     if env_name in environ:
         return ConfigIssue(env_name, 0, 0, message)
     if doc is not None and isinstance(doc.data, dict) and key in doc.data:
-        if error["type"] == "extra_forbidden":
+        if kind == "extra_forbidden":
             hint = difflib.get_close_matches(key, list(Settings.model_fields), n=1)
             message = f"unknown setting '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-        return doc.issue((key,), message, key=error["type"] == "extra_forbidden")
+        return doc.issue((key,), message, key=kind == "extra_forbidden")
     return ConfigIssue("settings", 0, 0, f"{key}: {message}")

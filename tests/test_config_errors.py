@@ -230,6 +230,11 @@ def test_a_mistyped_leadwerk_variable_is_a_warning_with_the_name_meant_on_every_
         ),
         ("LEADWERK_SMTP_URL", "smtp://mail.example.com:99999", "a number from 1 to 65535"),
         ("LEADWERK_SMTP_URL", "smtp://:25", "names no host"),
+        (
+            "LEADWERK_SMTP_URL",
+            "smtp+starttls://leadwerk@mail.example.com:587",
+            "names a user but LEADWERK_SMTP_PASSWORD is not set",
+        ),
         ("LEADWERK_DATABASE_URL", "mysql://db/leads", "expected sqlite:///PATH or postgresql://"),
         ("LEADWERK_DATABASE_URL", "postgresql:///leads", "names no host"),
         ("LEADWERK_REDIS_URL", "redis://:6379/0", "names no host"),
