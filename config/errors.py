@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ConfigIssue:
-    """One error at ``file:line:col`` (1-based), with the offending line for a caret display."""
+    """One error at ``file:line:col`` (1-based), with the offending line for a caret display.
+    Line 0 means no position: the error is about an environment variable named by ``file``."""
 
     file: str
     line: int
@@ -16,6 +17,8 @@ class ConfigIssue:
     source_line: str | None = None
 
     def __str__(self) -> str:
+        if self.line == 0:
+            return f"{self.file}: {self.message}"
         return f"{self.file}:{self.line}:{self.col}: {self.message}"
 
     def render(self) -> str:

@@ -195,9 +195,6 @@ class _Collector:
                 )
             return compile_expr("false", schema, origin)
 
-    def warn(self, doc: YamlDoc, path: tuple[str | int, ...], message: str) -> None:
-        self.warnings.append(doc.issue(path, message))
-
     def add(
         self, doc: YamlDoc, path: tuple[str | int, ...], message: str, key: bool = False
     ) -> None:
@@ -232,7 +229,20 @@ def _pydantic_issue(doc: YamlDoc, model: type[BaseModel], error: Any) -> ConfigI
     if kind == "missing":
         return doc.issue(loc[:-1], f"missing key '{loc[-1]}'")
     where = ".".join(str(p) for p in loc)
-    return doc.issue(loc, f"{where}: {error['msg']}")
+    return doc.issue(loc, f"{where}: {_error_message(error)}")
+
+
+def _error_message(error: Any) -> str:
+    """pydantic's message, in words for a value of the wrong kind: ``threshold: "60"`` is
+    "a number, not the text "60"", since a quoted number is text in YAML."""
+    if error["type"] in ("float_type", "int_type"):
+        kind = "a whole number" if error["type"] == "int_type" else "a number"
+        value = error["input"]
+        if isinstance(value, str):
+            return f'{kind}, not the text "{value}" (write it without quotes)'
+        if isinstance(value, bool):
+            return f"{kind}, not {str(value).lower()}"
+    return str(error["msg"])
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...], doc: YamlDoc) -> list[str]:
@@ -299,7 +309,7 @@ def load_config(settings: Settings, with_tests: bool = False) -> Config:
                     if fields_doc.data and "fields" not in fields_doc.data
                     else error["loc"]
                 )
-                c.add(fields_doc, tuple(loc), f"{'.'.join(map(str, loc))}: {error['msg']}")
+                c.add(fields_doc, tuple(loc), f"{'.'.join(map(str, loc))}: {_error_message(error)}")
     custom_fields = {name: TYPE_NAMES[t] for name, t in fields_model.fields.items()}
     for name in custom_fields:
         if name in STANDARD_FIELDS or name in DERIVED_FIELDS or name in SCORE_FIELDS:
@@ -497,29 +507,10 @@ def _check_team(
     for name, t in team.teams.items():
         if t is None:  # invalid on its own: already reported
             continue
-        # A rep named in a team but not described under reps: has no address to be told at,
-        # so it is left out of routing, loudly; the file still loads (a team being staffed).
         for index, member in enumerate(t.members):
-            if member not in team.reps:
-                _rep_reference(
-                    c,
-                    doc,
-                    ("teams", name, "members", index),
-                    member,
-                    team,
-                    "left out of routing",
-                )
-        t.members = [m for m in t.members if m in team.reps]
-        if t.manager and t.manager not in team.reps:
-            _rep_reference(
-                c,
-                doc,
-                ("teams", name, "manager"),
-                t.manager,
-                team,
-                "escalations go to the fallback",
-            )
-            t.manager = None
+            _rep_reference(c, doc, ("teams", name, "members", index), member, team)
+        if t.manager:
+            _rep_reference(c, doc, ("teams", name, "manager"), t.manager, team)
     for rep_id, rep in team.reps.items():
         if rep is None:
             continue
@@ -546,26 +537,19 @@ def _check_team(
 
 
 def _rep_reference(
-    c: _Collector,
-    doc: YamlDoc,
-    path: tuple[str | int, ...],
-    name: str,
-    team: TeamFile,
-    consequence: str,
+    c: _Collector, doc: YamlDoc, path: tuple[str | int, ...], name: str, team: TeamFile
 ) -> None:
-    """A rep named but not described under ``reps:``. Near a known name it is a typo: an
-    error. Otherwise the rep is not described yet (a team being staffed): a warning, and the
-    rep is left out, since there is no address to reach them at."""
-    if difflib.get_close_matches(name, list(team.reps), n=1):
-        c.add(doc, path, _unknown_rep(name, team))
-    else:
-        c.warn(doc, path, f"{_unknown_rep(name, team)}; {consequence}")
-
-
-def _unknown_rep(name: str, team: TeamFile) -> str:
+    """A rep named in a team, as its manager or in the fallback must be described under
+    ``reps:``: there is no address to reach anyone else at, and a lead sent there would reach
+    nobody."""
+    if name in team.reps:
+        return
     hint = difflib.get_close_matches(name, list(team.reps), n=1)
-    return f"unknown rep '{name}'" + (
-        f" (did you mean '{hint[0]}'?)" if hint else " (add it under reps:)"
+    c.add(
+        doc,
+        path,
+        f"unknown rep '{name}'"
+        + (f" (did you mean '{hint[0]}'?)" if hint else " (describe it under reps: in team.yaml)"),
     )
 
 
@@ -593,16 +577,7 @@ def _compile_routing(
         when = c.expr(doc, ("rules", index, "when"), rule.when, schema) if rule.when else None
         rules.append(RoutingRule(rule.name, when, rule.assign, rule.team, rule.strategy))
     for index, name in enumerate(model.fallback.notify):
-        if name not in team.reps:
-            _rep_reference(
-                c,
-                doc,
-                ("fallback", "notify", index),
-                name,
-                team,
-                "left out of the fallback",
-            )
-    model.fallback.notify = [name for name in model.fallback.notify if name in team.reps]
+        _rep_reference(c, doc, ("fallback", "notify", index), name, team)
     return rules
 
 
@@ -721,7 +696,10 @@ def _load_tests(c: _Collector, directory: Path) -> list[RuleTest]:
                 for error in exc.errors():
                     loc = (*prefix, index, *error["loc"])
                     c.issues.append(
-                        doc.issue(loc, f"{'.'.join(map(str, error['loc']))}: {error['msg']}")
+                        doc.issue(
+                            loc,
+                            f"{'.'.join(map(str, error['loc']))}: {_error_message(error)}",
+                        )
                     )
                 continue
             line, _ = doc.where((*prefix, index))

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from config.types import Duration, NurtureDelay, Percent
+from config.types import Count, Duration, Number, NurtureDelay, Percent
 
 
 class Strict(BaseModel):
@@ -23,14 +23,14 @@ class Strict(BaseModel):
 class FitRule(Strict):
     name: str
     when: str
-    points: float
+    points: Number
 
 
 class EngagementRule(Strict):
     name: str
     when: str
-    points: float
-    cap: float | None = None
+    points: Number
+    cap: Number | None = None
 
 
 class DisqualifyRule(Strict):
@@ -39,8 +39,8 @@ class DisqualifyRule(Strict):
 
 
 class Mql(Strict):
-    threshold: float
-    requires: dict[Literal["fit", "engagement", "score"], float] = Field(default_factory=dict)
+    threshold: Number
+    requires: dict[Literal["fit", "engagement", "score"], Number] = Field(default_factory=dict)
 
 
 class Decay(Strict):
@@ -82,7 +82,7 @@ class Team(Strict):
 
 
 class Capacity(Strict):
-    per_day: int | None = Field(default=None, ge=0)
+    per_day: Count | None = Field(default=None, ge=0)
 
 
 class Away(Strict):
@@ -100,7 +100,7 @@ class Rep(Strict):
     hours: dict[str, str] | None = None
     holidays: str | None = None
     capacity: Capacity = Field(default_factory=Capacity)
-    weight: float = Field(default=1.0, gt=0)
+    weight: Number = Field(default=1.0, gt=0)
     away: list[Away] = Field(default_factory=list)
 
 
@@ -155,8 +155,8 @@ class SendWindow(Strict):
 
 
 class Limits(Strict):
-    per_domain_per_day: int | None = None
-    per_minute: int | None = None
+    per_domain_per_day: Count | None = None
+    per_minute: Count | None = None
 
 
 class Step(Strict):
@@ -183,7 +183,7 @@ class NurtureFile(Strict):
 
 
 class Bounces(Strict):
-    soft_to_hard_after: int = 3
+    soft_to_hard_after: Count = 3
 
 
 class Stale(Strict):
@@ -214,9 +214,9 @@ class ExpectedRoute(Strict):
 
 class Expectation(Strict):
     mql: bool | None = None
-    score: float | None = None
-    fit: float | None = None
-    engagement: float | None = None
+    score: Number | None = None
+    fit: Number | None = None
+    engagement: Number | None = None
     disqualified: str | bool | None = None
     route: ExpectedRoute | None = None
     sla: str | None = None

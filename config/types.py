@@ -1,4 +1,5 @@
-"""Value types used across config files: durations like ``60s`` / ``4h`` / ``30d``, percents."""
+"""Value types used across config files: durations like ``60s`` / ``4h`` / ``30d``, percents,
+and numbers that must be written as numbers (``threshold: "60"`` is refused, not converted)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 from rules.nurture import Delay, parse_delay
 
@@ -46,3 +47,8 @@ def parse_percent(value: Any) -> float:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Percent = Annotated[float, BeforeValidator(parse_percent)]
 NurtureDelay = Annotated[Delay, BeforeValidator(parse_delay)]
+
+# Strict: a quoted "60" or a `true` where a number belongs is a mistake to point at; an int
+# is still a fine float.
+Number = Annotated[float, Field(strict=True)]
+Count = Annotated[int, Field(strict=True)]

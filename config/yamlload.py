@@ -107,6 +107,39 @@ class YamlSyntaxError(Exception):
         self.issue = issue
 
 
+def _in_words(exc: yaml.MarkedYAMLError, line: int) -> str:
+    """PyYAML's complaint as what to do about it, for the mistakes people make editing by
+    hand: an indentation that lines up with nothing, a ``:`` where none may be, a tab, a quote
+    or bracket left open. Anything else keeps PyYAML's own words."""
+    problem = exc.problem or exc.context or "not YAML"
+    opened = exc.context_mark
+    at = f"line {opened.line + 1}, column {opened.column + 1}" if opened else "above"
+    if problem.startswith("expected <block end>"):
+        if "'-'" in problem:
+            return (
+                f"check the indentation of line {line}: a list item (-) stands among the keys "
+                "of a mapping; indent the list under its key"
+            )
+        return (
+            f"check the indentation of line {line}: it lines up with no key above it "
+            f"(the block starting at {at}); keys of one mapping start in the same column"
+        )
+    if problem == "mapping values are not allowed here":
+        return (
+            f"check line {line} and the one above it: a ':' where no key can start; put a value "
+            "holding ': ' in quotes, add the ':' missing after a key above, or indent this line "
+            "like its neighbours"
+        )
+    if "'\\t'" in problem:
+        return f"line {line} holds a tab; YAML indents with spaces only"
+    if exc.context == "while scanning a quoted scalar":
+        return f"the quote opened at {at} is never closed"
+    if exc.context in ("while parsing a flow sequence", "while parsing a flow mapping"):
+        bracket = "]" if "sequence" in exc.context else "}"
+        return f"the bracket opened at {at} is not closed: {problem} (a missing '{bracket}'?)"
+    return f"invalid YAML: {problem}"
+
+
 def load_yaml_text(text: str, name: str) -> YamlDoc:
     lines = text.splitlines()
     doc = YamlDoc(file=name, data=None, lines=lines)
@@ -115,7 +148,7 @@ def load_yaml_text(text: str, name: str) -> YamlDoc:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = f"invalid YAML: {exc.problem or exc.context}"
+        message = _in_words(exc, line)
         raise YamlSyntaxError(ConfigIssue(name, line, col, message, doc.line_text(line))) from None
     if root is None:
         doc.data = None

@@ -84,10 +84,18 @@ def config_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_settings(config_dir: Path, tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(
+    config_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Settings]:
+    """Settings for the example config; ``env=`` sets variables for the rest of the test
+    (the secrets that YAML files name are read from the environment when used)."""
+
     def make(**overrides: Any) -> Settings:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LEADWERK_")}
-        env.update(overrides.pop("env", {}))
+        for name, value in overrides.pop("env", {}).items():
+            env[name] = value
+            if not name.startswith("LEADWERK_"):
+                monkeypatch.setenv(name, value)
         overrides.setdefault("database_url", f"sqlite:///{tmp_path / 'leadwerk.db'}")
         overrides.setdefault("outbox_dir", tmp_path / "outbox")
         saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("LEADWERK_")}

@@ -386,12 +386,15 @@ def test_every_contract_example_loads_and_its_rule_test_passes(tmp_path: Path) -
     assert tested.stdout.strip().splitlines()[-1] == "1 passed, 0 failed"
 
 
-def test_the_contract_team_example_loads_as_written(tmp_path: Path) -> None:
+def test_the_contract_team_example_alone_names_every_rep_it_does_not_describe(
+    tmp_path: Path,
+) -> None:
     config = write_project(tmp_path, CONTRACT_YAML, templates=False)
-    loaded = load(config)
-    # reps named in teams but not described under reps: are warnings, left out of routing
-    assert {w.message.split(" (")[0] for w in loaded.warnings} >= {"unknown rep 'lea'"}
-    assert loaded.team.teams["enterprise-dach"].members == ["jonas"]
+    with pytest.raises(ConfigErrors) as raised:
+        load(config)
+    # a rep named in a team, as its manager or in the fallback must be described under reps:
+    named = {issue.message.split(" (")[0] for issue in raised.value.issues}
+    assert named == {f"unknown rep '{rep}'" for rep in ("anna", "lea", "mehmet", "sophie", "tom")}
 
 
 # --- scoring semantics, exactly ------------------------------------------------------------

@@ -148,7 +148,8 @@ def test_a_yaml_syntax_error_is_located(config_dir: Path, monkeypatch: pytest.Mo
     code, out = check(config_dir, monkeypatch)
     assert code == 1
     assert out.startswith("config/sla.yaml:")
-    assert "invalid YAML: expected ',' or ']'" in out.splitlines()[0]
+    assert "is not closed: expected ',' or ']'" in out.splitlines()[0]
+    assert "(a missing ']'?)" in out.splitlines()[0]
 
 
 def test_routing_to_an_unknown_team_suggests_the_team(

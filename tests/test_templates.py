@@ -223,3 +223,44 @@ def test_a_rep_notification_is_not_a_mailing_list(config_dir: Path) -> None:
 
     assert email["List-Unsubscribe"] is None
     assert email["List-Unsubscribe-Post"] is None
+
+
+def test_rules_check_refuses_a_template_that_reaches_into_python(config_dir: Path) -> None:
+    # Given a text template that tries to climb from a value to Python's classes
+    template = config_dir / "templates" / "new_lead.txt.j2"
+    lines = template.read_text(encoding="utf-8").splitlines()
+    lines[1] = "{{ lead.__class__.__mro__ }} {{ ''.__class__ }}"
+    template.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    result = leadwerk(config_dir, "rules", "check")
+
+    assert result.exit_code == 1
+    said = "is not available in a template: templates see only the facts of the message"
+    for name, col in (("__class__", 9), ("__mro__", 19)):
+        assert f"templates/new_lead.txt.j2:2:{col}: '{name}' {said}" in result.output
+    assert "2 error(s)" in result.output  # one per name and line
+
+
+def test_a_template_rendered_anyway_yields_nothing_from_python_internals(
+    config_dir: Path, tmp_path: Path
+) -> None:
+    # Given templates edited after the check: one reads an internal, one calls through it
+    folder = config_dir / "templates"
+    (folder / "peek.txt.j2").write_text("[{{ ''.__class__ }}][{{ lead.__class__ }}]\n")
+    (folder / "climb.txt.j2").write_text(
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}\n", encoding="utf-8"
+    )
+    contact = tmp_path / "eva.json"
+    contact.write_text(json.dumps(EVA), encoding="utf-8")
+
+    peek = leadwerk(config_dir, "preview", "peek", "--contact", str(contact))
+    climb = leadwerk(config_dir, "preview", "climb", "--contact", str(contact))
+
+    # Then reading renders nothing, and calling is refused in words, with no traceback
+    assert peek.exit_code == 0, peek.output
+    assert "[][]" in peek.stdout
+    assert climb.exit_code == 2
+    assert "climb.txt.j2: access to attribute '__class__' of 'str' object is unsafe" in (
+        climb.output
+    )
+    assert "Traceback" not in climb.output and "object at 0x" not in climb.output

@@ -370,6 +370,37 @@ class _Kept:
         return not readable
 
 
+def smtp_target(smtp_url: str) -> tuple[str, str, int, str | None]:
+    """Scheme, host, port and user of ``smtp_url``; a ValueError saying what is wrong with it
+    (the settings check it at load, so every command agrees on it)."""
+    parts = urlsplit(smtp_url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(
+            f"smtp_url scheme {scheme or '(none)'!r} is not supported; "
+            "use smtp://, smtp+starttls:// or smtps:// (LEADWERK_SMTP_URL)"
+        )
+    if parts.password is not None:
+        raise ValueError(
+            "smtp_url carries a password; remove it and set LEADWERK_SMTP_PASSWORD instead"
+        )
+    try:
+        port = parts.port or _DEFAULT_PORTS[scheme]
+    except ValueError:
+        raise ValueError(
+            "smtp_url has an invalid port, expected a number from 1 to 65535 (LEADWERK_SMTP_URL)"
+        ) from None
+    if not parts.hostname:
+        raise ValueError("smtp_url names no host, expected smtp://HOST:25 (LEADWERK_SMTP_URL)")
+    user = unquote(parts.username) if parts.username else None
+    if user is not None and scheme == "smtp":
+        raise ValueError(
+            "smtp_url names a user on plain smtp://, which would send the password "
+            "unencrypted; use smtp+starttls:// or smtps://"
+        )
+    return scheme, parts.hostname, port, user
+
+
 class SmtpNotifier(Notifier):
     """Sends messages over SMTP, keeping one open connection per thread.
 
@@ -393,36 +424,17 @@ class SmtpNotifier(Notifier):
         timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        parts = urlsplit(smtp_url)
-        scheme = parts.scheme.lower()
-        if scheme not in _DEFAULT_PORTS:
-            raise FatalError(
-                f"smtp_url scheme {scheme or '(none)'!r} is not supported; "
-                "use smtp://, smtp+starttls:// or smtps:// (LEADWERK_SMTP_URL)"
-            )
-        if parts.password is not None:
-            raise FatalError(
-                "smtp_url carries a password; remove it and set LEADWERK_SMTP_PASSWORD instead"
-            )
         try:
-            port = parts.port or _DEFAULT_PORTS[scheme]
-        except ValueError:
-            raise FatalError("smtp_url has an invalid port (LEADWERK_SMTP_URL)") from None
-        if not parts.hostname:
-            raise FatalError("smtp_url names no host (LEADWERK_SMTP_URL)")
-        user = unquote(parts.username) if parts.username else None
-        if user is not None and scheme == "smtp":
-            raise FatalError(
-                "smtp_url names a user on plain smtp://, which would send the password "
-                "unencrypted; use smtp+starttls:// or smtps://"
-            )
+            scheme, host, port, user = smtp_target(smtp_url)
+        except ValueError as exc:
+            raise FatalError(str(exc)) from None
         if user is not None and password is None:
             raise FatalError(
                 "smtp_url names a user but LEADWERK_SMTP_PASSWORD is not set; set it or "
                 "remove the user from smtp_url"
             )
         self._scheme = scheme
-        self._host = parts.hostname
+        self._host = host
         self._port = port
         self._user = user
         self._password = password

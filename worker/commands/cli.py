@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 import config as config_package
 from config.loader import Config, load_or_exit
@@ -48,8 +48,11 @@ def _settings(config: Path | None, failed_check: int = 2) -> Settings:
     """The process settings, or the located errors and exit 2 (``failed_check`` for
     ``rules check``, where a bad config is the check's finding)."""
     from config.errors import ConfigErrors
+    from config.settings import unknown_env_vars
     from worker.runtime.logging import setup_logging
 
+    for warning in unknown_env_vars():
+        _err(f"warning: {warning}")
     try:
         settings = load_settings(config or _global["config"])
     except ConfigErrors as exc:
@@ -78,19 +81,29 @@ def _config(settings: Settings, with_tests: bool = False) -> Config:
     return load_or_exit(settings, _err, with_tests=with_tests)
 
 
-def _boot(config_dir: Path | None) -> Any:
-    """Settings, config, store and broker for a command that runs the pipeline."""
+def _open(settings: Settings, config: Config) -> Any:
+    """The process's App over its store: the one place the CLI opens the store. A store it
+    cannot reach is one line in words and exit 2."""
     from connectors.errors import FatalError
     from worker.runtime.app import init_app
+    from worker.store.db import unreachable
+
+    try:
+        return init_app(settings, config=config)
+    except (ArgumentError, DBAPIError, OSError) as exc:
+        _err(unreachable(settings.database_url, exc))
+        raise typer.Exit(2) from None
+    except FatalError as exc:
+        _err(f"cannot start: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _boot(config_dir: Path | None) -> Any:
+    """Settings, config, store and broker for a command that runs the pipeline."""
     from worker.runtime.broker import setup_broker
 
     settings = _settings(config_dir)
-    config = _config(settings)
-    try:
-        application = init_app(settings, config=config)
-    except (FatalError, ArgumentError, OperationalError) as exc:
-        _err(f"cannot start: {exc}")
-        raise typer.Exit(2) from None
+    application = _open(settings, _config(settings))
     broker = setup_broker(settings)
     return application, broker
 
@@ -341,7 +354,6 @@ def rules_diff(
     from config.errors import ConfigErrors
     from config.types import parse_duration
     from worker.commands.rulesdiff import DiffError, diff_rules, load_against
-    from worker.store.db import Store
 
     settings = _settings(config)
     current = _config(settings)
@@ -360,7 +372,7 @@ def rules_diff(
         _err(exc.render())
         _err(f"the rules at {against} do not load: {len(exc.issues)} error(s)")
         raise typer.Exit(2) from None
-    store = Store(settings.database_url)
+    store = _open(settings, current).store
     try:
         report = diff_rules(store, other, current, against=against, now=at, since=span)
     finally:
@@ -554,10 +566,9 @@ def status(
 ) -> None:
     """Queue depths and ages, dead letters, quarantine, SLA clocks, sources, heartbeats."""
     from worker.commands.status import collect_status, render_status
-    from worker.runtime.app import init_app
 
     settings = _settings(config)
-    application = init_app(settings, config=_config(settings))
+    application = _open(settings, _config(settings))
     data = collect_status(application)
     _echo(json.dumps(data, indent=2, default=_iso) if as_json else render_status(data))
 
@@ -691,7 +702,6 @@ def sla_report(
     from config.types import parse_duration
     from worker.commands.slareport import render_report
     from worker.commands.slareport import sla_report as build
-    from worker.runtime.app import init_app
 
     try:
         period, until = parse_duration(since), _parse_now(now)
@@ -699,7 +709,7 @@ def sla_report(
         _err(f"--since/--now: {exc}")
         raise typer.Exit(2) from None
     settings = _settings(config)
-    application = init_app(settings, config=_config(settings))
+    application = _open(settings, _config(settings))
     data = build(application.store, application.config, until, period)
     _echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else render_report(data))
 

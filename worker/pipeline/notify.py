@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import ChainableUndefined, ChoiceLoader, Environment, FileSystemLoader, PackageLoader
+from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import bindparam, select, update
 
 from config.loader import Config
@@ -61,9 +62,11 @@ def template_env(config_dir: Path) -> Environment:
 
     One environment per folder and process: it keeps templates compiled, which costs more than
     all the rest of composing a message (speed to lead). An edited file is still picked up, as
-    Jinja checks each template's modification time when it is used.
+    Jinja checks each template's modification time when it is used. Marketing ops write these
+    templates, so they render in Jinja's sandbox: no way from a template into Python's
+    internals (``''.__class__``), only the facts a message is given.
     """
-    return Environment(
+    return SandboxedEnvironment(
         loader=ChoiceLoader(
             [
                 FileSystemLoader(str(config_dir / "templates")),

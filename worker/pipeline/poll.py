@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from config.loader import Config
+from config.settings import EnvSecrets
 from connectors.errors import ConnectorError, FatalError
 from connectors.sources.base import PulledSource, SourceConfig
 from connectors.sources.files import ExportError, file_sha256
@@ -69,7 +70,7 @@ def poll_source(
         cursor = dict(state.cursor) if state and state.cursor else None
     source: PulledSource | None = None
     try:
-        source = pulled_source(source_cfg, config.settings.env)  # a missing token fails too
+        source = pulled_source(source_cfg, EnvSecrets())  # a missing token fails too
         assert source is not None
         for page in source.fetch(cursor):
 
@@ -120,7 +121,7 @@ def import_file(
     the rest, as every row is known by its key.)
     """
     now = now or datetime.now(UTC)
-    source = file_source(source_cfg, config.settings.env)
+    source = file_source(source_cfg, EnvSecrets())
     if source is None:
         raise ValueError(f"source '{source_cfg.name}' is a {source_cfg.kind} source; no files")
     try:
@@ -162,7 +163,7 @@ def import_inboxes(
     waits for it to settle, so a file copied in just before is taken."""
     reports = []
     for source in config.sources.values():
-        inbox = file_source(source, config.settings.env)
+        inbox = file_source(source, EnvSecrets())
         if inbox is None:
             continue
         folder = inbox.folder(config.directory.parent)

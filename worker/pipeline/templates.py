@@ -136,6 +136,15 @@ def _check_one(env: Environment, path: Path, name: str) -> list[ConfigIssue]:
             message = f"the included template '{included}' does not exist"
             found.append(issue(line, message, included))
 
+    for unsafe, line in _internals_used(tree):
+        found.append(
+            issue(
+                line,
+                f"'{unsafe}' is not available in a template: templates see only the facts of "
+                "the message, not Python's internals",
+                unsafe,
+            )
+        )
     variables = FAMILY_VARIABLES.get(template_base(name), TEMPLATE_VARIABLES)
     allowed = set(variables) | set(env.globals)
     unknown = meta.find_undeclared_variables(tree) - allowed
@@ -153,6 +162,8 @@ def _check_one(env: Environment, path: Path, name: str) -> list[ConfigIssue]:
     for record, field, line in _fields_used(tree):
         keys = variables.get(record)
         if keys is None or record in assigned or field in keys or field in _DICT_METHODS:
+            continue
+        if field.startswith("_"):  # reported above
             continue
         hint = difflib.get_close_matches(field, sorted(keys), n=1)
         found.append(
@@ -180,6 +191,21 @@ def _fields_used(tree: nodes.Template) -> Iterator[tuple[str, str, int]]:
             and isinstance(item.arg.value, str)
         ):
             yield item.node.name, item.arg.value, item.lineno
+
+
+def _internals_used(tree: nodes.Template) -> Iterator[tuple[str, int]]:
+    """(name, line) for ``x.__class__`` or ``x['_secret']``: what the sandbox refuses to
+    reach (any name starting with ``_``), found before a message is rendered."""
+    for node in tree.find_all(nodes.Getattr):
+        if node.attr.startswith("_"):
+            yield node.attr, node.lineno
+    for item in tree.find_all(nodes.Getitem):
+        if (
+            isinstance(item.arg, nodes.Const)
+            and isinstance(item.arg.value, str)
+            and item.arg.value.startswith("_")
+        ):
+            yield item.arg.value, item.lineno
 
 
 def _hint(name: str, allowed: set[str]) -> str:

@@ -44,11 +44,15 @@ def build_notifiers(settings: Settings) -> dict[str, Notifier]:
     notifiers: dict[str, Notifier] = {"email": outbox, "slack": outbox}
     if settings.smtp_url:
         notifiers["email"] = SmtpNotifier(
-            settings.smtp_url, settings.mail_from, password=settings.smtp_password
+            settings.smtp_url,
+            settings.mail_from,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
         )
         del notifiers["slack"]  # mail goes out for real: Slack only with a bot token
     if settings.slack_token:
-        notifiers["slack"] = SlackNotifier(settings.slack_token, base_url=settings.slack_base_url)
+        notifiers["slack"] = SlackNotifier(
+            settings.slack_token.get_secret_value(), base_url=settings.slack_base_url
+        )
     return notifiers
 
 

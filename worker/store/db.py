@@ -14,6 +14,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.settings import mask_url
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -84,6 +86,19 @@ def _ping_when_idle(engine: Engine) -> None:
             engine.dialect.do_ping(dbapi_connection)
         except Exception as exc:
             raise DisconnectionError(f"stale pooled connection: {exc}") from exc
+
+
+def unreachable(url: str, exc: BaseException) -> str:
+    """One line for a store that cannot be opened: where (password masked) and why, in the
+    database's own words (``database "nosuchdb" does not exist``), without the driver's
+    preamble."""
+    reason = str(getattr(exc, "orig", None) or exc).strip()
+    first = next((line.strip() for line in reason.splitlines() if line.strip()), "")
+    if "FATAL:" in first:
+        first = first.split("FATAL:", 1)[1]
+    elif "failed: " in first:
+        first = first.rsplit("failed: ", 1)[1]
+    return f"cannot reach the store at {mask_url(url)}: {first.strip() or type(exc).__name__}"
 
 
 def migrate(engine: Engine) -> None:

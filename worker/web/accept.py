@@ -23,7 +23,7 @@ def link_secret(settings: Settings) -> str:
     """The key that signs accept and unsubscribe links: ``LEADWERK_ACCEPT_SECRET``, else an
     embedded default for a laptop, stable per store."""
     if settings.accept_secret:
-        return settings.accept_secret
+        return settings.accept_secret.get_secret_value()
     return hashlib.sha256(f"leadwerk-dev:{settings.database_url}".encode()).hexdigest()
 
 

@@ -113,7 +113,11 @@ def create_app(app: App) -> Starlette:
         body = await request.body()
         if len(body) > settings.max_body_bytes:
             return JSONResponse({"error": "body too large"}, status_code=413)
-        secret = settings.slack_signing_secret
+        secret = (
+            settings.slack_signing_secret.get_secret_value()
+            if settings.slack_signing_secret
+            else None
+        )
         if not secret:
             log.error("/slack/actions: LEADWERK_SLACK_SIGNING_SECRET is not set; refusing")
             return JSONResponse({"error": "signature cannot be checked"}, status_code=401)

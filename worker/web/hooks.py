@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from config.settings import EnvSecrets, env_secret
 from connectors.errors import BodyTooLargeError, IgnoredDelivery, SignatureError, SkippableError
 from connectors.sources.base import PushedSource, RawRecord
 from connectors.sources.registry import pushed_source
@@ -41,7 +42,7 @@ class HookAnswer:
 def webhook_source(app: App, name: str) -> PushedSource | None:
     """The source that takes deliveries to ``/hooks/<name>``, if one is configured."""
     source = app.config.sources.get(name)
-    return pushed_source(source, app.settings.env) if source is not None else None
+    return pushed_source(source, EnvSecrets()) if source is not None else None
 
 
 def body_limit(app: App, source: PushedSource) -> int:
@@ -97,7 +98,7 @@ def _check_signature(
     now: datetime,
 ) -> HookAnswer | None:
     secret_env = source.secret_env
-    secret = app.settings.secret(secret_env) if secret_env else None
+    secret = env_secret(secret_env) if secret_env else None
     if not secret:
         what = f"environment variable {secret_env} is not set" if secret_env else "no secret_env"
         log.error(
