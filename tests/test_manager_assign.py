@@ -17,9 +17,18 @@ from sqlalchemy import select
 from config.settings import Settings
 from tests.sla_helpers import add_mql, write_config
 from tests.source_helpers import leadwerk, web_server
-from tests.web_links import FULL_TEAM, assignments_of, links_in, mail_to, send_all, store_state
+from tests.web_links import (
+    FULL_TEAM,
+    MAIL_TEAM,
+    assignments_of,
+    links_in,
+    mail_to,
+    send_all,
+    store_state,
+)
 from worker.app import App, init_app
 from worker.pipeline.route import route_contact
+from worker.pipeline.sla import fire_timer
 from worker.store.models import Message, SlaTimer
 
 SECRET = "accept-links-secret-for-tests"
@@ -177,3 +186,39 @@ def test_a_rep_outside_the_team_is_refused_on_the_managers_page(app: App) -> Non
 
     assert refused.status_code == 400 and "not a rep of this team" in refused.text
     assert store_state(app) == before
+
+
+def test_an_escalation_links_the_manager_to_a_page_that_hands_the_lead_to_another_rep(
+    config_dir: Path, make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    # Given a standard lead (escalate on breach, no reassignment) that its rep let pass
+    write_config(config_dir, team=MAIL_TEAM)
+    app = init_app(make_settings(accept_secret=SECRET, database_url=database_url))
+    lead = add_mql(app.store, 1, T, form="contact")
+    route_contact(app.store, app.config, lead, T)
+    [first] = assignments_of(app, lead)
+    assert first.sla_policy == "standard" and first.due_at is not None
+    with app.store.session() as session:
+        breach = session.scalar(
+            select(SlaTimer.id).where(SlaTimer.assignment_id == first.id, SlaTimer.kind == "breach")
+        )
+    assert breach is not None
+    fire_timer(app.store, app.config, breach, first.due_at)
+    send_all(app, first.due_at)
+    [escalation] = mail_to(Path(app.settings.outbox_dir), "anna@example.com")
+    [assign] = [link for link in links_in(escalation) if "/assign/" in link]
+    path = assign.removeprefix(app.settings.public_url.rstrip("/"))
+    other = {"jonas": "lea", "lea": "jonas"}[first.rep or ""]
+
+    with web_server(app) as url:
+        page = httpx.get(url + path, timeout=10)
+        pressed = httpx.post(url + path, data={"rep": other}, timeout=10)
+
+    # Then the page offers the team's other rep only, and the POST hands the lead over
+    names = {"jonas": "Jonas Weber", "lea": "Lea Hoffmann"}
+    assert f"Assign to {names[other]}</button>" in page.text
+    assert f"Assign to {names[first.rep or '']}</button>" not in page.text
+    assert pressed.status_code == 200, pressed.text
+    old, new = assignments_of(app, lead)
+    assert (old.rep, old.status) == (first.rep, "reassigned")
+    assert (new.rep, new.status, new.sla_policy) == (other, "open", "standard")

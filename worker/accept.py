@@ -1,25 +1,24 @@
-"""Signed links in the messages Leadwerk sends: accept a lead, assign it, unsubscribe.
+"""Signed links in the messages Leadwerk sends: accept a lead, give it to a rep.
 
 A link is ``<public_url>/<kind>/<token>``; the token is a signed ``{"k": kind, "p": ref, ...}``
 (``ref``: what the link acts on, such as an assignment's random ``public_id``, never a
-sequential row id). :func:`sign` and :func:`verify` serve every kind: a kind's token is
-refused as another kind's. Opening a link (GET) only shows a page; acting takes a POST, so
-the mail scanners that open every link in an e-mail never accept or unsubscribe anything.
+sequential row id) that expires. :func:`sign` and :func:`verify` serve every kind, and a
+kind's token is refused as another kind's. Unsubscribe links keep their own format, which
+never expires (``worker/unsubscribe.py``), signed with the same key. Opening a link (GET) only
+shows a page; acting takes a POST (``worker/linkpages.py``), so the mail scanners that open
+every link in an e-mail never accept or unsubscribe anything.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from config.settings import Settings
-
-log = logging.getLogger("leadwerk.accept")
 
 ACCEPT = "accept"
 ASSIGN = "assign"

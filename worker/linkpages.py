@@ -12,6 +12,7 @@ Every function here touches the store and blocks: the web app runs them in a thr
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
@@ -25,6 +26,8 @@ from worker.operations import AssignRefused, accept_assignment, assign_lead
 from worker.pipeline.notify import display_name
 from worker.store.models import Assignment, Contact
 from worker.unsubscribe import UnsubscribeLinkError, verify_unsubscribe
+
+log = logging.getLogger("leadwerk.web")
 
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -262,4 +265,5 @@ def unsubscribe_by_link(app: App, token: str, now: datetime) -> Page:
         if not contact.fields.get("unsubscribed"):
             contact.fields = {**contact.fields, "unsubscribed": True}
             contact.updated_at = now
+            log.info("lead %s (%s) unsubscribed by link", contact.id, mask_email(email))
     return Page("Unsubscribed", [f"{mask_email(email)} gets no more of these e-mails."])
