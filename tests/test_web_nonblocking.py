@@ -119,7 +119,7 @@ def test_healthz_and_readyz_say_ok_when_the_store_answers(healthy: str) -> None:
 
 
 def test_readyz_says_which_part_is_down_without_an_error_text_and_healthz_stays_ok(
-    make_settings: Callable[..., Settings], config_dir: Path
+    make_settings: Callable[..., Settings], config_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a store and a Redis that do not answer (nothing listens on port 1)
     write_config(config_dir, team=MAIL_TEAM)
@@ -136,3 +136,8 @@ def test_readyz_says_which_part_is_down_without_an_error_text_and_healthz_stays_
     assert ready.status_code == 503
     assert ready.json() == {"status": "unavailable", "store": "down", "broker": "down"}
     app.close()
+    # The details are in the web process's log, the store's password masked
+    logged = [r.getMessage() for r in caplog.records if r.name == "leadwerk.web"]
+    assert any("leadwerk:***@127.0.0.1:1/leadwerk does not answer" in line for line in logged)
+    assert any("Redis does not answer" in line for line in logged)
+    assert not any("hunter2" in line for line in logged)

@@ -240,8 +240,16 @@ def readiness(app: App) -> dict[str, bool]:
             session.execute(select(1))
     except Exception as exc:  # any failure means: not ready
         checks["store"] = False
-        url = make_url(app.settings.database_url).render_as_string(hide_password=True)
-        log.warning("/readyz: the store at %s does not answer: %s", url, type(exc).__name__)
+        url = make_url(app.settings.database_url)
+        detail = (str(exc).splitlines() or [""])[0]
+        if url.password:
+            detail = detail.replace(str(url.password), "***")
+        log.warning(
+            "/readyz: the store at %s does not answer: %s: %s",
+            url.render_as_string(hide_password=True),
+            type(exc).__name__,
+            detail,
+        )
     if app.settings.redis_url:
         checks["broker"] = True
         client = redis.Redis.from_url(
@@ -251,7 +259,7 @@ def readiness(app: App) -> dict[str, bool]:
             client.ping()
         except redis.RedisError as exc:
             checks["broker"] = False
-            log.warning("/readyz: Redis does not answer: %s", type(exc).__name__)
+            log.warning("/readyz: Redis does not answer: %s: %s", type(exc).__name__, exc)
         finally:
             client.close()
     return checks
