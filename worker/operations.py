@@ -16,6 +16,7 @@ from connectors.sources.base import RawRecord
 from rules.contact import FieldError
 from rules.routing import RouteDecision, choose_sla
 from worker.app import App
+from worker.lifecycle import find_contact
 from worker.pipeline.ingest import prepare, store_prepared
 from worker.pipeline.notify import local_time_text
 from worker.pipeline.route import Routing, account_facts, hand_over, lead_context
@@ -117,7 +118,7 @@ def accept_lead(
     now = now or datetime.now(UTC)
     with app.store.session() as session:
         # Locked, as the SLA clock locks it before a breach reassigns the lead.
-        contact = _lock_lead(session, lead)
+        contact = find_contact(session, lead, lock=True)
         if contact is None:
             return None
         assignment = session.scalars(
@@ -130,14 +131,6 @@ def accept_lead(
         return accept_assignment(
             session, assignment, contact, now, "accepted with leadwerk accept", by
         )
-
-
-def _lock_lead(session: Session, lead: str) -> Contact | None:
-    """A lead by its id or e-mail address, locked for the change that follows."""
-    lead = lead.strip()
-    query = select(Contact).with_for_update()
-    query = query.where(Contact.id == int(lead) if lead.isdigit() else Contact.email == lead)
-    return session.scalars(query).first()
 
 
 def accept_from_slack(
@@ -229,7 +222,7 @@ def assign_lead(app: App, lead: str, rep: str, by: str | None, now: datetime) ->
         raise AssignRefused(f"no rep named '{rep}' in team.yaml{suggestion}")
     who = by or "a manager"
     with app.store.session() as session:
-        contact = _lock_lead(session, lead)
+        contact = find_contact(session, lead, lock=True)
         if contact is None:
             raise AssignRefused(f"no lead {lead}")
         history = list(
