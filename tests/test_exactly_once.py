@@ -217,6 +217,7 @@ def test_a_worker_killed_mid_batch_leaves_every_lead_notified_and_counts_each_du
             LEADWERK_SMTP_URL=smtp.url,
             LEADWERK_SEND_LEASE="2",
             LEADWERK_LOG_LEVEL="WARNING",
+            LEADWERK_ACCEPT_SECRET="accept-links-secret-for-tests",
         )
         # Given 50 hot leads imported from the fair, queued on Redis
         leadwerk_command(env, "import", str(export), "--source", FAIR)

@@ -388,22 +388,23 @@ def test_payload_fields_of_the_wrong_type_read_as_absent() -> None:
     assert action.value is None and action.user_id is None
 
 
-def test_the_signed_accept_link_accepts_once(served: Served) -> None:
-    token = sign_accept(served.app.settings, served.assignment().id)
+def test_the_signed_accept_link_accepts_once_when_posted(served: Served) -> None:
+    token = sign_accept(served.app.settings, served.assignment().public_id or "", "jonas")
 
-    first = httpx.get(f"{served.url}/accept/{token}", timeout=10)
-    second = httpx.get(f"{served.url}/accept/{token}", timeout=10)
+    first = httpx.post(f"{served.url}/accept/{token}", timeout=10)
+    second = httpx.post(f"{served.url}/accept/{token}", timeout=10)
 
     assert first.status_code == 200 and "accepted by jonas" in first.text
-    assert second.status_code == 200 and "already accepted" in second.text
+    assert second.status_code == 200 and "already accepted by jonas" in second.text
     assert served.assignment().status == "accepted"
+    assert served.assignment().accepted_by == "jonas"
 
 
 def test_a_tampered_accept_link_is_refused_with_403(served: Served) -> None:
-    token = sign_accept(served.app.settings, served.assignment().id)
+    token = sign_accept(served.app.settings, served.assignment().public_id or "", "jonas")
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
 
-    response = httpx.get(f"{served.url}/accept/{tampered}", timeout=10)
+    response = httpx.post(f"{served.url}/accept/{tampered}", timeout=10)
 
     assert response.status_code == 403
     assert "not valid" in response.text
@@ -416,10 +417,10 @@ def test_an_accept_link_older_than_a_week_is_refused_with_403(served: Served) ->
             return int(time.time()) - 8 * 24 * 3600
 
     # Signed with Leadwerk's own secret and salt, as a link mailed eight days ago was
-    old = URLSafeTimedSerializer(ACCEPT_SECRET, salt="leadwerk.accept", signer=EightDaysAgo)
-    token = old.dumps({"a": served.assignment().id})
+    old = URLSafeTimedSerializer(ACCEPT_SECRET, salt="leadwerk.links", signer=EightDaysAgo)
+    token = old.dumps({"k": "accept", "p": served.assignment().public_id, "r": "jonas"})
 
-    response = httpx.get(f"{served.url}/accept/{token}", timeout=10)
+    response = httpx.post(f"{served.url}/accept/{token}", timeout=10)
 
     assert response.status_code == 403
     assert "expired" in response.text

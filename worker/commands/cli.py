@@ -98,6 +98,17 @@ def _open(settings: Settings, config: Config) -> Any:
         raise typer.Exit(2) from None
 
 
+def _require_link_secret(config_dir: Path | None) -> None:
+    """A process that sends or serves links refuses to start in a shared deployment without
+    its own signing key (exit 2, one line saying how to set one)."""
+    from worker.web.accept import missing_secret
+
+    problem = missing_secret(_settings(config_dir))
+    if problem is not None:
+        _err(f"cannot start: {problem}")
+        raise typer.Exit(2)
+
+
 def _boot(config_dir: Path | None) -> Any:
     """Settings, config, store and broker for a command that runs the pipeline."""
     from worker.runtime.broker import setup_broker
@@ -150,6 +161,7 @@ def run(
     from worker.runtime import embedded as runtime
     from worker.runtime.reload import start_reloader
 
+    _require_link_secret(config)
     application, broker = _boot(config)
     settings = application.settings
     if settings.redis_url and not once:
@@ -257,6 +269,7 @@ def worker(config: ConfigOpt = None) -> None:
             "without Redis, `leadwerk run` runs everything in one process"
         )
         raise typer.Exit(2)
+    _require_link_secret(config)
     application, broker = _boot(config)
     start_reloader(application)
     raise typer.Exit(run_worker(application, broker))
@@ -269,6 +282,7 @@ def clock(config: ConfigOpt = None) -> None:
     if not settings.redis_url:
         _err("leadwerk clock needs LEADWERK_REDIS_URL; without Redis, use `leadwerk run`")
         raise typer.Exit(2)
+    _require_link_secret(config)
     from worker.runtime.clock import start_clock
     from worker.runtime.reload import start_reloader
 
@@ -283,10 +297,11 @@ def web(
     port: Annotated[int | None, typer.Option()] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """HTTP: webhooks in, accept links, /healthz, /metrics."""
+    """HTTP: webhooks in, link pages, /healthz, /readyz, /metrics."""
     from worker.runtime.reload import start_reloader
     from worker.web.app import serve
 
+    _require_link_secret(config)
     application, _broker = _boot(config)
     start_reloader(application)
     serve(application, host or application.settings.web_host, port or application.settings.web_port)
@@ -649,17 +664,44 @@ def quarantine_retry(
 
 @app.command()
 def accept(
-    lead: Annotated[str, typer.Argument(help="Lead id or e-mail.")], config: ConfigOpt = None
+    lead: Annotated[str, typer.Argument(help="Lead id or e-mail.")],
+    by: Annotated[
+        str | None, typer.Option(help="The rep who accepts (else the rep who has the lead).")
+    ] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """The rep accepts the lead: the SLA clock stops."""
     from worker.commands.operations import accept_lead
 
     application, _ = _boot(config)
-    result = accept_lead(application, lead)
+    if by is not None and by not in application.config.team.reps:
+        _err(f"--by: no rep named '{by}' in team.yaml")
+        raise typer.Exit(2)
+    result = accept_lead(application, lead, by=by)
     if result is None:
         _err(f"no open assignment for lead {lead}")
         raise typer.Exit(1)
     _echo(result)
+
+
+@app.command()
+def assign(
+    lead: Annotated[str, typer.Argument(help="Lead id or e-mail.")],
+    rep: Annotated[str, typer.Argument(help="The rep of team.yaml who gets the lead.")],
+    by: Annotated[str | None, typer.Option(help="The manager who decides (recorded).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Give a lead to a rep: a new assignment with a fresh SLA clock; the rep is told."""
+    from worker.commands.operations import AssignRefused, assign_lead
+
+    application, broker = _boot(config)
+    try:
+        done = assign_lead(application, lead, rep, by, datetime.now(UTC))
+    except AssignRefused as exc:
+        _err(f"not assigned: {exc}")
+        raise typer.Exit(1) from None
+    _process_now(application, broker)
+    _echo(done.text)
 
 
 class _Stage(StrEnum):

@@ -1,18 +1,26 @@
-"""Admin operations behind the CLI: dead letters, quarantine, accepting a lead."""
+"""Admin operations behind the CLI and the web pages: dead letters, quarantine, accepting
+and assigning a lead."""
 
 from __future__ import annotations
 
+import difflib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from connectors.sources.base import RawRecord
 from rules.contact import FieldError
+from rules.routing import RouteDecision, choose_sla
+from worker.commands.stage import find_contact
 from worker.pipeline.ingest import prepare, store_prepared
+from worker.pipeline.notify import local_time_text
+from worker.pipeline.route import Routing, account_facts, hand_over, lead_context
 from worker.runtime.app import App
-from worker.store.models import Assignment, Contact, DeadLetter, Quarantine, StageChange
+from worker.store.models import Assignment, Contact, DeadLetter, Event, Quarantine, StageChange
 
 
 def dead_letters(app: App) -> list[dict[str, Any]]:
@@ -102,18 +110,15 @@ def retry_quarantine(app: App, record: int | None, source: str | None) -> tuple[
     return accepted, still
 
 
-def accept_lead(app: App, lead: str, now: datetime | None = None) -> str | None:
-    """Stop the SLA clock: the assignment is accepted and the contact becomes an SAL."""
+def accept_lead(
+    app: App, lead: str, now: datetime | None = None, by: str | None = None
+) -> str | None:
+    """Stop the SLA clock: the assignment is accepted (by ``by``, else by the rep who has
+    it) and the contact becomes an SAL."""
     now = now or datetime.now(UTC)
     with app.store.session() as session:
         # Locked, as the SLA clock locks it before a breach reassigns the lead.
-        query = select(Contact).with_for_update()
-        query = (
-            query.where(Contact.id == int(lead))
-            if lead.isdigit()
-            else query.where(Contact.email == lead.strip())
-        )
-        contact = session.scalars(query).first()
+        contact = find_contact(session, lead, lock=True)
         if contact is None:
             return None
         assignment = session.scalars(
@@ -123,7 +128,9 @@ def accept_lead(app: App, lead: str, now: datetime | None = None) -> str | None:
         ).first()
         if assignment is None:
             return None
-        return accept_assignment(session, assignment, contact, now, "accepted with leadwerk accept")
+        return accept_assignment(
+            session, assignment, contact, now, "accepted with leadwerk accept", by
+        )
 
 
 def accept_from_slack(
@@ -156,26 +163,130 @@ def accept_from_slack(
         if rep is None or not allowed:
             holder = current.rep or "the managers"
             return None, f"lead {contact.id} is assigned to {holder}; only they can accept it"
-        return rep, accept_assignment(session, current, contact, now, "accepted in Slack")
+        return rep, accept_assignment(session, current, contact, now, "accepted in Slack", rep)
 
 
 def accept_assignment(
-    session: Any, assignment: Assignment, contact: Contact, now: datetime, cause: str
+    session: Any,
+    assignment: Assignment,
+    contact: Contact,
+    now: datetime,
+    cause: str,
+    by: str | None = None,
 ) -> str:
+    """Accept ``assignment`` for ``by`` (else the rep who has it); the caller holds the lead
+    and the assignment locked."""
+    who = by or assignment.rep
     assignment.status = "accepted"
     assignment.accepted_at = now
+    assignment.accepted_by = who
     if contact.stage == "mql":
         session.add(
             StageChange(
                 contact_id=contact.id,
                 from_stage="mql",
                 to_stage="sal",
-                cause=f"{cause} by {assignment.rep or 'a manager'}",
+                cause=f"{cause} by {who or 'a manager'}",
                 at=now,
             )
         )
         contact.stage = "sal"
     late = assignment.due_at is not None and now > assignment.due_at
-    return f"lead {contact.id} accepted by {assignment.rep or 'a manager'}" + (
+    return f"lead {contact.id} accepted by {who or 'a manager'}" + (
         " (after the SLA was due)" if late else ""
     )
+
+
+class AssignRefused(ValueError):
+    """A manager's assignment that cannot be made; the message says why."""
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """A lead given to a rep by a manager: what to tell them, and the outbox messages to send."""
+
+    text: str
+    message_ids: list[int]
+
+
+def assign_lead(app: App, lead: str, rep: str, by: str | None, now: datetime) -> Assigned:
+    """A manager gives a lead to ``rep``: a new assignment under the SLA policy routing chose
+    for it, with a fresh clock, and the rep told through the outbox. The open assignment (the
+    managers', or another rep's) is kept as history, marked reassigned. Refused
+    (:class:`AssignRefused`) for a rep not in team.yaml, an unknown lead, or one already
+    accepted."""
+    config = app.config
+    if rep not in config.team.reps:
+        hint = difflib.get_close_matches(rep, list(config.team.reps), n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise AssignRefused(f"no rep named '{rep}' in team.yaml{suggestion}")
+    who = by or "a manager"
+    with app.store.session() as session:
+        contact = find_contact(session, lead, lock=True)
+        if contact is None:
+            raise AssignRefused(f"no lead {lead}")
+        history = list(
+            session.scalars(
+                select(Assignment)
+                .where(Assignment.contact_id == contact.id)
+                .order_by(Assignment.id.desc())
+                .with_for_update()
+            )
+        )
+        accepted = next((a for a in history if a.status == "accepted"), None)
+        if accepted is not None:
+            holder = accepted.accepted_by or accepted.rep or "a manager"
+            raise AssignRefused(f"lead {contact.id} was already accepted by {holder}")
+        current = next((a for a in history if a.status == "open"), None)
+        if current is not None and current.rep == rep:
+            raise AssignRefused(f"lead {contact.id} is assigned to {rep} already")
+        prior = history[0] if history else None
+        event = session.get(Event, prior.event_id) if prior and prior.event_id else None
+        policy = _policy_for(session, config, contact, event, prior, now)
+        decision = RouteDecision(
+            rule=f"assigned by {who}",
+            team=_team_of(config, rep, prior.team if prior else None),
+            rep=rep,
+            strategy="manager",
+            reason=f"{who} gave the lead to {rep}",
+        )
+        within = policy.policy.respond_within if policy else None
+        if current is not None:
+            current.status = "reassigned"
+            session.flush()
+        routing = Routing(event, decision, policy, within, counters={})
+        messages = hand_over(session.connection(), config, contact, routing, now)
+        due = session.scalar(
+            select(Assignment.due_at)
+            .where(Assignment.contact_id == contact.id, Assignment.status == "open")
+            .order_by(Assignment.id.desc())
+        )
+        text = f"lead {contact.id} assigned to {rep} by {who}"
+        if policy is not None and due is not None:
+            due_text = local_time_text(config, rep, due)
+            text += f"; {policy.name} SLA, respond by {due_text}"
+        return Assigned(text, [m.id for m in messages])
+
+
+def _team_of(config: Any, rep: str, preferred: str | None) -> str | None:
+    """The team the lead was routed to when ``rep`` is in it, else the rep's first team."""
+    teams = config.team.teams
+    if preferred in teams and rep in teams[preferred].members:
+        return preferred
+    return next((name for name, team in teams.items() if rep in team.members), None)
+
+
+def _policy_for(
+    session: Session,
+    config: Any,
+    contact: Contact,
+    event: Event | None,
+    prior: Assignment | None,
+    now: datetime,
+) -> Any:
+    """The SLA policy routing chose for the lead; for a lead never routed, the one that
+    matches it now."""
+    if prior is not None:
+        return next((p for p in config.sla if p.name == prior.sla_policy), None)
+    account = account_facts(session.connection(), config, contact)
+    return choose_sla(config.sla, lead_context(contact, event, account, now))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,6 +41,7 @@ class _Row:
     rep: str
     team: str
     status: str
+    accepted_by: str | None
     to_accept: timedelta | None
     human: timedelta | None
     system: timedelta | None
@@ -91,6 +92,7 @@ def _measure(store: Store, config: Config, start: datetime, now: datetime) -> li
                 or (config.team_of(assignment.rep) if assignment.rep else None)
                 or "(no team)",
                 status=assignment.status,
+                accepted_by=assignment.accepted_by,
                 to_accept=_elapsed(calendar, assignment.created_at, accepted),
                 human=_elapsed(calendar, notified, accepted),
                 system=notified - began if notified is not None else None,
@@ -123,6 +125,9 @@ def _stats(rows: list[_Row]) -> dict[str, Any]:
         "accepted": len(to_accept),
         "open": sum(r.status == "open" for r in rows),
         "reassigned": sum(r.status == "reassigned" for r in rows),
+        "accepted_by": dict(
+            Counter(r.accepted_by or "(not recorded)" for r in rows if r.status == "accepted")
+        ),
         "time_to_accept_min": _spread(to_accept),
         "within_sla": within,
         "breaches": breaches,
@@ -202,6 +207,9 @@ def render_report(data: dict[str, Any]) -> str:
         lines.append(f"per {title}")
         lines += [_speed_line(name, stats) for name, stats in groups.items()]
     lines.append(_speed_line("all", data["all"], indent=""))
+    who = data["all"]["accepted_by"]
+    if who:
+        lines.append("accepted by: " + ", ".join(f"{n} {c}" for n, c in sorted(who.items())))
     lines += ["", f"{'delays':22}{'system: median':>16}{'p95':>9}{'human: median':>16}{'p95':>9}"]
     for name, stats in [*data["reps"].items(), ("all", data["all"])]:
         system, human = stats["system_delay_s"], stats["human_delay_min"]

@@ -33,13 +33,13 @@ class Moved:
         )
 
 
-def find_contact(session: Session, lead: str) -> Contact | None:
-    """A lead by its id or its e-mail address."""
+def find_contact(session: Session, lead: str, lock: bool = False) -> Contact | None:
+    """A lead by its id or its e-mail address; ``lock``: locked for the change that follows."""
     lead = lead.strip()
     query = select(Contact).where(
         Contact.id == int(lead) if lead.isdigit() else Contact.email == lead
     )
-    return session.scalars(query).first()
+    return session.scalars(query.with_for_update() if lock else query).first()
 
 
 def record_move(

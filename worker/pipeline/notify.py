@@ -32,6 +32,7 @@ from rules.contact import mask_email
 from rules.routing import RouteDecision
 from rules.scoring import r1
 from worker.store.db import Store
+from worker.web.accept import ACCEPT, ASSIGN, link_url
 from worker.web.unsubscribe import is_nurture, list_unsubscribe_headers
 
 if TYPE_CHECKING:
@@ -145,7 +146,8 @@ def lead_facts(
             "policy": assignment.sla_policy,
             "due": due_text,
         },
-        "accept_url": accept_link(config, assignment.id),
+        "accept_url": accept_link(config, assignment, recipient),
+        "assign_url": assign_link(config, assignment, recipient) if decision.rep is None else None,
         "unassigned": decision.rep is None,
     }
 
@@ -211,11 +213,14 @@ def message_id_domain(config: Config) -> str:
     return parseaddr(config.settings.mail_from)[1].rpartition("@")[2] or "leadwerk.local"
 
 
-def accept_link(config: Config, assignment_id: int) -> str:
-    from worker.web.accept import sign_accept
+def accept_link(config: Config, assignment: Assignment, reader: str) -> str:
+    """The link that accepts the lead for ``reader``, the rep (or manager) it is sent to."""
+    return link_url(config.settings, ACCEPT, assignment.public_id or "", reader)
 
-    token = sign_accept(config.settings, assignment_id)
-    return f"{config.settings.public_url.rstrip('/')}/accept/{token}"
+
+def assign_link(config: Config, assignment: Assignment, manager: str) -> str:
+    """The page where ``manager`` gives the lead to a rep of the team."""
+    return link_url(config.settings, ASSIGN, assignment.public_id or "", manager)
 
 
 def slack_blocks(facts: dict[str, Any]) -> list[dict[str, Any]]:

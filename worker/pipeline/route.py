@@ -47,6 +47,7 @@ from worker.store.models import (
     Message,
     RepCounter,
     Score,
+    new_public_id,
     snapshot,
 )
 
@@ -424,5 +425,6 @@ def _assignment_values(
         "sla_policy": policy.name if policy else None,
         "due_at": due,
         "status": "open",
+        "public_id": new_public_id(),
         "created_at": now,
     }

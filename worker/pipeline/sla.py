@@ -25,6 +25,7 @@ from config.models import SlaPolicy
 from rules.sla import BREACH
 from worker.pipeline.notify import (
     accept_link,
+    assign_link,
     channel_for,
     display_name,
     local_time_text,
@@ -252,6 +253,7 @@ def _escalations(
             else None
         )
         facts["reassign_reason"] = not_reassigned
+        facts["assign_url"] = None if reassigned_to else assign_link(config, assignment, recipient)
         subject = env.get_template("sla_escalation.subject.j2").render(facts).strip()
         text = env.get_template("sla_escalation.txt.j2").render(facts)
         what = "breach:escalate"
@@ -287,7 +289,7 @@ def _facts(
             "due": local_time_text(config, viewer or rep, assignment.due_at),
             "within": _span(policy.respond_within) if policy else "?",
         },
-        "accept_url": accept_link(config, assignment.id),
+        "accept_url": accept_link(config, assignment, viewer or rep),
     }
 
 

@@ -43,6 +43,7 @@ TEMPLATE_VARIABLES: Variables = {
     "rep": frozenset({"id", "name"}),
     "sla": frozenset({"policy", "due"}),
     "accept_url": None,
+    "assign_url": None,
     "unassigned": None,
 }
 
@@ -68,6 +69,7 @@ FAMILY_VARIABLES: dict[str, Variables] = {
         "manager": _PERSON,
         "reassigned_to": _PERSON,
         "reassign_reason": None,
+        "assign_url": None,
     },
 }
 _DICT_METHODS = frozenset({"get", "items", "keys", "values"})

@@ -6,6 +6,7 @@ not yet routed, a message not yet sent), so a lost queue message costs a delay, 
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -141,11 +142,20 @@ class StageChange(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+def new_public_id() -> str:
+    """What links name an assignment by: random, so one link does not show how to make
+    another (the row ids are sequential)."""
+    return secrets.token_urlsafe(16)
+
+
 class Assignment(Base):
     """A routing decision: who got the lead, by which rule, who was skipped and why."""
 
     __tablename__ = "assignments"
-    __table_args__ = (Index("ix_assignments_rep_created_at", "rep", "created_at"),)
+    __table_args__ = (
+        Index("ix_assignments_rep_created_at", "rep", "created_at"),
+        Index("uq_assignments_public_id", "public_id", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     contact_id: Mapped[int] = mapped_column(
@@ -163,6 +173,8 @@ class Assignment(Base):
     due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     status: Mapped[str] = mapped_column(String(20), default="open")  # open|accepted|reassigned
     accepted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    accepted_by: Mapped[str | None] = mapped_column(String(100))
+    public_id: Mapped[str | None] = mapped_column(String(32), default=new_public_id)
     notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 

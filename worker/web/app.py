@@ -1,4 +1,7 @@
-"""The web process: webhooks in, accept links, Slack buttons, /healthz, /metrics.
+"""The web process: webhooks in, link pages, Slack buttons, /healthz, /readyz, /metrics.
+
+Handlers never block the event loop: whatever touches the store, Redis or another server runs
+in the thread pool, so a row lock one request waits for never stalls another's webhook.
 
 A webhook answers 202 only once the record is durably stored; 401 for a missing or wrong
 signature (nothing stored); 400 for a body that is not JSON or lacks the mapped e-mail
@@ -11,10 +14,12 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
+import redis
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -36,15 +41,27 @@ from connectors.notify.slack_actions import (
     parse_block_actions,
     verify_slack_request,
 )
-from worker.commands.operations import accept_assignment, accept_from_slack
+from worker.commands.operations import accept_from_slack
 from worker.pipeline.notify import local_time_text
 from worker.runtime.app import App
-from worker.store.models import Assignment, Contact
-from worker.web.accept import AcceptLinkError, verify_accept
 from worker.web.hooks import body_limit, receive_webhook, webhook_source
+from worker.web.links import (
+    SECURITY_HEADERS,
+    Page,
+    accept_by_link,
+    accept_page,
+    assign_by_link,
+    assign_page,
+    unsubscribe_by_link,
+    unsubscribe_page,
+)
 from worker.web.metrics import store_registry
 
 log = logging.getLogger("leadwerk.web")
+
+# A form's button or a one-click unsubscribe posts a few bytes.
+FORM_LIMIT = 4096
+TOO_LARGE = Page("Request too large", ["This request is larger than the page sends."], 413)
 
 # Seconds for posting to a click's response_url; it happens after Slack has its answer.
 RESPONSE_URL_TIMEOUT = 5.0
@@ -59,15 +76,20 @@ def create_app(app: App) -> Starlette:
     outbox_metrics = store_registry(app.store)
 
     async def healthz(request: Request) -> Response:
-        try:
-            with app.store.session() as session:
-                session.execute(select(1))
-        except Exception as exc:  # the store is the one thing we cannot work without
-            return JSONResponse({"status": "unhealthy", "store": str(exc)}, status_code=503)
+        """Liveness: the process answers. It reads nothing, so it never fails on a store
+        that is down (that is /readyz's question) and never shows an error text."""
         return JSONResponse({"status": "ok"})
 
+    async def readyz(request: Request) -> Response:
+        checks = await run_in_threadpool(readiness, app)
+        ready = all(checks.values())
+        body = {"status": "ok" if ready else "unavailable"} | {
+            part: "up" if up else "down" for part, up in checks.items()
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
     async def metrics(request: Request) -> Response:
-        body = generate_latest() + generate_latest(outbox_metrics)
+        body = await run_in_threadpool(lambda: generate_latest() + generate_latest(outbox_metrics))
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def hook(request: Request) -> Response:
@@ -85,24 +107,38 @@ def create_app(app: App) -> Starlette:
         return _answer(name, answer.outcome, answer.status, answer.detail)
 
     async def accept(request: Request) -> Response:
-        try:
-            assignment_id = verify_accept(settings, request.path_params["token"])
-        except AcceptLinkError as exc:
-            return HTMLResponse(f"<p>{exc}</p>", status_code=403)
+        token = request.path_params["token"]
+        if request.method != "POST":
+            return _page(await run_in_threadpool(accept_page, app, token))
+        if await _read_body(request, FORM_LIMIT) is None:
+            return _page(TOO_LARGE)
         now = datetime.now(UTC)
-        with app.store.session() as session:
-            # The lead before its assignment: the order the SLA clock locks them in.
-            contact_id = session.scalar(
-                select(Assignment.contact_id).where(Assignment.id == assignment_id)
-            )
-            contact = session.get(Contact, contact_id, with_for_update=True) if contact_id else None
-            assignment = session.get(Assignment, assignment_id, with_for_update=True)
-            if assignment is None or contact is None:
-                return HTMLResponse("<p>This lead no longer exists.</p>", status_code=404)
-            if assignment.status != "open":
-                return HTMLResponse(f"<p>This lead was already {assignment.status}.</p>")
-            text = accept_assignment(session, assignment, contact, now, "accepted by link")
-        return HTMLResponse(f"<p>Thank you: {text}.</p>")
+        return _page(await run_in_threadpool(accept_by_link, app, token, now))
+
+    async def assign(request: Request) -> Response:
+        token = request.path_params["token"]
+        if request.method != "POST":
+            return _page(await run_in_threadpool(assign_page, app, token))
+        body = await _read_body(request, FORM_LIMIT)
+        if body is None:
+            return _page(TOO_LARGE)
+        rep = _form_field(body, "rep")
+        now = datetime.now(UTC)
+        page = await run_in_threadpool(assign_by_link, app, token, rep, now)
+        if page.message_ids:
+            await run_in_threadpool(_send_soon, page.message_ids)
+        return _page(page)
+
+    async def unsubscribe(request: Request) -> Response:
+        """RFC 8058: a mailbox provider POSTs ``List-Unsubscribe=One-Click``; the page's own
+        button posts the same. Any POST with a valid link unsubscribes."""
+        token = request.path_params["token"]
+        if request.method != "POST":
+            return _page(await run_in_threadpool(unsubscribe_page, app, token))
+        if await _read_body(request, FORM_LIMIT) is None:
+            return _page(TOO_LARGE)
+        now = datetime.now(UTC)
+        return _page(await run_in_threadpool(unsubscribe_by_link, app, token, now))
 
     async def slack_actions(request: Request) -> Response:
         """Slack buttons: "Accept" on a lead card accepts the lead and stops its SLA clock.
@@ -134,7 +170,9 @@ def create_app(app: App) -> Starlette:
         accepted_by: tuple[str, str | None] | None = None  # (rep, their Slack user id)
         for action in interaction.actions:
             if action.action_id == "accept_lead":
-                rep, text = accept_from_slack(app, action.value or "", action.user_id, now)
+                rep, text = await run_in_threadpool(
+                    accept_from_slack, app, action.value or "", action.user_id, now
+                )
                 if rep is not None:
                     accepted += 1
                     accepted_by = (rep, action.user_id)
@@ -152,9 +190,12 @@ def create_app(app: App) -> Starlette:
     return Starlette(
         routes=[
             Route("/healthz", healthz),
+            Route("/readyz", readyz),
             Route("/metrics", metrics),
             Route("/hooks/{source}", hook, methods=["POST"]),
-            Route("/accept/{token}", accept, methods=["GET"]),
+            Route("/accept/{token}", accept, methods=["GET", "POST"]),
+            Route("/assign/{token}", assign, methods=["GET", "POST"]),
+            Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
             Route("/slack/actions", slack_actions, methods=["POST"]),
         ]
     )
@@ -174,6 +215,58 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _page(page: Page) -> Response:
+    return HTMLResponse(page.html(), status_code=page.status, headers=SECURITY_HEADERS)
+
+
+def _form_field(body: bytes, name: str) -> str:
+    """One field of an ``application/x-www-form-urlencoded`` body, or ''."""
+    values = parse_qs(body.decode("utf-8", "replace")).get(name)
+    return values[0] if values else ""
+
+
+def _send_soon(message_ids: list[int]) -> None:
+    """Ring the doorbell for new outbox messages; the sweep finds them if this is lost."""
+    from worker.pipeline.actors import send_message
+
+    for message_id in message_ids:
+        send_message.send(message_id)
+
+
+def readiness(app: App) -> dict[str, bool]:
+    """Whether the store and, with Redis, the broker answer. What went wrong is logged here,
+    with the database URL's password masked, and never shown to the caller."""
+    checks = {"store": True}
+    try:
+        with app.store.session() as session:
+            session.execute(select(1))
+    except Exception as exc:  # any failure means: not ready
+        checks["store"] = False
+        url = make_url(app.settings.database_url)
+        detail = (str(exc).splitlines() or [""])[0]
+        if url.password:
+            detail = detail.replace(str(url.password), "***")
+        log.warning(
+            "/readyz: the store at %s does not answer: %s: %s",
+            url.render_as_string(hide_password=True),
+            type(exc).__name__,
+            detail,
+        )
+    if app.settings.redis_url:
+        checks["broker"] = True
+        client = redis.Redis.from_url(
+            app.settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+        )
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            checks["broker"] = False
+            log.warning("/readyz: Redis does not answer: %s: %s", type(exc).__name__, exc)
+        finally:
+            client.close()
+    return checks
 
 
 def _slack_reply(
