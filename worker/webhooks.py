@@ -8,20 +8,21 @@ the product's contract:
   adds nothing);
 * ``200`` ``ignored`` for a Typeform event that is not a completed response (a partial
   response): a 2xx, so that Typeform does not deliver it again and again;
-* ``400`` for a body that is not a JSON object or that lacks what the mapping needs (the
-  mapped e-mail): quarantined with the reason, visible in ``leadwerk quarantine list``;
+* ``400`` for a body that is not a JSON object, nests deeper than 64 levels, or lacks what
+  the mapping needs (the mapped e-mail): quarantined with the reason, visible in
+  ``leadwerk quarantine list`` (once, however often it is delivered again);
 * ``401`` for a missing, wrong or stale signature, with nothing stored;
 * ``404`` for a path that names no webhook source, ``413`` past the size limit.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from connectors import json_depth
 from connectors.errors import SkippableError
 from connectors.sources.base import RawRecord
 from connectors.sources.typeform import (
@@ -76,11 +77,14 @@ def receive_webhook(
         log.warning("webhook %s refused: %s", name, refused.detail)
         return refused
     try:
-        payload = json.loads(body)
+        payload = json_depth.loads(body)
         if not isinstance(payload, dict):
             raise ValueError(f"a JSON {type(payload).__name__}, not an object")
-    except (ValueError, RecursionError) as exc:
-        reason = f"the body is not a JSON object ({_short(exc)})"
+    except ValueError as exc:
+        if isinstance(exc, json_depth.JsonDepthError):
+            reason = f"the body is {exc}"
+        else:
+            reason = f"the body is not a JSON object ({_short(exc)})"
         raw = RawRecord(data={"body": body.decode("utf-8", "replace")})
         return _quarantine(app, name, raw, reason, "body")
     if isinstance(source, WebhookConfig):
