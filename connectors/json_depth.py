@@ -32,9 +32,9 @@ def loads(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> Any:
     try:
         value = json.loads(text)
     except RecursionError:
-        raise JsonDepthError(_too_deep(text, limit)) from None
+        raise JsonDepthError(too_deep(text, limit)) from None
     if nests_deeper(value, limit):
-        raise JsonDepthError(_too_deep(text, limit))
+        raise JsonDepthError(too_deep(text, limit))
     return value
 
 
@@ -56,7 +56,7 @@ def nests_deeper(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
-def _too_deep(text: str | bytes, limit: int) -> str:
+def too_deep(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> str:
     """The reason, with the line and column of the bracket that opens level ``limit + 1``."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")

@@ -394,6 +394,18 @@ def mask_email(email: str | None) -> str:
     return f"{local[:1]}***@{domain}"
 
 
+# An address inside free text (a server reply, a database error's detail). The parts are
+# bounded in length so that a long run of text without an ``@`` is scanned in linear time.
+_EMAIL_IN_TEXT = re.compile(r"[^\s<>@\"',;:()\[\]=]{1,64}@[^\s<>@\"',;:()\[\]=]{1,255}")
+
+
+def mask_emails_in(text: str) -> str:
+    """Every e-mail address in ``text`` masked as :func:`mask_email` does."""
+    if "@" not in text:
+        return text
+    return _EMAIL_IN_TEXT.sub(lambda found: mask_email(found.group()), text)
+
+
 def mask_phone(phone: str | None) -> str:
     if not phone:
         return "***"

@@ -12,7 +12,9 @@ the product's contract:
   the mapping needs (the mapped e-mail): quarantined with the reason, visible in
   ``leadwerk quarantine list`` (once, however often it is delivered again);
 * ``401`` for a missing, wrong or stale signature, with nothing stored;
-* ``404`` for a path that names no webhook source, ``413`` past the size limit.
+* ``404`` for a path that names no webhook source, ``413`` past the size limit;
+* ``503`` with ``Retry-After`` when the store cannot be reached: a statement whose
+  connection was cut runs once more on a fresh one first.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from connectors import json_depth
 from connectors.errors import SkippableError
@@ -49,6 +54,14 @@ class HookAnswer:
     status: int
     outcome: str  # accepted | duplicate | ignored | bad_request | unauthorized | ...
     detail: str
+    retry_after: int | None = None  # seconds, for a 503
+
+
+# A store that cannot be reached: a connection cut under a statement (a PostgreSQL restart,
+# a failover, a firewall) or refused. The pool drops a cut connection, so running the
+# delivery's work once more takes a fresh one; if that fails too, the sender retries later.
+_UNREACHABLE = (OperationalError, InterfaceError)
+STORE_RETRY_AFTER_S = 30
 
 
 def webhook_source(app: App, name: str) -> WebhookConfig | TypeformConfig | None:
@@ -76,6 +89,30 @@ def receive_webhook(
     if refused is not None:
         log.warning("webhook %s refused: %s", name, refused.detail)
         return refused
+    attempts = Retrying(
+        retry=retry_if_exception_type(_UNREACHABLE),
+        stop=stop_after_attempt(2),
+        before_sleep=lambda state: log.warning(
+            "webhook %s: %s; running it again", name, _cause(state.outcome.exception())
+        ),
+        reraise=True,
+    )
+    try:
+        return attempts(_take_in, app, name, source, body, now)
+    except _UNREACHABLE as exc:
+        log.error("webhook %s: %s; answered 503", name, _cause(exc))
+        return HookAnswer(
+            503,
+            "unavailable",
+            "the store cannot be reached; deliver again later",
+            retry_after=STORE_RETRY_AFTER_S,
+        )
+
+
+def _take_in(
+    app: App, name: str, source: WebhookConfig | TypeformConfig, body: bytes, now: datetime
+) -> HookAnswer:
+    """Parse, store or quarantine a verified delivery; the answer once it is stored."""
     try:
         payload = json_depth.loads(body)
         if not isinstance(payload, dict):
@@ -161,6 +198,14 @@ def _ring(event_ids: list[int]) -> None:
             log.warning("event %s stored; the queue is unreachable (%s)", event_id, exc)
 
 
-def _short(exc: BaseException) -> str:
+def _cause(exc: BaseException | None) -> str:
+    """What went wrong with the store, in one line: the driver's first line, without the
+    statement SQLAlchemy appends."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return f"the store cannot be reached ({_short(lines[0]) if lines else type(orig).__name__})"
+
+
+def _short(exc: BaseException | str) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 120 else text[:120] + "…"
