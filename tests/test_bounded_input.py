@@ -28,21 +28,24 @@ from connectors.notify.base import OutboundMessage
 from connectors.notify.email import SmtpNotifier
 from tests.lead_helpers import restore_logging  # noqa: F401
 from tests.pipeline_helpers import Running, running
+from tests.servers.jsonapi import JsonApiServer
 from tests.servers.smtp import SmtpServer
 from tests.source_helpers import (
     FAIR,
     FAIR_SOURCE,
+    FORMS_TOKEN,
     as_body,
     counts,
     leadwerk,
+    pull_sources,
     sign_hex,
     web_server,
     write_sources,
 )
 from worker.logging import setup_logging
-from worker.pipeline.poll import import_file
+from worker.pipeline.poll import import_file, poll_source
 from worker.store.db import Store
-from worker.store.models import Contact, Event, Score
+from worker.store.models import Contact, Event, Quarantine, Score
 
 SECRET = "leads-hook-secret"
 ENV = {"LEADS_HOOK_SECRET": SECRET}
@@ -136,6 +139,29 @@ def hooks(
 
 
 # --- patterns with nested quantifiers finish ---------------------------------------------------
+
+
+def test_rules_check_refuses_a_lookahead_where_it_stands_and_says_what_to_write(
+    config_dir: Path,
+) -> None:
+    rules = config_dir / "scoring.yaml"
+    text = rules.read_text(encoding="utf-8")
+    rules.write_text(text.replace('"(?i)student|', '"(?i)student(?!in)|', 1), encoding="utf-8")
+
+    done = subprocess.run(
+        [*SCORE, "--config", str(config_dir), "rules", "check"],
+        capture_output=True,
+        text=True,
+        cwd=config_dir.parent,
+    )
+
+    assert done.returncode == 1
+    message, source_line, caret = done.stdout.splitlines()[:3]
+    number = next(n for n, line in enumerate(text.splitlines(), 1) if "(?i)student|" in line)
+    column = source_line.index("(?!in)") - 3  # the block is indented by four spaces
+    assert message.startswith(f"config/scoring.yaml:{number}:{column}: lookahead and lookbehind")
+    assert "write two conditions instead" in message
+    assert caret.index("^") == source_line.index("(?!in)")
 
 
 def test_leadwerk_score_finishes_nested_quantifiers_on_long_text(config_dir: Path) -> None:
@@ -297,6 +323,38 @@ def test_a_body_nested_too_deeply_gets_400_and_is_quarantined_once(
     [entry] = hooks.quarantined()
     assert (entry["source"], entry["field"]) == ("leads", "body")
     assert counts(hooks.store) == {"contacts": 0, "events": 0, "quarantined": 1}
+
+
+def nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = {"deeper": value}
+    return value
+
+
+def test_a_pulled_record_nested_too_deeply_is_quarantined_alone(
+    config_dir: Path, make_settings: Callable[..., Settings]
+) -> None:
+    def submission(n: int, **fields: Any) -> dict[str, Any]:
+        return {
+            "id": f"sub-{n}",
+            "submitted_at": f"2026-11-0{n}T10:00:00Z",
+            "fields": {"email": f"lead{n}@bigcorp.de", **fields},
+        }
+
+    records = [submission(1), submission(2, extra=nested(100)), submission(3)]
+    with JsonApiServer(records, pagination="cursor", page_size=2, bearer=FORMS_TOKEN) as api:
+        write_sources(config_dir, FAIR_SOURCE, pull_sources(forms_url=api.url))
+        settings = make_settings(env={"FORMS_TOKEN": FORMS_TOKEN})
+        with running(settings) as leadwerk_:
+            app = leadwerk_.app
+            report = poll_source(app.store, app.config, "website-forms")
+            with app.store.session() as session:
+                [entry] = session.scalars(select(Quarantine)).all()
+
+    assert (report.accepted, report.quarantined) == (2, 1)
+    assert (entry.source, entry.record_id, entry.field) == ("website-forms", "sub-2", "record")
+    assert entry.reason == "the record is JSON nested deeper than 64 levels"
 
 
 def test_json_nested_64_levels_deep_is_read() -> None:
