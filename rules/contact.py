@@ -356,7 +356,7 @@ def normalise_contact(
     record), their text cut as free text; so is the text of custom fields.
     """
     contact: dict[str, Any] = {}
-    standard = STANDARD_FIELDS
+    standard, limits = STANDARD_FIELDS, TEXT_LIMITS
     for key, value in raw.items():
         if key in _NORMALISED_APART:
             continue
@@ -367,9 +367,10 @@ def normalise_contact(
         elif ftype:
             value = coerce(key, value, ftype)
         if value.__class__ is str:
-            if key in TEXT_LIMITS:
-                check_length(key, value)
-            else:
+            limit = limits.get(key, FREE_TEXT_MAX)
+            if len(value) > limit:
+                if key in limits:
+                    check_length(key, value)  # raises: too long for its field
                 value = cut_free_text(value)
         if value is not None:  # missing values are left out
             contact[key] = value
