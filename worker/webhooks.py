@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
 from connectors import json_depth
 from connectors.errors import SkippableError
@@ -57,11 +57,16 @@ class HookAnswer:
     retry_after: int | None = None  # seconds, for a 503
 
 
-# A store that cannot be reached: a connection cut under a statement (a PostgreSQL restart,
-# a failover, a firewall) or refused. The pool drops a cut connection, so running the
-# delivery's work once more takes a fresh one; if that fails too, the sender retries later.
+# A store that cannot be reached: a connection refused, or cut under a statement (a
+# PostgreSQL restart, a failover, a firewall). The pool drops a cut connection, so the
+# delivery's work runs once more on a fresh one; if that fails too, the sender is told to
+# come back later. (A busy SQLite file has waited its 30 s already: no second wait.)
 _UNREACHABLE = (OperationalError, InterfaceError)
 STORE_RETRY_AFTER_S = 30
+
+
+def _connection_cut(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def webhook_source(app: App, name: str) -> WebhookConfig | TypeformConfig | None:
@@ -90,7 +95,7 @@ def receive_webhook(
         log.warning("webhook %s refused: %s", name, refused.detail)
         return refused
     attempts = Retrying(
-        retry=retry_if_exception_type(_UNREACHABLE),
+        retry=retry_if_exception(_connection_cut),
         stop=stop_after_attempt(2),
         before_sleep=lambda state: log.warning(
             "webhook %s: %s; running it again", name, _cause(state.outcome.exception())
