@@ -41,6 +41,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
+from connectors import json_depth
 from connectors.errors import FatalError, RetriableError
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,9 @@ def _interpret(
     if status == 204 or not response.content:
         return JsonReply(None, response)
     try:
-        return JsonReply(response.json(), response)
+        return JsonReply(json_depth.loads(response.content, json_depth.MAX_PAGE_DEPTH), response)
+    except json_depth.JsonDepthError as exc:
+        raise FatalError(f"{answered} with {exc}; no API answers like that") from None
     except ValueError as exc:
         content_type = response.headers.get("Content-Type", "")
         if "json" in content_type:
@@ -228,7 +231,7 @@ def _interpret(
 
 def _error_code(response: httpx.Response) -> str | None:
     try:
-        body = response.json()
+        body = json_depth.loads(response.content)
     except ValueError:
         return None
     if not isinstance(body, dict):

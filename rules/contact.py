@@ -105,12 +105,66 @@ class FieldError(ValueError):
         self.field = field
 
 
+# The longest text taken per field, in characters. Names, company, title and the other short
+# fields hold no real value longer than this, and they end up in subject lines, Slack cards
+# and CRM fields: a longer one is refused (its record quarantined, naming the field), never
+# cut, since a cut name or address is a wrong one. Free text (``event.notes``, fields no rule
+# declares) is cut at FREE_TEXT_MAX with a mark instead: the lead still flows, and the full
+# text stays in the event's stored raw record.
+SHORT_TEXT_MAX = 256
+FREE_TEXT_MAX = 10_000
+TEXT_LIMITS: dict[str, int] = {
+    "email": EMAIL_MAX_LENGTH,  # 254, RFC 5321 with its errata
+    "phone": 64,
+    **dict.fromkeys(
+        ("first_name", "last_name", "company", "title", "country", "city", "industry", "source"),
+        SHORT_TEXT_MAX,
+    ),
+    "event.type": 50,  # stored in a column of this width
+    "event.url": 2048,
+    **dict.fromkeys(
+        ("event.source", "event.form", "event.asset", "event.fair", "event.rating"),
+        SHORT_TEXT_MAX,
+    ),
+    "event.campaign": SHORT_TEXT_MAX,
+}
+
+
+def check_length(field: str, value: str) -> None:
+    """Raise :class:`FieldError` when ``value`` is longer than ``field`` may be."""
+    limit = TEXT_LIMITS[field]
+    if len(value) > limit:
+        raise FieldError(field, f"{len(value):,} characters long; at most {limit:,} are taken")
+
+
+def cut_free_text(value: str) -> str:
+    """Free text cut at FREE_TEXT_MAX characters, marked so that a reader sees it was cut."""
+    if len(value) <= FREE_TEXT_MAX:
+        return value
+    return f"{value[:FREE_TEXT_MAX]} [… {len(value) - FREE_TEXT_MAX:,} more characters]"
+
+
+def bound_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The event's text values checked against :data:`TEXT_LIMITS` (``event.type`` 50,
+    ``event.url`` 2048, the other named ones 256), the rest cut as free text."""
+    bounded: dict[str, Any] = {}
+    for name, value in event.items():
+        if isinstance(value, str):
+            if f"event.{name}" in TEXT_LIMITS:
+                check_length(f"event.{name}", value)
+            else:
+                value = cut_free_text(value)
+        bounded[name] = value
+    return bounded
+
+
 def normalise_email(value: Any) -> str:
     """Trimmed, syntax-checked (no DNS) and lower-cased: one person is one contact however the
     address was typed (``Eva@Firma.de`` and ``eva@firma.de`` reach the same mailbox)."""
     if value is None or not str(value).strip():
         raise FieldError("email", "no e-mail address")
     text = str(value).strip()
+    check_length("email", text)
     simple = _SIMPLE_EMAIL.fullmatch(text)
     if simple is not None and len(text) <= EMAIL_MAX_LENGTH:
         local, domain = simple[1], simple[2].lower()
@@ -177,6 +231,7 @@ def normalise_country(value: Any) -> str | None:
     if value is None or not str(value).strip():
         return None
     text = str(value).strip()
+    check_length("country", text)
     if len(text) == 2 and text.isalpha():
         return text.upper()
     return _COUNTRY_NAMES.get(text.lower(), text)
@@ -187,6 +242,7 @@ def normalise_phone(value: Any, country: str | None) -> str | None:
     if value is None or not str(value).strip():
         return None
     text = str(value).strip()
+    check_length("phone", text)
     return _e164(text, country if country and len(country) == 2 else None) or text
 
 
@@ -295,11 +351,12 @@ def normalise_contact(
 ) -> dict[str, Any]:
     """A contact as rules see it: typed values, normalised e-mail, country and phone.
 
-    Raises :class:`FieldError` naming the first field that cannot be read.
-    Unknown keys are kept as text (they stay visible in the stored record).
+    Raises :class:`FieldError` naming the first field that cannot be read or that is longer
+    than :data:`TEXT_LIMITS` allows. Unknown keys are kept (they stay visible in the stored
+    record), their text cut as free text; so is the text of custom fields.
     """
     contact: dict[str, Any] = {}
-    standard = STANDARD_FIELDS
+    standard, limits = STANDARD_FIELDS, TEXT_LIMITS
     for key, value in raw.items():
         if key in _NORMALISED_APART:
             continue
@@ -309,6 +366,12 @@ def normalise_contact(
             value = value.strip() or None  # what coerce gives, without the calls
         elif ftype:
             value = coerce(key, value, ftype)
+        if value.__class__ is str:
+            limit = limits.get(key, FREE_TEXT_MAX)
+            if len(value) > limit:
+                if key in limits:
+                    check_length(key, value)  # raises: too long for its field
+                value = cut_free_text(value)
         if value is not None:  # missing values are left out
             contact[key] = value
     contact["email"] = normalise_email(raw.get("email"))
@@ -330,6 +393,18 @@ def mask_email(email: str | None) -> str:
         return "***"
     local, _, domain = email.rpartition("@")
     return f"{local[:1]}***@{domain}"
+
+
+# An address inside free text (a server reply, a database error's detail). The parts are
+# bounded in length so that a long run of text without an ``@`` is scanned in linear time.
+_EMAIL_IN_TEXT = re.compile(r"[^\s<>@\"',;:()\[\]=]{1,64}@[^\s<>@\"',;:()\[\]=]{1,255}")
+
+
+def mask_emails_in(text: str) -> str:
+    """Every e-mail address in ``text`` masked as :func:`mask_email` does."""
+    if "@" not in text:
+        return text
+    return _EMAIL_IN_TEXT.sub(lambda found: mask_email(found.group()), text)
 
 
 def mask_phone(phone: str | None) -> str:

@@ -513,6 +513,55 @@ def test_a_bad_regular_expression_is_an_error_at_load() -> None:
     )
 
 
+def test_a_lookahead_is_refused_at_load_with_the_caret_under_it() -> None:
+    assert error('title matches "^vp(?!.*intern)"') == (
+        f"{FILE}:14:29: lookahead and lookbehind ((?=, (?!, (?<=, (?<!) are not supported, "
+        "so that matching stays linear in the length of the text; write two conditions "
+        'instead, e.g. \'title matches "a" and not title matches "b"\''
+    )
+    assert errors('title matches "(?<=Head )of"')[0].col == 26
+
+
+def test_a_backreference_is_refused_at_load_with_the_caret_under_it() -> None:
+    found = error('title matches "(\\w+) \\1"')
+    assert found.startswith(f"{FILE}:14:32: backreferences (\\1, (?P=name)) are not supported")
+    assert "spell out the repeated text" in found
+    named = error('title matches "(?P<word>x)(?P=word)"')
+    assert named.startswith(f"{FILE}:14:37: backreferences")
+
+
+def test_the_caret_of_a_refused_pattern_sits_under_the_construct() -> None:
+    caught = errors('title matches "a(?=b)"')[0]
+    assert str(caught).startswith(f"{FILE}:14:27: lookahead")
+    source_line, caret = caught.render().splitlines()[-2:]
+    assert caret.index("^") == source_line.index("(?=b)")
+
+
+def test_backslash_capital_z_is_refused_with_what_to_write_instead() -> None:
+    assert error('title matches "GmbH\\Z"') == (
+        f"{FILE}:14:30: \\Z is not supported; write \\z for the end of the text"
+    )
+    assert evaluate('title matches "GmbH\\z"', {"title": "Kälte GmbH"}) is True
+
+
+def test_a_repetition_past_what_re2_allows_is_an_error_at_load() -> None:
+    assert error('title matches "a{1001}"') == (
+        f"{FILE}:14:25: invalid regular expression: invalid repetition size: {{1001}}"
+    )
+
+
+def test_nested_quantifiers_finish_on_long_text() -> None:
+    """``(a+)+$`` takes exponential time in a backtracking engine; on RE2 it is linear."""
+    assert evaluate('title matches "(a+)+$"', {"title": "a" * 5000 + "!"}) is False
+    assert evaluate('title matches "(x+x+)+y"', {"title": "x" * 5000}) is False
+    assert evaluate('title matches "(x+x+)+y"', {"title": "x" * 5000 + "y"}) is True
+
+
+def test_named_groups_and_unicode_classes_are_accepted() -> None:
+    assert evaluate('title matches "(?P<role>Leiter) \\p{Lu}"', {"title": "Leiter Einkauf"})
+    assert evaluate('title matches "(?i)^ÖZ"', {"title": "özlem"}) is True
+
+
 def test_days_since_on_a_field_that_is_not_a_date_is_an_error_at_the_field() -> None:
     assert error("days_since(title) > 30") == (
         f"{FILE}:14:22: days_since needs a datetime field, but 'title' is a string"

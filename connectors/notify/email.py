@@ -104,6 +104,15 @@ def _one_line(value: str) -> str:
     return " ".join(value.split())
 
 
+# A subject past this is cut with "…": it comes from lead data, and mail clients show less.
+SUBJECT_MAX = 300
+
+
+def _subject(value: str) -> str:
+    line = _one_line(value[: SUBJECT_MAX * 4])  # no need to split a huge value whole
+    return line if len(line) <= SUBJECT_MAX else line[: SUBJECT_MAX - 1].rstrip() + "…"
+
+
 def _addr_spec(addr_spec: str) -> str:
     """``addr_spec`` as it goes into the headers and the SMTP envelope, or ValueError for
     anything the header parser will not accept.
@@ -265,7 +274,7 @@ def render_email(message: OutboundMessage, mail_from: str) -> RenderedEmail:
         f"Date: {format_datetime(datetime.now(UTC))}\r\n",
         sender.from_header,
         _header("To", to_words),
-        _header("Subject", _words(_one_line(message.subject), _room("Subject"), phrase=False)),
+        _header("Subject", _words(_subject(message.subject), _room("Subject"), phrase=False)),
     ]
     head.extend(_extra_header(name, value) for name, value in message.headers.items())
     head.append("MIME-Version: 1.0\r\n")

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
+
+from connectors import json_depth
 
 REPLAY_WINDOW = timedelta(minutes=5)
 
@@ -75,7 +76,7 @@ def parse_block_actions(body: bytes) -> BlockActions:
     the wrong type reads as absent."""
     try:
         fields = parse_qs(body.decode("utf-8"), strict_parsing=True)
-        payload = json.loads(fields["payload"][0])
+        payload = json_depth.loads(fields["payload"][0])
     except (UnicodeDecodeError, ValueError, KeyError) as exc:
         raise SlackRequestError(f"not a Slack interaction payload: {exc}") from None
     if not isinstance(payload, dict) or payload.get("type") != "block_actions":

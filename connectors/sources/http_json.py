@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import operator
 import re
 from abc import ABC, abstractmethod
@@ -33,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.errors import FatalError
 from connectors.http import ClientOwner, JsonReply, describe_url, request_json_reply
+from connectors.json_depth import MAX_JSON_DEPTH, nests_deeper
 from connectors.sources.base import Page, PulledSource, RawRecord, SourceConfig
 
 # --- paths into JSON -----------------------------------------------------------------------
@@ -550,6 +552,13 @@ class HttpJsonSource(ClientOwner, PulledSource):
         if not isinstance(item, dict):
             return RawRecord(data={"value": item}, error="the record is not a JSON object")
         record_id = json_path(item, self.config.id_field) if self.config.id_field else None
+        if nests_deeper(item):
+            # Kept as its text: whatever reads the quarantine later need not walk it.
+            return RawRecord(
+                data={"value": json.dumps(item)},
+                record_id=None if record_id is None or record_id == "" else str(record_id),
+                error=f"the record is JSON nested deeper than {MAX_JSON_DEPTH} levels",
+            )
         occurred_at = (
             parse_time(json_path(item, self.config.cursor.field)) if self.config.cursor else None
         )

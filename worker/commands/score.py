@@ -16,6 +16,7 @@ from multiprocessing.pool import AsyncResult
 from typing import Any, TextIO
 
 from config.loader import Config
+from connectors.json_depth import too_deep
 from rules.contact import FieldError
 from rules.routing import RouteDecision
 from rules.scoring import Hit, ScoreResult, r1
@@ -43,6 +44,8 @@ def _assess_line(
         item = json.loads(line)
     except json.JSONDecodeError as exc:
         return {"error": f"not JSON: {exc.msg} at column {exc.colno}"}
+    except RecursionError:  # nested deeper than the parser goes: no contact looks like that
+        return {"error": too_deep(line)}
     if not isinstance(item, dict) or not isinstance(item.get("contact"), dict):
         return {"error": 'expected an object like {"contact": {...}, "events": [...]}'}
     events = item.get("events") or []

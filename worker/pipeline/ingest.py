@@ -23,6 +23,7 @@ from connectors.sources.mapping import RecordMapper
 from rules.contact import (
     STANDARD_FIELDS,
     FieldError,
+    bound_event,
     coerce_datetime,
     normalise_contact,
 )
@@ -142,7 +143,7 @@ def prepare(
     at = coerce_datetime("event.at", event.pop("at", None)) or record.occurred_at or now
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
-    event = _json_safe(event)
+    event = _json_safe(bound_event(event))
     key = record_key(record, contact, event)
     return Prepared(key, contact, event, at)
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 
 import structlog
+
+from rules.contact import mask_emails_in
 
 
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -20,6 +23,25 @@ class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, value: object) -> None:
         pass
+
+
+class _MaskEmails(logging.Filter):
+    """Masks e-mail addresses in every line, whoever logged it: Leadwerk masks where it logs,
+    but a driver's error can quote a value (PostgreSQL's detail of a unique violation names
+    the duplicate key), and a library may log what it was given."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_emails_in(message)
+        if record.exc_info and record.exc_info[1] is not None:
+            trace = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            masked_trace = mask_emails_in(trace)
+            if masked_trace != trace:  # the traceback goes into the line, masked
+                masked = f"{masked}\n{masked_trace}"
+                record.exc_info = record.exc_text = None
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
 
 
 def setup_logging(level: str = "INFO", fmt: str = "console") -> None:
@@ -40,6 +62,7 @@ def setup_logging(level: str = "INFO", fmt: str = "console") -> None:
     )
     handler = _CurrentStderr()
     handler.setFormatter(formatter)
+    handler.addFilter(_MaskEmails())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

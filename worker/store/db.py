@@ -25,12 +25,19 @@ def make_engine(url: str) -> Engine:
     SQLite ignores ``FOR UPDATE``; every transaction therefore starts with ``BEGIN IMMEDIATE``
     (one writer at a time, waiting up to 30 s) so that claim-by-update is atomic across
     threads and processes. WAL lets readers go on meanwhile.
+
+    Statement parameters are left out of error messages (``hide_parameters``): they hold
+    contacts' addresses and names, and errors end up in logs.
     """
     if url.startswith("sqlite"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            hide_parameters=True,
+        )
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -51,7 +58,7 @@ def make_engine(url: str) -> Engine:
         url = "postgresql://" + url.removeprefix("postgres://")
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    engine = create_engine(url, pool_size=10, max_overflow=10)
+    engine = create_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
     _ping_when_idle(engine)
     return engine
 

@@ -104,7 +104,7 @@ def create_app(app: App) -> Starlette:
         answer = await run_in_threadpool(
             receive_webhook, app, name, request.headers, body, datetime.now(UTC)
         )
-        return _answer(name, answer.outcome, answer.status, answer.detail)
+        return _answer(name, answer.outcome, answer.status, answer.detail, answer.retry_after)
 
     async def accept(request: Request) -> Response:
         token = request.path_params["token"]
@@ -296,9 +296,12 @@ async def _respond_in_slack(url: str, body: dict[str, Any]) -> None:
         log.warning("/slack/actions: %s", problem)
 
 
-def _answer(source: str, outcome: str, status: int, detail: str) -> Response:
+def _answer(
+    source: str, outcome: str, status: int, detail: str, retry_after: int | None = None
+) -> Response:
     WEBHOOKS.labels(source, outcome).inc()
-    return JSONResponse({"status": outcome, "detail": detail}, status_code=status)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"status": outcome, "detail": detail}, status_code=status, headers=headers)
 
 
 def serve(app: App, host: str, port: int) -> None:

@@ -8,21 +8,27 @@ the product's contract:
   adds nothing);
 * ``200`` ``ignored`` for a Typeform event that is not a completed response (a partial
   response): a 2xx, so that Typeform does not deliver it again and again;
-* ``400`` for a body that is not a JSON object or that lacks what the mapping needs (the
-  mapped e-mail): quarantined with the reason, visible in ``leadwerk quarantine list``;
+* ``400`` for a body that is not a JSON object, nests deeper than 64 levels, or lacks what
+  the mapping needs (the mapped e-mail): quarantined with the reason, visible in
+  ``leadwerk quarantine list`` (once, however often it is delivered again);
 * ``401`` for a missing, wrong or stale signature, with nothing stored;
-* ``404`` for a path that names no webhook source, ``413`` past the size limit.
+* ``404`` for a path that names no webhook source, ``413`` past the size limit;
+* ``503`` with ``Retry-After`` when the store cannot be reached: a statement whose
+  connection was cut runs once more on a fresh one first.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
 from config.settings import EnvSecrets, env_secret
+from connectors import json_depth
 from connectors.errors import BodyTooLargeError, IgnoredDelivery, SignatureError, SkippableError
 from connectors.sources.base import PushedSource, RawRecord
 from connectors.sources.registry import pushed_source
@@ -37,6 +43,19 @@ class HookAnswer:
     status: int
     outcome: str  # accepted | duplicate | ignored | bad_request | unauthorized | ...
     detail: str
+    retry_after: int | None = None  # seconds, for a 503
+
+
+# A store that cannot be reached: a connection refused, or cut under a statement (a
+# PostgreSQL restart, a failover, a firewall). The pool drops a cut connection, so the
+# delivery's work runs once more on a fresh one; if that fails too, the sender is told to
+# come back later. (A busy SQLite file has waited its 30 s already: no second wait.)
+_UNREACHABLE = (OperationalError, InterfaceError)
+STORE_RETRY_AFTER_S = 30
+
+
+def _connection_cut(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def webhook_source(app: App, name: str) -> PushedSource | None:
@@ -65,12 +84,37 @@ def receive_webhook(
     if refused is not None:
         log.warning("webhook %s refused: %s", name, refused.detail)
         return refused
+    attempts = Retrying(
+        retry=retry_if_exception(_connection_cut),
+        stop=stop_after_attempt(2),
+        before_sleep=lambda state: log.warning(
+            "webhook %s: %s; running it again", name, _cause(state.outcome.exception())
+        ),
+        reraise=True,
+    )
     try:
-        payload = json.loads(body)
+        return attempts(_take_in, app, name, source, body, now)
+    except _UNREACHABLE as exc:
+        log.error("webhook %s: %s; answered 503", name, _cause(exc))
+        return HookAnswer(
+            503,
+            "unavailable",
+            "the store cannot be reached; deliver again later",
+            retry_after=STORE_RETRY_AFTER_S,
+        )
+
+
+def _take_in(app: App, name: str, source: PushedSource, body: bytes, now: datetime) -> HookAnswer:
+    """Parse, store or quarantine a verified delivery; the answer once it is stored."""
+    try:
+        payload = json_depth.loads(body)
         if not isinstance(payload, dict):
             raise ValueError(f"a JSON {type(payload).__name__}, not an object")
-    except (ValueError, RecursionError) as exc:
-        reason = f"the body is not a JSON object ({_short(exc)})"
+    except ValueError as exc:
+        if isinstance(exc, json_depth.JsonDepthError):
+            reason = f"the body is {exc}"
+        else:
+            reason = f"the body is not a JSON object ({_short(exc)})"
         raw = RawRecord(data={"body": body.decode("utf-8", "replace")})
         return _quarantine(app, name, raw, reason, "body")
     try:
@@ -137,6 +181,14 @@ def _ring(event_ids: list[int]) -> None:
             log.warning("event %s stored; the queue is unreachable (%s)", event_id, exc)
 
 
-def _short(exc: BaseException) -> str:
+def _cause(exc: BaseException | None) -> str:
+    """What went wrong with the store, in one line: the driver's first line, without the
+    statement SQLAlchemy appends."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return f"the store cannot be reached ({_short(lines[0]) if lines else type(orig).__name__})"
+
+
+def _short(exc: BaseException | str) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 120 else text[:120] + "…"
