@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from pydantic_settings import (
 )
 
 from config.errors import ConfigErrors, ConfigIssue
+from config.types import Duration
 from config.yamlload import YamlDoc, YamlSyntaxError, load_yaml
 
 
@@ -62,6 +64,10 @@ class Settings(BaseSettings):
     # and sends it again; keep it above the longest send (SMTP and Slack time out after 10 s).
     send_lease: float = Field(default=120.0, gt=0)
     admin_email: str | None = None
+    # A person told of this many new leads within digest_window gets the further ones of the
+    # window in one digest message at its end (0: every lead in a message of its own).
+    digest_after: int = Field(default=0, ge=0)
+    digest_window: Duration = timedelta(seconds=60)
     env: dict[str, str] = Field(default_factory=dict, exclude=True)
 
     @classmethod

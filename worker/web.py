@@ -38,6 +38,7 @@ from connectors.notify.slack_actions import (
 )
 from worker.accept import AcceptLinkError, verify_accept
 from worker.app import App
+from worker.digestpage import digest_routes
 from worker.metrics import store_registry
 from worker.operations import accept_assignment, accept_from_slack
 from worker.pipeline.notify import local_time_text
@@ -152,6 +153,7 @@ def create_app(app: App) -> Starlette:
             Route("/hooks/{source}", hook, methods=["POST"]),
             Route("/accept/{token}", accept, methods=["GET"]),
             Route("/slack/actions", slack_actions, methods=["POST"]),
+            *digest_routes(app),
         ]
     )
 
