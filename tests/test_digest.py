@@ -22,6 +22,7 @@ from tests.servers.smtp import ReceivedMail, SmtpServer
 from tests.source_helpers import web_server
 from tests.test_walking_skeleton import ALWAYS_OPEN_TEAM, HEADER
 from worker.broker import QUEUES
+from worker.erasure import forget
 from worker.pipeline.actors import send_message
 from worker.pipeline.poll import import_file
 from worker.store.models import Assignment, Message, SlaTimer
@@ -50,6 +51,10 @@ def send_due_digests(leadwerk: Running, at: datetime) -> None:
     for queue in QUEUES:
         leadwerk.broker.join(queue, fail_fast=False)  # type: ignore[attr-defined]
     leadwerk.worker.join()
+
+
+def digest_text_of(mail: ReceivedMail) -> str:
+    return mail.message.get_body(("plain",)).get_content()
 
 
 def digest_mails(mails: list[ReceivedMail]) -> list[ReceivedMail]:
@@ -103,9 +108,7 @@ def test_an_import_of_50_leads_for_two_reps_gives_each_one_digest_and_keeps_ever
                 jonas_digest = next(
                     m for m in digest_mails(mails) if m.rcpt_tos == ["jonas@example.com"]
                 )
-                link = re.search(
-                    r"/digest/\S+", jonas_digest.message.get_body(("plain",)).get_content()
-                )
+                link = re.search(r"/digest/\S+", digest_text_of(jonas_digest))
                 assert link is not None
                 page = httpx.get(base_url + link.group(0))
                 again = httpx.get(base_url + link.group(0))
@@ -121,6 +124,12 @@ def test_an_import_of_50_leads_for_two_reps_gives_each_one_digest_and_keeps_ever
                     accepted_one = session.scalars(
                         select(Assignment).where(Assignment.status == "accepted")
                     ).one()
+            # And erasing a lead the digest named erases the digest's text
+            forget(app, re.findall(r"lead\d+@firma\d+\.de", digest_text_of(jonas_digest))[0])
+            with app.store.session() as session:
+                digest_bodies = set(
+                    session.scalars(select(Message.body_text).where(Message.purpose == "digest"))
+                )
 
     # Then all 50 leads came in and were routed, half to each rep
     assert report.accepted == LEADS
@@ -130,7 +139,7 @@ def test_an_import_of_50_leads_for_two_reps_gives_each_one_digest_and_keeps_ever
     assert len(mails) == 2 * DIGEST_AFTER + 2  # 12 e-mails, not 50, and none twice
     by_rep = Counter(m.rcpt_tos[0] for m in digest_mails(mails))
     assert by_rep == {"jonas@example.com": 1, "lea@example.com": 1}
-    digest_text = jonas_digest.message.get_body(("plain",)).get_content()
+    digest_text = digest_text_of(jonas_digest)
     assert str(jonas_digest.message["Subject"]).startswith("20 new leads for you")
     assert digest_text.count("@firma") == 20  # every lead listed, with its address
     assert held == 0  # every held message went out with its digest
@@ -146,6 +155,7 @@ def test_an_import_of_50_leads_for_two_reps_gives_each_one_digest_and_keeps_ever
     assert accepted.text.count("<button") == 19
     assert statuses == {"accepted": 1, "open": LEADS - 1}
     assert accepted_one.rep == "jonas"
+    assert "(erased)" in digest_bodies and len(digest_bodies) == 2
 
 
 def test_without_digest_after_every_lead_gets_its_own_message(

@@ -16,6 +16,7 @@ from sqlalchemy import String, cast, delete, func, select
 
 from rules.contact import FieldError, mask_email, normalise_email
 from worker.app import App
+from worker.pipeline.digest import forget_in_digests
 from worker.store.models import Contact, Event, Message, Quarantine
 
 log = logging.getLogger("leadwerk.erasure")
@@ -55,6 +56,7 @@ def forget(app: App, email: str) -> Erased:
                 or 0
             )
             erased.outbox_files += _remove_outbox_files(Path(app.settings.outbox_dir), contact.id)
+            forget_in_digests(session, contact.id)
             session.delete(contact)
             erased.contacts += 1
         # The address as a whole JSON string value, so lisa@x.de survives forgetting a@x.de.

@@ -132,7 +132,7 @@ def compose(app: App, digest: Message, now: datetime) -> Message | None:
         held = list(
             session.scalars(
                 select(Message)
-                .where(Message.digest_key == digest.key, Message.status == HELD)
+                .where(Message.digest_key == _own_key(digest), Message.status == HELD)
                 .order_by(Message.id)
             )
         )
@@ -162,7 +162,7 @@ def digest_sent(connection: Connection, digest: Message, now: datetime) -> None:
     """The digest went out: the messages it held are sent, their leads notified."""
     held = (
         update(MESSAGES)
-        .where(MESSAGES.c.digest_key == digest.key, MESSAGES.c.status == HELD)
+        .where(MESSAGES.c.digest_key == _own_key(digest), MESSAGES.c.status == HELD)
         .values(status="sent", sent_at=now)
         .returning(MESSAGES.c.contact_id)
     )
@@ -174,6 +174,26 @@ def digest_sent(connection: Connection, digest: Message, now: datetime) -> None:
             .values(notified_at=now)
         )
     log.info("digest %s told %s of %d leads", digest.id, digest.rep, len(contacts))
+
+
+def forget_in_digests(session: Any, contact_id: int) -> int:
+    """Erasure: the digests that told of this lead lose their text (it names the lead among
+    others); returns how many. Its held message goes with the contact."""
+    keys = select(Message.digest_key).where(
+        Message.contact_id == contact_id, Message.digest_key.is_not(None)
+    )
+    erased = session.execute(
+        update(Message)
+        .where(Message.purpose == PURPOSE, Message.key.in_(keys))
+        .values(subject="(erased)", body_text="(erased)", body_html=None, blocks=None)
+    )
+    return erased.rowcount or 0
+
+
+def _own_key(digest: Message) -> str:
+    """The key its leads name: a digest Slack could not deliver goes out again by e-mail
+    under a key of its own (notify's fallback), holding the same leads."""
+    return digest.key.removesuffix(":email-fallback")
 
 
 def assignment_of(message: Message) -> int | None:
