@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -565,6 +563,7 @@ def import_(
             )
         else:
             outcome = import_outcome(application.store, report.event_ids)
+        progress.update(leads, completed=outcome.accounted)
     if not workers:
         processing = "here"
         said = f"processed here: all {outcome.leads} new leads accounted for"
@@ -595,21 +594,18 @@ def import_(
     raise typer.Exit(1 if wait and not outcome.complete else 0)
 
 
-@contextmanager
-def _import_progress(shown: bool) -> Iterator[Any]:
-    """A progress bar on a terminal (rich); elsewhere an object that takes the same calls
-    and shows nothing, so that --json and a pipe get only the summary."""
+def _import_progress(shown: bool) -> Any:
+    """A progress bar (rich) on a terminal; elsewhere (``--json``, a pipe) it takes the same
+    calls and shows nothing, so that only the summary is printed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    progress = Progress(
+    return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         disable=not shown,
         transient=True,
     )
-    with progress:
-        yield progress
 
 
 # --- operations -----------------------------------------------------------------------------
