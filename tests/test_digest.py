@@ -25,6 +25,7 @@ from worker.broker import QUEUES
 from worker.erasure import forget
 from worker.pipeline.actors import send_message
 from worker.pipeline.poll import import_file
+from worker.runtime import account
 from worker.store.models import Assignment, Message, SlaTimer
 from worker.sweep import enqueue, find_pending
 
@@ -88,6 +89,7 @@ def test_an_import_of_50_leads_for_two_reps_gives_each_one_digest_and_keeps_ever
             )
             leadwerk.drain()
             one_by_one = list(smtp.wait_for(2 * DIGEST_AFTER))
+            while_gathering = account(app)
             # When the window has passed, the clock's sweep sends the digests
             send_due_digests(leadwerk, datetime.now(UTC) + WINDOW + timedelta(seconds=1))
             mails = smtp.wait_for(2 * DIGEST_AFTER + 2)
@@ -143,6 +145,8 @@ def test_an_import_of_50_leads_for_two_reps_gives_each_one_digest_and_keeps_ever
     assert str(jonas_digest.message["Subject"]).startswith("20 new leads for you")
     assert digest_text.count("@firma") == 20  # every lead listed, with its address
     assert held == 0  # every held message went out with its digest
+    # While a digest gathers, every lead counts as accounted for (run --once exits 0)
+    assert while_gathering.complete and while_gathering.messages_pending == 0
     # Every lead has its own SLA clock and counts as notified
     assert all(a.due_at is not None and a.notified_at is not None for a in assignments)
     assert all(timers[a.id] >= 1 for a in assignments)
