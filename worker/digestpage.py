@@ -21,7 +21,7 @@ from worker.operations import accept_assignment
 from worker.pipeline.digest import (
     PURPOSE,
     assignment_of,
-    lead_facts,
+    held_lead_facts,
     may_accept,
     verify_digest,
 )
@@ -40,7 +40,7 @@ def digest_routes(app: App) -> list[Route]:
             digest, members = _digest(session, digest_id)
             if digest is None:
                 return HTMLResponse("<p>This list no longer exists.</p>", status_code=404)
-            leads = [lead_facts(session, app.config, digest.rep, m) for m in members]
+            leads = [held_lead_facts(session, app.config, digest.rep, m) for m in members]
         for lead in leads:
             lead["accept_action"] = f"/digest/{token}/accept/{lead['assignment']}"
         rep = app.config.team.reps.get(digest.rep or "")

@@ -136,7 +136,7 @@ def compose(app: App, digest: Message, now: datetime) -> Message | None:
                 .order_by(Message.id)
             )
         )
-        leads = [lead_facts(session, config, digest.rep, m) for m in held]
+        leads = [held_lead_facts(session, config, digest.rep, m) for m in held]
         stored = session.get(Message, digest.id)
         assert stored is not None
         if not leads:
@@ -202,7 +202,7 @@ def assignment_of(message: Message) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def lead_facts(
+def held_lead_facts(
     session: Any, config: Config, reader: str | None, message: Message
 ) -> dict[str, Any]:
     """A lead held in a digest as the digest and its page show it to ``reader``."""
