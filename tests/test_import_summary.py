@@ -18,6 +18,7 @@ from click.testing import Result
 from tests.lead_helpers import restore_logging  # noqa: F401
 from tests.redis_namespace import own_namespace
 from tests.source_helpers import FAIR, FAIR_SOURCE, leadwerk, write_sources
+from tests.test_digest import fair_export
 from tests.test_walking_skeleton import ALWAYS_OPEN_TEAM, write_export
 
 LEADWERK = Path(sys.executable).with_name("leadwerk")
@@ -171,3 +172,22 @@ def test_quarantine_list_names_file_row_and_time_and_retry_says_why_it_is_still_
     assert retried.stdout.splitlines()[-1] == "0 record(s) taken in, 1 still quarantined"
     assert retried_one.exit_code == 1
     assert "no open quarantined record 999" in retried_one.stderr
+
+
+def test_leads_waiting_in_a_digest_are_counted_apart_from_those_notified(
+    project: Path, tmp_path: Path
+) -> None:
+    env = {
+        "LEADWERK_DATABASE_URL": f"sqlite:///{tmp_path / 'leads.db'}",
+        "LEADWERK_DIGEST_AFTER": "5",
+        "LEADWERK_DIGEST_WINDOW": "1h",
+    }
+
+    result = import_(project, fair_export(tmp_path / "messe.csv"), env)
+
+    assert result.exit_code == 0, result.output
+    # 50 leads for two reps: 5 each told one by one, the other 40 in the reps' digests
+    assert result.stdout.splitlines()[-2:] == [
+        "MQLs 50, routed 50, notified 10, 40 to be told in a digest at the end of its window",
+        "processed here: all 50 new leads accounted for",
+    ]

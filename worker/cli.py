@@ -589,7 +589,10 @@ def import_(
             _echo(f"  row {problem.row}: {problem.field}: {problem.reason}")
         for warning in report.warnings:
             _echo(f"  row {warning.row}: {warning.field}: {warning.reason} (lead kept)")
-        _echo(f"MQLs {outcome.mqls}, routed {outcome.routed}, notified {outcome.notified}")
+        told = f"MQLs {outcome.mqls}, routed {outcome.routed}, notified {outcome.notified}"
+        if outcome.in_digest:
+            told += f", {outcome.in_digest} to be told in a digest at the end of its window"
+        _echo(told)
         _echo(said)
     raise typer.Exit(1 if wait and not outcome.complete else 0)
 

@@ -10,8 +10,9 @@ from typing import Any
 
 from sqlalchemy import distinct, func, select
 
+from worker.pipeline.digest import HELD
 from worker.store.db import Store
-from worker.store.models import Assignment, Contact, Event
+from worker.store.models import Assignment, Contact, Event, Message
 
 # Event ids per IN (...) list: well below SQLite's and PostgreSQL's parameter limits.
 _CHUNK = 5000
@@ -29,6 +30,7 @@ class ImportOutcome:
     mqls: int
     routed: int
     notified: int
+    in_digest: int  # routed, to be told in a digest still gathering (not notified yet)
 
     @property
     def unrouted(self) -> int:
@@ -51,6 +53,7 @@ class ImportOutcome:
             "mqls": self.mqls,
             "routed": self.routed,
             "notified": self.notified,
+            "in_digest": self.in_digest,
             "complete": self.complete,
         }
 
@@ -68,7 +71,7 @@ def import_outcome(store: Store, event_ids: Sequence[int]) -> ImportOutcome:
             for status, contact_id in rows:
                 by_status[status] = by_status.get(status, 0) + 1
                 contacts.add(contact_id)
-        mqls = routed = notified = 0
+        mqls = routed = notified = in_digest = 0
         ids = sorted(contacts)
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
@@ -83,6 +86,14 @@ def import_outcome(store: Store, event_ids: Sequence[int]) -> ImportOutcome:
             )
             routed += session.scalar(assigned) or 0
             notified += session.scalar(assigned.where(Assignment.notified_at.is_not(None))) or 0
+            in_digest += (
+                session.scalar(
+                    select(func.count(distinct(Message.contact_id))).where(
+                        Message.contact_id.in_(chunk), Message.status == HELD
+                    )
+                )
+                or 0
+            )
     return ImportOutcome(
         leads=len(event_ids),
         processed=by_status.get("processed", 0),
@@ -91,6 +102,7 @@ def import_outcome(store: Store, event_ids: Sequence[int]) -> ImportOutcome:
         mqls=mqls,
         routed=routed,
         notified=notified,
+        in_digest=in_digest,
     )
 
 
