@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, get_args
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +28,7 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from config.errors import ConfigErrors, ConfigIssue
+from config.types import Duration
 from config.yamlload import YamlDoc, YamlSyntaxError, load_yaml
 
 ENV_PREFIX = "LEADWERK_"
@@ -130,6 +132,10 @@ class Settings(BaseSettings):
     # and sends it again; keep it above the longest send (SMTP and Slack time out after 10 s).
     send_lease: float = Field(default=120.0, gt=0)
     admin_email: str | None = None
+    # A person told of this many new leads within digest_window gets the further ones of the
+    # window in one digest message at its end (0: every lead in a message of its own).
+    digest_after: int = Field(default=0, ge=0)
+    digest_window: Duration = timedelta(seconds=60)
 
     @classmethod
     def settings_customise_sources(

@@ -238,12 +238,27 @@ def normalise_country(value: Any) -> str | None:
 
 
 def normalise_phone(value: Any, country: str | None) -> str | None:
-    """E.164 when phonenumbers can parse it with the contact's country; else as written."""
+    """E.164 when phonenumbers can parse it with the contact's country; a number it cannot
+    place (no country, no ``+``) as written; None for text that is no phone number at all
+    (``bitte nicht anrufen``), which no rep could dial."""
     if value is None or not str(value).strip():
         return None
     text = str(value).strip()
     check_length("phone", text)
-    return _e164(text, country if country and len(country) == 2 else None) or text
+    e164 = _e164(text, country if country and len(country) == 2 else None)
+    if e164 is not None:
+        return e164
+    return text if _LOCAL_NUMBER.fullmatch(text) and _digits(text) >= 6 else None
+
+
+# A number as written locally: digits with the usual separators, an optional extension.
+_LOCAL_NUMBER = re.compile(
+    r"\+?[\d\s()./\-\u2013]+(?:\s*(?:ext\.?|x|dw\.?|durchwahl)\s*\d+)?", re.I
+)
+
+
+def _digits(text: str) -> int:
+    return sum(char.isdigit() for char in text)
 
 
 @functools.lru_cache(maxsize=16384)

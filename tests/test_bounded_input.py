@@ -210,10 +210,10 @@ def test_an_import_with_long_text_for_nested_quantifiers_is_scored(
     hooks: Hooks, tmp_path: Path
 ) -> None:
     export = tmp_path / "messe.csv"
-    header = "E-Mail;Vorname;Position;Bewertung;Notiz"
+    header = "E-Mail;Vorname;Nachname;Firma;Position;Telefon;Land;Mitarbeiter;Bewertung;Notiz"
     rows = [
-        f"a1@bigcorp.de;Eva;{NO_MATCH_TITLE};hot;",
-        f"a2@bigcorp.de;Tom;{MATCH_TITLE};hot;",
+        f"a1@bigcorp.de;Eva;;;{NO_MATCH_TITLE};;;;hot;",
+        f"a2@bigcorp.de;Tom;;;{MATCH_TITLE};;;;hot;",
     ]
     export.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
     app = hooks.leadwerk.app

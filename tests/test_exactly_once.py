@@ -29,6 +29,7 @@ from tests.lead_helpers import FAIR, fair_row, take_in
 from tests.pipeline_helpers import running
 from tests.redis_namespace import own_namespace
 from tests.servers.smtp import SmtpServer
+from tests.test_walking_skeleton import HEADER
 from worker.pipeline import notify
 from worker.pipeline.actors import send_message
 from worker.pipeline.route import route_contact
@@ -159,11 +160,10 @@ def write_fair_export(path: Path, count: int) -> Path:
     """``count`` hot leads: Heads of Sales at mid-sized German firms (score 85, MQLs)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=";")
-    writer.writerow(["E-Mail", "Nachname", "Firma", "Position", "Land", "Mitarbeiter", "Bewertung"])
+    writer.writerow(HEADER)
     for i in range(count):
-        writer.writerow(
-            [f"lead{i}@firm{i}.de", f"Lead {i}", f"Firm {i}", "Head of Sales", "DE", 500, "hot"]
-        )
+        lead = [f"lead{i}@firm{i}.de", "", f"Lead {i}", f"Firm {i}", "Head of Sales"]
+        writer.writerow([*lead, "", "DE", 500, "hot", ""])
     path.write_text(buffer.getvalue(), encoding="utf-8")
     return path
 

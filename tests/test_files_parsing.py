@@ -159,13 +159,15 @@ def test_a_row_with_more_cells_than_the_header_is_a_bad_row_with_what_could_be_r
     assert good.data["Name"] == "Weiß"
 
 
-def test_a_short_row_gets_empty_strings_and_empty_cells_padding_a_row_are_no_error() -> None:
+def test_a_short_row_is_a_bad_row_and_empty_cells_padding_a_row_are_no_error() -> None:
     text = "Name;Firma;E-Mail;Telefon\r\nMüller;ACME\r\nWeiß;Foo;w@example.de;;;;\r\n"
 
-    assert rows(read(text)) == {
-        2: {"Name": "Müller", "Firma": "ACME", "E-Mail": "", "Telefon": ""},
-        3: {"Name": "Weiß", "Firma": "Foo", "E-Mail": "w@example.de", "Telefon": ""},
-    }
+    short, padded = read(text)
+
+    assert short.error == "row 2 has 2 cells but the header has 4"
+    assert short.data == {"Name": "Müller", "Firma": "ACME"}
+    assert padded.error is None
+    assert padded.data == {"Name": "Weiß", "Firma": "Foo", "E-Mail": "w@example.de", "Telefon": ""}
 
 
 def test_headers_and_cells_are_trimmed_and_repeated_or_blank_headers_get_unique_names() -> None:

@@ -63,9 +63,10 @@ def test_the_mapper_reads_headers_in_any_case_and_leaves_blank_cells_out() -> No
     [
         ("0511 1234567", "DE", "+495111234567"),
         ("0511 1234567", "AT", "+435111234567"),
-        ("1", "DE", "1"),
+        ("1", "DE", None),
+        ("0511 1234567", None, "0511 1234567"),
         ("+43 1 2345678", None, "+4312345678"),
-        ("bitte anrufen", "DE", "bitte anrufen"),
+        ("bitte anrufen", "DE", None),
         (" ", "DE", None),
     ],
 )

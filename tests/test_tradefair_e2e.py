@@ -196,27 +196,26 @@ def test_quarantined_rows_are_taken_in_by_retry_once_the_mapping_is_fixed(
     config_dir: Path, tmp_path: Path, database_url: str
 ) -> None:
     env = project_env(config_dir, database_url)
-    export = tmp_path / "andere-app.csv"  # another scanner app calls the column "Mail"
-    export.write_bytes(
-        "Mail;Vorname;Firma\r\neva@bigcorp.de;Eva;Bigcorp\r\ntom@acme.de;Tom;ACME\r\n".encode(
-            "cp1252"
-        )
-    )
+    export = tmp_path / "messe-export.csv"
+    export.write_bytes(EXPORT.encode("cp1252"))
     before = import_json(config_dir, export, env)
 
+    # "Mitarbeiter" holds words as well as numbers: the company size is no longer mapped
     sources = config_dir / "sources.yaml"
-    sources.write_text(sources.read_text().replace('email: "E-Mail"', 'email: "Mail"'))
+    sources.write_text(sources.read_text().replace('company_size: "Mitarbeiter",', ""))
     retried = leadwerk(config_dir, "quarantine", "retry", env=env)
     listed = leadwerk(config_dir, "quarantine", "list", "--json", env=env)
-    after = import_json(config_dir, export, env)
 
-    assert (before["accepted"], before["quarantined"]) == (0, 2)
-    assert {p["field"] for p in before["problems"]} == {"email"}  # type: ignore[attr-defined]
+    assert (before["accepted"], before["quarantined"]) == (3, 4)
     assert retried.exit_code == 0, retried.output
-    assert "2 record(s) taken in, 0 still quarantined" in retried.stdout
-    assert json.loads(listed.stdout) == []
-    assert sorted(stored_contacts(database_url)) == ["eva@bigcorp.de", "tom@acme.de"]
-    assert (after["accepted"], after["duplicates"]) == (0, 2)  # the replayed rows are known
+    assert "1 record(s) taken in, 3 still quarantined" in retried.stdout
+    # Each record still refused is named with today's reason
+    assert "still refused: messe-export.csv row 6 (" in retried.stdout
+    assert "row 7 (messe-hannover-2026, " in retried.stdout
+    assert "email: no e-mail address" in retried.stdout
+    assert "record: row 9 has 12 cells but the header has 10" in retried.stdout
+    assert [row["row"] for row in json.loads(listed.stdout)] == [6, 7, 9]
+    assert "m.weiss@kleinteil.de" in stored_contacts(database_url)
 
 
 def inbox_app(

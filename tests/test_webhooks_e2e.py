@@ -236,8 +236,8 @@ def test_downloads_arriving_during_a_fair_import_of_the_same_people_lose_nothing
 ) -> None:
     people = [f"besucher{n}@firma{n % 7}.de" for n in range(1000)]
     export = tmp_path / "messe.csv"
-    lines = ["E-Mail;Vorname;Nachname;Firma;Land"]
-    lines += [f"{email};Jürgen;Köhler {n};Firma {n % 7};DE" for n, email in enumerate(people)]
+    lines = ["E-Mail;Vorname;Nachname;Firma;Position;Telefon;Land;Mitarbeiter;Bewertung;Notiz"]
+    lines += [f"{email};Jürgen;Köhler {n};Firma {n % 7};;;DE;;;" for n, email in enumerate(people)]
     export.write_bytes("\r\n".join(lines).encode("cp1252"))
     downloads = [{"email": email, "first_name": "Jürgen", "asset": "crm-guide"} for email in people]
 

@@ -185,7 +185,7 @@ def _read_csv(text: str, name: str) -> Iterator[RawRecord]:
     # the time that building the records takes): a file broken at its end fails right here.
     for _ in _csv_rows(text, delimiter, name, clean=False):
         pass
-    return _table_records(_csv_rows(text, delimiter, name), name)
+    return _table_records(_csv_rows(text, delimiter, name), name, padded=True)
 
 
 def _csv_reader(text: str, delimiter: str) -> Iterator[list[str]]:
@@ -276,12 +276,30 @@ def _sniff(sample: str) -> str | None:
 # --- rows of a table (CSV and XLSX) -----------------------------------------------------------
 
 
-def _table_records(rows: Iterator[tuple[int, list[str]]], name: str) -> Iterator[RawRecord]:
+class TableRecords(Iterator[RawRecord]):
+    """The records of a CSV or XLSX export, with the header they were read under: its
+    column names (``header``) and the row it stands in (``header_row``), so that a caller
+    can check the columns it maps before it takes a single record in."""
+
+    def __init__(self, records: Iterator[RawRecord], header: list[str], header_row: int) -> None:
+        self._records = records
+        self.header = header
+        self.header_row = header_row
+
+    def __next__(self) -> RawRecord:
+        return next(self._records)
+
+
+def _table_records(
+    rows: Iterator[tuple[int, list[str]]], name: str, *, padded: bool
+) -> TableRecords:
     """Take the first non-empty row as the header (eagerly, so a file without one fails on
-    opening) and return the records of the rows after it."""
-    for _number, cells in rows:
+    opening) and return the records of the rows after it. ``padded``: every row is written
+    with a cell per column (CSV), so a row with fewer cells has lost some."""
+    for number, cells in rows:
         if any(cells):
-            return _data_records(rows, _header_names(cells))
+            header = _header_names(cells)
+            return TableRecords(_data_records(rows, header, padded=padded), header, number)
     raise ExportError(
         f"{name}: has no header row; the first filled row must hold the column names "
         "(export again with column headers switched on)"
@@ -310,27 +328,34 @@ def _header_names(cells: list[str]) -> list[str]:
     return unique
 
 
-def _data_records(rows: Iterator[tuple[int, list[str]]], header: list[str]) -> Iterator[RawRecord]:
-    """One record per non-blank row. Empty cells at a row's end are dropped first: Excel
-    pads rows with delimiters, and drops them just as freely, so a short row is read with
-    empty strings and only a row with filled cells beyond the header is a bad row."""
+def _data_records(
+    rows: Iterator[tuple[int, list[str]]], header: list[str], *, padded: bool
+) -> Iterator[RawRecord]:
+    """One record per non-blank row. Empty cells at a row's end are dropped first (Excel
+    pads rows with delimiters), so a row with filled cells beyond the header is a bad row;
+    so is, in a ``padded`` table (CSV), a row with fewer cells than the header: its cells
+    can no longer be told apart, a phone number may stand under ``Firma``."""
     width = len(header)
     for number, cells in rows:
+        written = len(cells)
         while cells and not cells[-1]:
             cells.pop()
         if not cells:
             continue
-        if len(cells) < width:
-            cells += [""] * (width - len(cells))
-        data: dict[str, object] = dict(zip(header, cells[:width], strict=True))
-        if len(cells) > width:
-            data[EXTRA_CELLS_KEY] = cells[width:]
+        if len(cells) > width or (padded and written < width):
+            data: dict[str, object] = dict(zip(header, cells[:width], strict=False))
+            if len(cells) > width:
+                data[EXTRA_CELLS_KEY] = cells[width:]
+            count = len(cells) if len(cells) > width else written
             yield RawRecord(
                 data=data,
                 row=number,
-                error=f"row {number} has {len(cells)} cells but the header has {width}",
+                error=f"row {number} has {count} cells but the header has {width}",
             )
             continue
+        if len(cells) < width:
+            cells += [""] * (width - len(cells))
+        data = dict(zip(header, cells, strict=True))
         for cell in cells:
             if cell[:1] in _BADGE_INITIALS:
                 for key, value in _badge_fields(cell).items():
@@ -353,7 +378,7 @@ def _read_xlsx(data: bytes, name: str) -> Iterator[RawRecord]:
         workbook.close()
         raise ExportError(f"{name}: the workbook has no worksheet; export the scans again")
     # Read to the end before the first record, so that a sheet damaged further on fails here.
-    return _table_records(iter(list(_xlsx_rows(workbook, name))), name)
+    return _table_records(iter(list(_xlsx_rows(workbook, name))), name, padded=False)
 
 
 def _xlsx_rows(workbook: Workbook, name: str) -> Iterator[tuple[int, list[str]]]:

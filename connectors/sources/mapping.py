@@ -8,7 +8,7 @@ fair export's ``rating: "Bewertung"`` is read by rules as ``event.rating``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 from connectors.sources.base import RawRecord
@@ -76,6 +76,20 @@ class RecordMapper:
             for name, spec in event_spec.items()
         ]
         self._event_type = DEFAULT_EVENT_TYPES.get(kind, kind)
+
+    def columns(self) -> list[tuple[str, str]]:
+        """(field, column header) for each field that ``map:`` reads from a column."""
+        return [(name, spec) for name, spec, is_header, _ in self._mapped if is_header]
+
+    def missing_columns(self, header: Sequence[str]) -> list[tuple[str, str]]:
+        """(field, column) for each mapped column that ``header`` lacks, matched as records
+        are read (exactly, else ignoring case and surrounding blanks)."""
+        present = {name.strip().casefold() for name in header}
+        return [
+            (name, column)
+            for name, column in self.columns()
+            if column not in header and column.strip().casefold() not in present
+        ]
 
     def __call__(self, record: RawRecord) -> tuple[dict[str, Any], dict[str, Any]]:
         data = record.data

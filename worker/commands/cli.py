@@ -527,14 +527,29 @@ def import_(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     source: Annotated[str, typer.Option("--source", help="The source in sources.yaml.")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(help="With workers (Redis): wait until every lead is accounted for."),
+    ] = False,
+    timeout: Annotated[
+        str, typer.Option(help="How long --wait waits at most, e.g. 90s or 10m.")
+    ] = "10m",
     config: ConfigOpt = None,
 ) -> None:
-    """One-off ingest of an export file through a source's mapping; then scored and routed."""
+    """One-off ingest of an export file through a source's mapping; then scored and routed
+    (here without Redis; by the workers with Redis, waited for with --wait)."""
+    from config.types import parse_duration
     from connectors.sources.files import ExportError
     from connectors.sources.registry import is_file_based
+    from worker.commands.importstatus import import_outcome, wait_for_import
     from worker.pipeline.ingest import IngestReport
     from worker.pipeline.poll import import_file
 
+    try:
+        limit = parse_duration(timeout).total_seconds()
+    except ValueError as exc:
+        _err(f"--timeout: {exc}")
+        raise typer.Exit(2) from None
     application, broker = _boot(config)
     if source not in application.config.sources:
         _err(
@@ -548,19 +563,52 @@ def import_(
             "files are imported through a tradefair_files source"
         )
         raise typer.Exit(2)
-    try:
-        report = import_file(
-            application.store, application.config, application.config.sources[source], file
+    workers = bool(application.settings.redis_url)
+    with _import_progress(shown=not as_json and sys.stdout.isatty()) as progress:
+        rows = progress.add_task(f"importing {file.name}", total=None)
+        try:
+            report = import_file(
+                application.store,
+                application.config,
+                application.config.sources[source],
+                file,
+                on_progress=lambda n: progress.update(rows, completed=n),
+            )
+        except ExportError as exc:
+            if as_json:
+                failed = IngestReport(source, file=file.name, error=str(exc))
+                _echo(json.dumps(failed.as_dict(), ensure_ascii=False))
+            _err(str(exc))
+            raise typer.Exit(1) from None
+        progress.update(rows, total=report.received, completed=report.received)
+        leads = progress.add_task("scoring and routing", total=len(report.event_ids))
+        _process_now(application, broker)
+        if workers and wait:
+            outcome = wait_for_import(
+                application.store,
+                report.event_ids,
+                limit,
+                lambda seen: progress.update(leads, completed=seen.accounted),
+            )
+        else:
+            outcome = import_outcome(application.store, report.event_ids)
+        progress.update(leads, completed=outcome.accounted)
+    if not workers:
+        processing = "here"
+        said = f"processed here: all {outcome.leads} new leads accounted for"
+    elif outcome.complete:
+        processing = "waited" if wait else "workers"
+        said = f"{'waited: ' if wait else ''}all {outcome.leads} new leads accounted for"
+    else:
+        processing = "timed out" if wait else "workers"
+        said = (
+            f"{outcome.pending} of {outcome.leads} new leads still waiting; the workers go on "
+            "with them (leadwerk status shows the queues)"
         )
-    except ExportError as exc:
-        if as_json:
-            failed = IngestReport(source, file=file.name, error=str(exc))
-            _echo(json.dumps(failed.as_dict(), ensure_ascii=False))
-        _err(str(exc))
-        raise typer.Exit(1) from None
-    _process_now(application, broker)
+        said = f"gave up waiting after {timeout}: {said}" if wait else f"handed on: {said}"
     if as_json:
-        _echo(json.dumps(report.as_dict(), ensure_ascii=False))
+        body = {**report.as_dict(), **outcome.as_dict(), "processing": processing}
+        _echo(json.dumps(body, ensure_ascii=False))
     else:
         _echo(
             f"{file.name}: received {report.received}, accepted {report.accepted}, "
@@ -568,7 +616,28 @@ def import_(
         )
         for problem in report.problems:
             _echo(f"  row {problem.row}: {problem.field}: {problem.reason}")
-    raise typer.Exit(0)
+        for warning in report.warnings:
+            _echo(f"  row {warning.row}: {warning.field}: {warning.reason} (lead kept)")
+        told = f"MQLs {outcome.mqls}, routed {outcome.routed}, notified {outcome.notified}"
+        if outcome.in_digest:
+            told += f", {outcome.in_digest} to be told in a digest at the end of its window"
+        _echo(told)
+        _echo(said)
+    raise typer.Exit(1 if wait and not outcome.complete else 0)
+
+
+def _import_progress(shown: bool) -> Any:
+    """A progress bar (rich) on a terminal; elsewhere (``--json``, a pipe) it takes the same
+    calls and shows nothing, so that only the summary is printed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        disable=not shown,
+        transient=True,
+    )
 
 
 # --- operations -----------------------------------------------------------------------------
@@ -639,12 +708,21 @@ def quarantine_list(
         _echo(json.dumps(rows, default=_iso, ensure_ascii=False))
         return
     for row in rows:
-        where = f"row {row['row']}" if row["row"] else f"record {row['record_id']}"
-        _echo(
-            f"{row['id']:>5}  {row['source']} {where} {row['file'] or ''}: "
-            f"{row['field']}: {row['reason']}"
-        )
+        _echo(f"{row['id']:>5}  {_quarantined_line(row)}")
     _echo(f"{len(rows)} quarantined record(s)")
+
+
+def _quarantined_line(row: dict[str, Any]) -> str:
+    """``messe.csv row 6 (messe-hannover-2026, 2026-12-05 13:40 UTC): email: reason``."""
+    if row["file"]:
+        where = f"{row['file']} row {row['row']}" if row["row"] else row["file"]
+    elif row["record_id"]:
+        where = f"record {row['record_id']}"
+    else:
+        where = "a record without id"
+    field = f"{row['field']}: " if row["field"] else ""
+    when = f"{row['created_at']:%Y-%m-%d %H:%M %Z}".strip()
+    return f"{where} ({row['source']}, {when}): {field}{row['reason']}"
 
 
 @quarantine_app.command("retry")
@@ -657,9 +735,14 @@ def quarantine_retry(
     from worker.commands.operations import retry_quarantine
 
     application, broker = _boot(config)
-    accepted, still = retry_quarantine(application, record, source)
+    accepted, refused = retry_quarantine(application, record, source)
     _process_now(application, broker)
-    _echo(f"{accepted} record(s) taken in, {still} still quarantined")
+    for row in refused:
+        _echo(f"{row['id']:>5}  still refused: {_quarantined_line(row)}")
+    _echo(f"{accepted} record(s) taken in, {len(refused)} still quarantined")
+    if record is not None and not accepted and not refused:
+        _err(f"no open quarantined record {record}")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import String, cast, delete, func, select
 
 from rules.contact import FieldError, mask_email, normalise_email
+from worker.pipeline.digest import forget_in_digests
 from worker.runtime.app import App
 from worker.store.models import Contact, Event, Message, Quarantine
 
@@ -55,6 +56,7 @@ def forget(app: App, email: str) -> Erased:
                 or 0
             )
             erased.outbox_files += _remove_outbox_files(Path(app.settings.outbox_dir), contact.id)
+            forget_in_digests(session, contact.id)
             session.delete(contact)
             erased.contacts += 1
         # The address as a whole JSON string value, so lisa@x.de survives forgetting a@x.de.

@@ -66,27 +66,35 @@ def quarantined(app: App, source: str | None) -> list[dict[str, Any]]:
         query = select(Quarantine).where(Quarantine.status == "open").order_by(Quarantine.id)
         if source:
             query = query.where(Quarantine.source == source)
-        return [
-            {
-                "id": q.id,
-                "source": q.source,
-                "row": q.row,
-                "record_id": q.record_id,
-                "file": q.file,
-                "field": q.field,
-                "reason": q.reason,
-                "raw": q.raw,
-            }
-            for q in session.scalars(query)
-        ]
+        return [_quarantined(q) for q in session.scalars(query)]
 
 
-def retry_quarantine(app: App, record: int | None, source: str | None) -> tuple[int, int]:
-    """Quarantined records through the current mapping again; fixed ones enter the pipeline."""
+def _quarantined(q: Quarantine) -> dict[str, Any]:
+    return {
+        "id": q.id,
+        "source": q.source,
+        "row": q.row,
+        "record_id": q.record_id,
+        "file": q.file,
+        "field": q.field,
+        "reason": q.reason,
+        "created_at": q.created_at,
+        "raw": q.raw,
+    }
+
+
+def retry_quarantine(
+    app: App, record: int | None, source: str | None
+) -> tuple[int, list[dict[str, Any]]]:
+    """Quarantined records through the current mapping again; fixed ones enter the pipeline.
+    Returns how many were taken in and the records still refused, each with today's reason.
+    A row that was cut wrongly (more or fewer cells than its header) stays refused: no
+    mapping can tell which of its cells belongs to which column."""
     now = datetime.now(UTC)
-    accepted = still = 0
+    accepted = 0
+    refused: list[dict[str, Any]] = []
     with app.store.session() as session:
-        query = select(Quarantine).where(Quarantine.status == "open")
+        query = select(Quarantine).where(Quarantine.status == "open").order_by(Quarantine.id)
         if record is not None:
             query = query.where(Quarantine.id == record)
         if source:
@@ -94,20 +102,23 @@ def retry_quarantine(app: App, record: int | None, source: str | None) -> tuple[
         for item in session.scalars(query):
             source_cfg = app.config.sources.get(item.source)
             if source_cfg is None:
-                still += 1
+                item.reason = f"the source {item.source} is no longer in sources.yaml"
+                item.field = None
+                refused.append(_quarantined(item))
                 continue
-            raw = RawRecord(data=item.raw, record_id=item.record_id, row=item.row)
+            error = item.reason if item.field == "record" else None
+            raw = RawRecord(data=item.raw, record_id=item.record_id, row=item.row, error=error)
             try:
                 prepared = prepare(app.config, source_cfg, raw, now)
             except FieldError as exc:
                 item.reason = str(exc).split(": ", 1)[-1]
                 item.field = exc.field
-                still += 1
+                refused.append(_quarantined(item))
                 continue
             store_prepared(session, item.source, prepared, raw, now)
             item.status = "replayed"
             accepted += 1
-    return accepted, still
+    return accepted, refused
 
 
 def accept_lead(

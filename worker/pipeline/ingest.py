@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,7 @@ from rules.contact import (
     FieldError,
     bound_event,
     coerce_datetime,
+    mask_phone,
     normalise_contact,
 )
 from worker.pipeline.batch import Bad, is_transient, store_alone, store_batch, store_quarantined
@@ -60,6 +61,8 @@ class IngestReport:
     duplicates: int = 0
     quarantined: int = 0
     problems: list[Problem] = field(default_factory=list)
+    # Values left out of a lead that was taken in all the same (a phone that is no number).
+    warnings: list[Problem] = field(default_factory=list)
     event_ids: list[int] = field(default_factory=list)
     file: str | None = None
     error: str | None = None  # the whole file could not be read; nothing was taken in
@@ -74,6 +77,7 @@ class IngestReport:
             "duplicates": self.duplicates,
             "quarantined": self.quarantined,
             "problems": [p.as_dict() for p in self.problems],
+            "warnings": [w.as_dict() for w in self.warnings],
         }
 
 
@@ -83,6 +87,8 @@ class Prepared:
     contact: dict[str, Any]
     event: dict[str, Any]
     occurred_at: datetime
+    # (field, why) for each value dropped from the contact; the lead is taken in without it.
+    dropped: list[tuple[str, str]] = field(default_factory=list)
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
@@ -145,7 +151,16 @@ def prepare(
         at = at.replace(tzinfo=UTC)
     event = _json_safe(bound_event(event))
     key = record_key(record, contact, event)
-    return Prepared(key, contact, event, at)
+    return Prepared(key, contact, event, at, _dropped(raw_contact, contact))
+
+
+def _dropped(raw: dict[str, Any], contact: dict[str, Any]) -> list[tuple[str, str]]:
+    """Values given but not kept: a phone cell that holds no number (``bitte nicht
+    anrufen``). The value is masked: the reason goes to logs and summaries."""
+    phone = raw.get("phone")
+    if "phone" in contact or phone is None or not str(phone).strip():
+        return []
+    return [("phone", f"not a phone number ({mask_phone(str(phone).strip())}); left out")]
 
 
 def quarantine(
@@ -178,11 +193,13 @@ def ingest_records(
     file: str | None = None,
     batch_size: int = 500,
     on_batch: Any = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> IngestReport:
     """Take records in, in batches of one transaction each; returns what happened to each.
 
     ``on_batch(session)`` runs inside each batch's transaction (a pull source stores its
-    cursor there, so the cursor never runs ahead of stored records).
+    cursor there, so the cursor never runs ahead of stored records). ``on_progress(n)`` is
+    told after each committed batch how many records have been taken in so far.
     """
     now = now or datetime.now(UTC)
     report = IngestReport(source.name)
@@ -219,8 +236,10 @@ def ingest_records(
                 if attempt == _ATTEMPTS or not is_transient(exc):
                     raise
                 log.warning("batch from %s hit a deadlock; running it again", source.name)
-        _count(report, event_ids, bad)
+        _count(report, event_ids, bad, good)
         batch.clear()
+        if on_progress is not None:
+            on_progress(report.received)
 
     for record in records:
         batch.append(record)
@@ -240,15 +259,22 @@ def ingest_records(
     return report
 
 
-def _count(report: IngestReport, event_ids: list[int | None], bad: list[Bad]) -> None:
+def _count(
+    report: IngestReport,
+    event_ids: list[int | None],
+    bad: list[Bad],
+    good: list[tuple[Prepared, RawRecord]],
+) -> None:
     """Add a committed batch to the report (never before: a rolled-back try counts nothing)."""
     report.received += len(event_ids) + len(bad)
-    for event_id in event_ids:
+    for event_id, (prepared, record) in zip(event_ids, good, strict=True):
         if event_id is None:
             report.duplicates += 1
-        else:
-            report.accepted += 1
-            report.event_ids.append(event_id)
+            continue
+        report.accepted += 1
+        report.event_ids.append(event_id)
+        for name, why in prepared.dropped:
+            report.warnings.append(Problem(record.row, record.record_id, name, why))
     for entry in bad:
         record = entry.record
         report.quarantined += 1

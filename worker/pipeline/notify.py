@@ -299,6 +299,13 @@ def send_message(app: App, message_id: int, now: datetime) -> Outcome:
 
 def deliver(app: App, message: Message, now: datetime) -> Outcome:
     """Send a message this delivery has claimed (status ``sending``), then mark it sent."""
+    from worker.pipeline import digest
+
+    if message.purpose == digest.PURPOSE:  # its text is written now, from the leads it holds
+        composed = digest.compose(app, message, now)
+        if composed is None:
+            return Outcome("skipped")
+        message = composed
     store, notifiers, message_id = app.store, app.notifiers, message.id
     notifier = notifiers.get(message.channel) or notifiers["email"]
     try:
@@ -353,7 +360,14 @@ _MARK_SENT_AND_NOTIFIED = (
 def _mark_sent(store: Store, message: Message, remote_id: str | None, now: datetime) -> None:
     """Mark a message sent and, for a new lead's message, its assignment notified: one
     atomic write."""
+    from worker.pipeline import digest
+
     params = {"outbox_id": message.id, "remote_id": remote_id, "now": now}
+    if message.purpose == digest.PURPOSE:
+        with store.transaction() as connection:
+            connection.execute(_MARK_SENT, params)
+            digest.digest_sent(connection, message, now)
+        return
     if store.dialect == "postgresql":
         with store.autocommit() as connection:
             connection.execute(_MARK_SENT_AND_NOTIFIED, params)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,9 +16,10 @@ from config.loader import Config
 from config.settings import EnvSecrets
 from connectors.errors import ConnectorError, FatalError
 from connectors.sources.base import PulledSource, SourceConfig
-from connectors.sources.files import ExportError, file_sha256
+from connectors.sources.files import ExportError, TableRecords, file_sha256
+from connectors.sources.mapping import RecordMapper
 from connectors.sources.registry import file_source, is_pulled, pulled_source
-from worker.pipeline.ingest import IngestReport, ingest_records
+from worker.pipeline.ingest import IngestReport, ingest_records, record_mapper
 from worker.store.db import Store
 from worker.store.models import SourceFile, SourceState
 
@@ -109,7 +112,12 @@ def _add(total: IngestReport, report: IngestReport) -> None:
 
 
 def import_file(
-    store: Store, config: Config, source_cfg: SourceConfig, path: Path, now: datetime | None = None
+    store: Store,
+    config: Config,
+    source_cfg: SourceConfig,
+    path: Path,
+    now: datetime | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> IngestReport:
     """``leadwerk import`` and the inboxes: one export file through the source's mapping.
 
@@ -124,12 +132,22 @@ def import_file(
     source = file_source(source_cfg, EnvSecrets())
     if source is None:
         raise ValueError(f"source '{source_cfg.name}' is a {source_cfg.kind} source; no files")
+    mapper = record_mapper(config, source_cfg)
     try:
         records = source.read(path)
+        if isinstance(records, TableRecords):  # a vCard has no header to check
+            check_header(records, mapper, path.name)
     except ExportError as exc:
         raise ExportError(f"{exc}; nothing from this file was taken in") from exc
     report = ingest_records(
-        store, config, source_cfg, records, now=now, file=path.name, batch_size=_FILE_BATCH
+        store,
+        config,
+        source_cfg,
+        records,
+        now=now,
+        file=path.name,
+        batch_size=_FILE_BATCH,
+        on_progress=on_progress,
     )
     report.file = path.name
     with store.session() as session:
@@ -149,6 +167,26 @@ def import_file(
             )
     record_health(store, source_cfg.name, now, None, report.received)
     return report
+
+
+def check_header(records: TableRecords, mapper: RecordMapper, name: str) -> None:
+    """Raise :class:`ExportError` when a column that ``map:`` names is not in the header:
+    every row would lose that field (all of them quarantined, for the e-mail), so the file
+    is refused whole, with a guess among the header's unmapped columns."""
+    missing = mapper.missing_columns(records.header)
+    if not missing:
+        return
+    mapped = {column.strip().casefold() for _, column in mapper.columns()}
+    free = {c.casefold(): c for c in records.header if c.strip().casefold() not in mapped}
+    problems = []
+    for field_name, column in missing:
+        guess = difflib.get_close_matches(column.strip().casefold(), list(free), n=1)
+        hint = f" (did you mean '{free[guess[0]]}'?)" if guess else ""
+        problems.append(f"no column '{column}' (mapped to {field_name}){hint}")
+    raise ExportError(
+        f"{name}: header row {records.header_row}: {'; '.join(problems)}; rename the column "
+        "in the file or change map: in sources.yaml"
+    )
 
 
 def import_inboxes(

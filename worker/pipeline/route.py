@@ -31,6 +31,7 @@ from rules.routing import RouteDecision, choose_sla, decide_route, due_time
 from rules.scoring import contact_view
 from rules.sla import plan_timers
 from worker.pipeline import handover
+from worker.pipeline.digest import HELD, hold_for_digest
 from worker.pipeline.notify import new_lead_messages
 from worker.pipeline.score import event_facts, update_contact
 from worker.store.db import Store
@@ -327,7 +328,8 @@ def hand_over(
 ) -> list[Message]:
     """Persist a decision: the assignment with its SLA timers, the contact's owner, and the
     outbox messages (claimed for the caller with ``claim``, see :func:`route_locked`). The
-    messages are written already; each carries its id. ``assignment_id``: drawn from the
+    messages are written already; each carries its id. Messages held for a digest are
+    written but not returned: the digest tells of them. ``assignment_id``: drawn from the
     sequence by the caller (PostgreSQL), else drawn or inserted here."""
     decision, policy = routing.decision, routing.policy
     values = _assignment_values(config, contact, routing, now)
@@ -344,9 +346,11 @@ def hand_over(
         row = connection.execute(_LATEST_SCORE, {"contact_id": contact.id}).first()
         score = snapshot(Score, row) if row else None
     messages = new_lead_messages(config, contact, routing.event, assignment, decision, score)
+    hold_for_digest(connection, config, messages, now)
     if claim:
         for message in messages:
-            message.status, message.claimed_at, message.attempts = "sending", now, 1
+            if message.status != HELD:
+                message.status, message.claimed_at, message.attempts = "sending", now, 1
     timers = []
     if policy is not None and decision.rep:
         # The SLA clock lives in the store: reminders and the breach fire from these rows.
@@ -367,7 +371,7 @@ def hand_over(
         message.id = message_id
     # The caller's contact object may belong to its session: it learns the owner as written.
     set_committed_value(contact, "owner", decision.rep)
-    return messages
+    return [message for message in messages if message.status != HELD]
 
 
 def _given(message: Message) -> dict[str, Any]:

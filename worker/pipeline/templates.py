@@ -71,6 +71,9 @@ FAMILY_VARIABLES: dict[str, Variables] = {
         "reassign_reason": None,
         "assign_url": None,
     },
+    # worker/pipeline/digest.py: the leads a digest holds, each as lead_facts there gives it.
+    "digest": {"rep": _PERSON, "leads": None, "count": None, "page_url": None},
+    "digest_page": {"rep": _PERSON, "leads": None, "count": None},
 }
 _DICT_METHODS = frozenset({"get", "items", "keys", "values"})
 # A message is these parts of one template name: new_lead.subject.j2, new_lead.txt.j2, ...

@@ -215,10 +215,15 @@ class SlaTimer(Base):
 class Message(Base):
     """The outbox. A message is written here, with a key that makes a resend impossible,
     before it is sent; ``status``: pending → sending → sent | failed, or rerouted (a Slack
-    message that went out by e-mail instead). ``retry_at``: not due before then."""
+    message that went out by e-mail instead), or held → sent with its digest (see
+    ``worker.pipeline.digest``). ``retry_at``: not due before then."""
 
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_status", "status"),)
+    __table_args__ = (
+        Index("ix_messages_status", "status"),
+        # How many new leads a person was told of lately: whether the next goes in a digest.
+        Index("ix_messages_rep_created_at", "rep", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(300), unique=True)
@@ -244,6 +249,8 @@ class Message(Base):
     resent_after_crash: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # A new-lead message with status ``held`` goes out in the digest with this key instead.
+    digest_key: Mapped[str | None] = mapped_column(String(300), index=True)
 
 
 class Quarantine(Base):

@@ -44,6 +44,7 @@ from connectors.notify.slack_actions import (
 from worker.commands.operations import accept_from_slack
 from worker.pipeline.notify import local_time_text
 from worker.runtime.app import App
+from worker.web.digest import digest_routes
 from worker.web.hooks import body_limit, receive_webhook, webhook_source
 from worker.web.links import (
     SECURITY_HEADERS,
@@ -197,6 +198,7 @@ def create_app(app: App) -> Starlette:
             Route("/assign/{token}", assign, methods=["GET", "POST"]),
             Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
             Route("/slack/actions", slack_actions, methods=["POST"]),
+            *digest_routes(app),
         ]
     )
 
