@@ -6,13 +6,14 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy.exc import ArgumentError, OperationalError
 
 from config.loader import Config, load_or_exit
 from config.settings import Settings, load_settings
@@ -86,12 +87,26 @@ def _boot(config_dir: Path | None) -> Any:
     settings = _settings(config_dir)
     config = _config(settings)
     try:
-        application = init_app(settings, config=config)
-    except (FatalError, ArgumentError, OperationalError) as exc:
+        with _store_errors():
+            application = init_app(settings, config=config)
+    except FatalError as exc:
         _err(f"cannot start: {exc}")
         raise typer.Exit(2) from None
     broker = setup_broker(settings)
     return application, broker
+
+
+@contextmanager
+def _store_errors(exit_code: int = 2) -> Iterator[None]:
+    """A store that cannot be opened: one line saying which and why, then exit (2: nothing
+    can start on that ``database_url``), never a traceback."""
+    from worker.store.db import StoreUnavailable
+
+    try:
+        yield
+    except StoreUnavailable as exc:
+        _err(str(exc))
+        raise typer.Exit(exit_code) from None
 
 
 # --- init -----------------------------------------------------------------------------------
@@ -121,6 +136,22 @@ def init(
 
 
 # --- processes ------------------------------------------------------------------------------
+
+
+@app.command()
+def migrate(config: ConfigOpt = None) -> None:
+    """Bring the store's schema up to date and print its revision: the release step.
+
+    Safe to repeat, and safe beside starting processes: every process migrates at start
+    too, and migrations take turns (an advisory lock on PostgreSQL), so processes started
+    together on an empty database wait for the schema instead of racing for it."""
+    from worker.store.db import Store, safe_url
+
+    settings = _settings(config)
+    with _store_errors():
+        store = Store(settings.database_url)
+    store.close()
+    _echo(f"the store at {safe_url(store.url)} is at schema revision {store.revision}")
 
 
 @app.command()
@@ -359,7 +390,8 @@ def rules_diff(
         _err(exc.render())
         _err(f"the rules at {against} do not load: {len(exc.issues)} error(s)")
         raise typer.Exit(2) from None
-    store = Store(settings.database_url)
+    with _store_errors():
+        store = Store(settings.database_url)
     try:
         report = diff_rules(store, other, current, against=against, now=at, since=span)
     finally:
@@ -697,7 +729,8 @@ def sla_report(
         _err(f"--since/--now: {exc}")
         raise typer.Exit(2) from None
     settings = _settings(config)
-    application = init_app(settings, config=_config(settings))
+    with _store_errors():
+        application = init_app(settings, config=_config(settings))
     data = build(application.store, application.config, until, period)
     _echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else render_report(data))
 
