@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -37,6 +38,7 @@ ConfigOpt = Annotated[
     ),
 ]
 _global: dict[str, Path | None] = {"config": None}
+log = logging.getLogger("leadwerk.cli")
 
 
 @app.callback()
@@ -164,7 +166,7 @@ def run(
     config: ConfigOpt = None,
 ) -> None:
     """All of Leadwerk in one process (embedded defaults), or the group against Redis."""
-    from worker import runtime
+    from worker.processes import Heartbeats, StopSignal, counted_worker
     from worker.reload import start_reloader
 
     application, broker = _boot(config)
@@ -173,7 +175,7 @@ def run(
         from worker.processes import run_group
 
         raise typer.Exit(run_group(settings, host, port))
-    worker = runtime.start_worker(application, broker)
+    worker, tally = counted_worker(application, broker)
     reloader = None if once else start_reloader(application)
     try:
         if demo:
@@ -186,15 +188,21 @@ def run(
         from worker.clock import start_clock
         from worker.web import serve
 
+        stop = StopSignal()
         clock = start_clock(application, background=True)
+        beats = Heartbeats(application, "web").start()
         try:
-            serve(application, host or settings.web_host, port or settings.web_port)
+            serve(application, host or settings.web_host, port or settings.web_port, stop)
         finally:
-            clock.shutdown(wait=False)
+            beats.stop()
+            clock.shutdown()
     finally:
         if reloader is not None:
             reloader.stop()
         worker.stop()
+    # Work fetched but not started was in this process's memory only; the store still holds
+    # it as pending, and the next start takes it up.
+    log.info("leadwerk run stopped: %s, %s", stop.name, tally.summary())
 
 
 def _run_once(application: Any, broker: Any, worker: Any) -> int:
@@ -287,11 +295,16 @@ def clock(config: ConfigOpt = None) -> None:
         _err("leadwerk clock needs LEADWERK_REDIS_URL; without Redis, use `leadwerk run`")
         raise typer.Exit(2)
     from worker.clock import start_clock
+    from worker.processes import StopSignal
     from worker.reload import start_reloader
 
+    stop = StopSignal()
     application, _broker = _boot(config)
     start_reloader(application)
-    start_clock(application, background=False)
+    scheduler = start_clock(application, background=True)
+    stop.wait_forever()
+    scheduler.shutdown()  # waits for a job that is running
+    log.info("clock stopped: %s", stop.name)
 
 
 @app.command()
@@ -301,12 +314,22 @@ def web(
     config: ConfigOpt = None,
 ) -> None:
     """HTTP: webhooks in, accept links, /healthz, /metrics."""
+    from worker.processes import Heartbeats, StopSignal
     from worker.reload import start_reloader
     from worker.web import serve
 
+    stop = StopSignal()
     application, _broker = _boot(config)
     start_reloader(application)
-    serve(application, host or application.settings.web_host, port or application.settings.web_port)
+    beats = Heartbeats(application, "web").start()
+    serve(
+        application,
+        host or application.settings.web_host,
+        port or application.settings.web_port,
+        stop,
+    )
+    beats.stop()
+    log.info("web stopped: %s, requests in progress answered", stop.name)
 
 
 # --- rules ----------------------------------------------------------------------------------

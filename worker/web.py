@@ -9,6 +9,7 @@ adds nothing.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +42,7 @@ from worker.app import App
 from worker.metrics import store_registry
 from worker.operations import accept_assignment, accept_from_slack
 from worker.pipeline.notify import local_time_text
+from worker.processes import StopSignal
 from worker.store.models import Assignment, Contact
 from worker.webhooks import body_limit, receive_webhook, webhook_source
 
@@ -204,17 +206,29 @@ def _answer(source: str, outcome: str, status: int, detail: str) -> Response:
     return JSONResponse({"status": outcome, "detail": detail}, status_code=status)
 
 
-def serve(app: App, host: str, port: int) -> None:
+def serve(app: App, host: str, port: int, stop: StopSignal | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; uvicorn answers the requests in progress first. ``stop``
+    catches a signal that arrives before uvicorn takes the signals over."""
     log.info("web listening on http://%s:%s", host, port)
     # Kept-alive connections outlast a sender's or proxy's idle ones (load balancers keep
     # 60 s): a delivery sent on a connection just as the server closes it fails with a broken
     # pipe, and the sender has to deliver it again. No access log: worker.logging keeps
     # "uvicorn.access" quiet anyway, and this way no request even prepares the line.
-    uvicorn.run(
-        create_app(app),
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        timeout_keep_alive=75,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(app),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=75,
+        )
     )
+    if stop is not None:
+
+        def stop_early() -> None:
+            stop.wait_forever()
+            server.should_exit = True
+
+        threading.Thread(target=stop_early, name="leadwerk-web-stop", daemon=True).start()
+    server.run()
