@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,14 +20,28 @@ import typer
 from config.loader import Config, load_or_exit
 from config.settings import Settings, load_settings
 
+# -h works wherever --help does.
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
     help="Leadwerk: leads from marketing tools, scored, routed and followed up.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings=HELP_OPTIONS,
 )
-rules_app = typer.Typer(help="Check, test and explain the rules in config/.", no_args_is_help=True)
-dlq_app = typer.Typer(help="Dead letters: work that failed for good.", no_args_is_help=True)
-quarantine_app = typer.Typer(help="Records that could not be taken in.", no_args_is_help=True)
+rules_app = typer.Typer(
+    help="Check, test and explain the rules in config/.",
+    no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
+)
+dlq_app = typer.Typer(
+    help="Dead letters: work that failed for good.",
+    no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
+)
+quarantine_app = typer.Typer(
+    help="Records that could not be taken in.", no_args_is_help=True, context_settings=HELP_OPTIONS
+)
 app.add_typer(rules_app, name="rules")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(quarantine_app, name="quarantine")
@@ -37,12 +52,29 @@ ConfigOpt = Annotated[
         "--config", help="The config directory (else LEADWERK_CONFIG_DIR, else ./config)."
     ),
 ]
+HostOpt = typer.Option(help="Address to listen on (else LEADWERK_WEB_HOST, else 127.0.0.1).")
+PortOpt = typer.Option(help="Port to listen on (else LEADWERK_WEB_PORT or PORT, else 8000).")
+JsonOpt = typer.Option("--json", help="One JSON document instead of lines for people.")
 _global: dict[str, Path | None] = {"config": None}
 log = logging.getLogger("leadwerk.cli")
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        _echo(f"leadwerk {package_version('leadwerk')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(config: ConfigOpt = None) -> None:
+def _main(
+    config: ConfigOpt = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_show_version
+        ),
+    ] = False,
+) -> None:
     _global["config"] = config
 
 
@@ -161,8 +193,8 @@ def run(
     once: Annotated[bool, typer.Option(help="Poll and import once, drain, exit.")] = False,
     demo: Annotated[bool, typer.Option(help="Feed generated sample leads first.")] = False,
     demo_count: Annotated[int, typer.Option(help="How many demo leads.")] = 12,
-    host: Annotated[str | None, typer.Option()] = None,
-    port: Annotated[int | None, typer.Option()] = None,
+    host: Annotated[str | None, HostOpt] = None,
+    port: Annotated[int | None, PortOpt] = None,
     config: ConfigOpt = None,
 ) -> None:
     """All of Leadwerk in one process (embedded defaults), or the group against Redis."""
@@ -309,8 +341,8 @@ def clock(config: ConfigOpt = None) -> None:
 
 @app.command()
 def web(
-    host: Annotated[str | None, typer.Option()] = None,
-    port: Annotated[int | None, typer.Option()] = None,
+    host: Annotated[str | None, HostOpt] = None,
+    port: Annotated[int | None, PortOpt] = None,
     config: ConfigOpt = None,
 ) -> None:
     """HTTP: webhooks in, accept links, /healthz, /metrics."""
@@ -551,9 +583,14 @@ def _process_now(application: Any, broker: Any) -> None:
 
 @app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="The export file (CSV or Excel)."
+        ),
+    ],
     source: Annotated[str, typer.Option("--source", help="The source in sources.yaml.")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, JsonOpt] = False,
     config: ConfigOpt = None,
 ) -> None:
     """One-off ingest of an export file through a source's mapping; then scored and routed."""
@@ -602,7 +639,7 @@ def import_(
 
 @app.command()
 def status(
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, JsonOpt] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Queue depths and ages, dead letters, quarantine, SLA clocks, sources, heartbeats."""
@@ -616,9 +653,7 @@ def status(
 
 
 @dlq_app.command("list")
-def dlq_list(
-    as_json: Annotated[bool, typer.Option("--json")] = False, config: ConfigOpt = None
-) -> None:
+def dlq_list(as_json: Annotated[bool, JsonOpt] = False, config: ConfigOpt = None) -> None:
     """Dead letters with their errors."""
     from worker.operations import dead_letters
 
@@ -636,8 +671,10 @@ def dlq_list(
 
 @dlq_app.command("replay")
 def dlq_replay(
-    letter: Annotated[int | None, typer.Argument()] = None,
-    all_: Annotated[bool, typer.Option("--all")] = False,
+    letter: Annotated[
+        int | None, typer.Argument(help="The dead letter's ID (see leadwerk dlq list).")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every open dead letter.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Put dead-lettered work back on its queue once the cause is fixed."""
@@ -653,8 +690,8 @@ def dlq_replay(
 
 @quarantine_app.command("list")
 def quarantine_list(
-    source: Annotated[str | None, typer.Option()] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    source: Annotated[str | None, typer.Option(help="Only this source's records.")] = None,
+    as_json: Annotated[bool, JsonOpt] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Quarantined records with source, row/record id, field and reason."""
@@ -676,8 +713,10 @@ def quarantine_list(
 
 @quarantine_app.command("retry")
 def quarantine_retry(
-    record: Annotated[int | None, typer.Argument()] = None,
-    source: Annotated[str | None, typer.Option()] = None,
+    record: Annotated[
+        int | None, typer.Argument(help="The record's ID (see leadwerk quarantine list).")
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="Every open record of this source.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Take quarantined records in again with the mapping as it is now."""
@@ -729,14 +768,18 @@ def stage(
     _echo(moved.describe())
 
 
-sla_app = typer.Typer(help="Response-time SLAs: how fast leads are accepted.", no_args_is_help=True)
+sla_app = typer.Typer(
+    help="Response-time SLAs: how fast leads are accepted.",
+    no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
+)
 app.add_typer(sla_app, name="sla")
 
 
 @sla_app.command("report")
 def sla_report(
     since: Annotated[str, typer.Option(help="How far back, e.g. 7d, 30d, 12w.")] = "30d",
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, JsonOpt] = False,
     now: Annotated[str | None, typer.Option(help="Report as of this ISO 8601 time.")] = None,
     config: ConfigOpt = None,
 ) -> None:
