@@ -642,14 +642,18 @@ def status(
     as_json: Annotated[bool, JsonOpt] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Queue depths and ages, dead letters, quarantine, SLA clocks, sources, heartbeats."""
+    """Queue depths and ages, dead letters, quarantine, SLA clocks, sources, heartbeats,
+    contacts and MQLs, the rules in force. Exits 1 when unhealthy: the store does not
+    answer, or (with Redis) Redis does not, or no worker or no clock is alive."""
     from worker.app import init_app
     from worker.status import collect_status, render_status
 
     settings = _settings(config)
-    application = init_app(settings, config=_config(settings))
+    with _store_errors(exit_code=1):
+        application = init_app(settings, config=_config(settings))
     data = collect_status(application)
     _echo(json.dumps(data, indent=2, default=_iso) if as_json else render_status(data))
+    raise typer.Exit(0 if data["healthy"] else 1)
 
 
 @dlq_app.command("list")

@@ -74,14 +74,16 @@ class Leadership:
 
 
 def heartbeat(app: App, process: str, kind: str) -> None:
+    """This process is alive, with the rule set it has in force."""
     now = datetime.now(UTC)
+    rules = {"rules_version": str(app.config.ruleset.version), "rules_hash": app.config.hash}
     with app.store.session() as session:
         insert = (postgresql.insert if app.store.dialect == "postgresql" else sqlite.insert)(
             Heartbeat
         )
         session.execute(
-            insert.values(process=process, kind=kind, seen_at=now).on_conflict_do_update(
-                index_elements=["process"], set_={"seen_at": now}
+            insert.values(process=process, kind=kind, seen_at=now, **rules).on_conflict_do_update(
+                index_elements=["process"], set_={"seen_at": now, **rules}
             )
         )
 

@@ -15,11 +15,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
 from dramatiq import Middleware, Worker
 
+from config.loader import Config
 from config.settings import Settings
 from worker.app import App
 from worker.runtime import start_worker
@@ -140,6 +142,30 @@ class Heartbeats:
             forget_heartbeat(self.app, self.identity)
         except Exception as exc:
             log.warning("%s heartbeat not removed: %s", self.kind, type(exc).__name__)
+
+
+def record_reload(
+    app: App, outcome: str, kept: Config, errors: int = 0, first_error: str | None = None
+) -> None:
+    """A rule change this process took in or refused, where ``leadwerk status`` and
+    ``/metrics`` read it (a refusal otherwise shows only in this process's log)."""
+    from worker.store.models import ConfigReload
+
+    try:
+        with app.store.session() as session:
+            session.add(
+                ConfigReload(
+                    at=datetime.now(UTC),
+                    process=process_identity(),
+                    outcome=outcome,
+                    rules_version=str(kept.ruleset.version),
+                    rules_hash=kept.hash,
+                    errors=errors,
+                    first_error=first_error,
+                )
+            )
+    except Exception as exc:  # the log line still says it
+        log.warning("config %s, but not recorded in the store: %s", outcome, type(exc).__name__)
 
 
 def run_worker(app: App, broker: dramatiq.Broker) -> int:

@@ -58,7 +58,7 @@ WEBHOOKS = Counter(
 
 def create_app(app: App) -> Starlette:
     settings = app.settings
-    outbox_metrics = store_registry(app.store)
+    outbox_metrics = store_registry(app.store, app)
 
     async def healthz(request: Request) -> Response:
         try:
