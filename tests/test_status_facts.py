@@ -25,7 +25,6 @@ from worker.clock import heartbeat
 from worker.pipeline.ingest import ingest_records
 from worker.processes import process_identity
 from worker.reload import ConfigReloader
-from worker.status import collect_status, render_status
 from worker.store.models import DeadLetter, Event
 from worker.sweep import enqueue, find_pending
 from worker.web import create_app
@@ -111,20 +110,45 @@ def test_a_refused_rule_change_shows_in_status_with_its_first_error_and_the_rule
     break_scoring(config_dir)
     assert ConfigReloader(app).reload("changed: scoring.yaml") is False
     heartbeat(app, process_identity(), "worker")
-    # (read in the process, as the web process's /metrics does: `leadwerk status` itself
-    # stops at the broken file and lists its errors)
     metrics = scrape(app)
-    data = collect_status(app)
-    text = render_status(data)
     app.close()
 
-    [refusal] = data["rules"]["refused_reloads"]
+    as_json = status(config_dir, settings, "--json")
+    text = status(config_dir, settings)
+
+    # Then status lists the file's errors, and says the worker refused it and what it runs
+    assert as_json.exit_code == text.exit_code == 1
+    [refusal] = json.loads(as_json.stdout)["rules"]["refused_reloads"]
     assert "scoring.yaml:2:1: invalid YAML" in refusal["first_error"]
     assert refusal["still_running"] == kept
-    assert data["rules"]["in_force"] == [kept]
-    assert f"still running {kept}" in text
-    assert "reload refused at" in text
+    assert "scoring.yaml:2:1: invalid YAML" in text.stderr
+    assert "rules: do not load on disk; in force: " + kept in text.stdout
+    assert f"reload refused at {datetime.now(UTC):%Y-%m-%d}" in text.stdout
+    assert f"still running {kept}" in text.stdout
+    # And /metrics counts the refusal
     assert metrics[("leadwerk_config_reloads_refused_total", ())] == 1
+
+
+def test_a_reload_that_succeeds_later_clears_the_refusal_from_status(
+    config_dir: Path, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings()
+    app = init_app(settings)
+    heartbeat(app, process_identity(), "worker")
+    scoring = (config_dir / "scoring.yaml").read_text()
+    reloader = ConfigReloader(app)
+    break_scoring(config_dir)
+    reloader.reload("changed: scoring.yaml")
+    (config_dir / "scoring.yaml").write_text(scoring.replace("version: 3", "version: 4"))
+    reloader.reload("changed: scoring.yaml")
+    heartbeat(app, process_identity(), "worker")
+    app.close()
+
+    data = json.loads(status(config_dir, settings, "--json").stdout)
+
+    assert data["rules"]["refused_reloads"] == []
+    assert data["rules"]["in_force"] == [data["rules"]["on_disk"]]
+    assert data["rules"]["on_disk"].startswith("v4 (")
 
 
 def test_with_redis_status_is_unhealthy_until_a_worker_and_a_clock_are_alive(

@@ -645,15 +645,43 @@ def status(
     """Queue depths and ages, dead letters, quarantine, SLA clocks, sources, heartbeats,
     contacts and MQLs, the rules in force. Exits 1 when unhealthy: the store does not
     answer, or (with Redis) Redis does not, or no worker or no clock is alive."""
+    from config.errors import ConfigErrors
+    from config.loader import load_config
     from worker.app import init_app
     from worker.status import collect_status, render_status
 
     settings = _settings(config)
+    try:
+        loaded = load_config(settings)
+    except ConfigErrors as exc:
+        _err(exc.render())
+        raise typer.Exit(_status_of_broken_rules(settings, exc, as_json)) from None
     with _store_errors(exit_code=1):
-        application = init_app(settings, config=_config(settings))
+        application = init_app(settings, config=loaded)
     data = collect_status(application)
     _echo(json.dumps(data, indent=2, default=_iso) if as_json else render_status(data))
     raise typer.Exit(0 if data["healthy"] else 1)
+
+
+def _status_of_broken_rules(settings: Settings, errors: Any, as_json: bool) -> int:
+    """The files in config/ do not load: what the processes run meanwhile (they refused the
+    change and keep their rules), from the store alone. Exit 1: a change is not in force."""
+    from worker.status import render_rules, rules_in_force
+    from worker.store.db import Store
+
+    with _store_errors(exit_code=1):
+        store = Store(settings.database_url)
+    try:
+        facts = rules_in_force(store, datetime.now(UTC))
+    finally:
+        store.close()
+    facts["rules"]["on_disk_errors"] = len(errors.issues)
+    if as_json:
+        _echo(json.dumps(facts, indent=2, default=_iso))
+    else:
+        _echo(f"the rules in {settings.config_dir} do not load: {len(errors.issues)} error(s)")
+        _echo("\n".join(render_rules(facts["rules"])))
+    return 1
 
 
 @dlq_app.command("list")

@@ -13,6 +13,7 @@ from worker.broker import QUEUES
 from worker.metrics import message_counts
 from worker.processes import HEARTBEAT_LIVE_S
 from worker.runtime import account
+from worker.store.db import Store
 from worker.store.models import (
     Assignment,
     ConfigReload,
@@ -73,8 +74,8 @@ def _oldest_waiting(client: Any, queue: str, now: datetime) -> float | None:
 
 
 def process_facts(app: App, now: datetime) -> dict[str, Any]:
-    """Contacts and MQLs, webhook sources' last delivery, the rules in force in each live
-    process and reloads they refused, and whether Leadwerk is healthy."""
+    """Contacts and MQLs, webhook sources' last delivery, the rules on disk and in force in
+    each live process, reloads they refused, and how many processes of each kind live."""
     with app.store.session() as session:
         contacts = session.scalar(select(func.count()).select_from(Contact)) or 0
         mqls = (
@@ -91,6 +92,23 @@ def process_facts(app: App, now: datetime) -> dict[str, Any]:
                 .group_by(Event.source)
             ).all()
         )
+    facts = rules_in_force(app.store, now)
+    facts["rules"]["on_disk"] = f"v{app.config.ruleset.version} ({app.config.hash})"
+    return {
+        "contacts": {"total": contacts, "mqls": mqls},
+        "webhooks": {
+            name: {"last_delivery_at": delivered.get(name), "age_s": _age(now, delivered.get(name))}
+            for name in hooks
+        },
+        **facts,
+    }
+
+
+def rules_in_force(store: Store, now: datetime) -> dict[str, Any]:
+    """The rule sets live processes run and the reloads they refused (a refusal a later
+    reload superseded is no longer news), from the store alone: this still answers when
+    the files in config/ do not load."""
+    with store.session() as session:
         beats = list(session.scalars(select(Heartbeat)))
         reloads = list(session.scalars(select(ConfigReload).order_by(ConfigReload.id)))
     live = [b for b in beats if (now - b.seen_at).total_seconds() <= HEARTBEAT_LIVE_S]
@@ -111,13 +129,8 @@ def process_facts(app: App, now: datetime) -> dict[str, Any]:
         if r.outcome == "refused" and r.process in alive
     ]
     return {
-        "contacts": {"total": contacts, "mqls": mqls},
-        "webhooks": {
-            name: {"last_delivery_at": delivered.get(name), "age_s": _age(now, delivered.get(name))}
-            for name in hooks
-        },
         "rules": {
-            "on_disk": f"v{app.config.ruleset.version} ({app.config.hash})",
+            "on_disk": None,
             "in_force": sorted(
                 {f"v{b.rules_version} ({b.rules_hash})" for b in live if b.rules_version}
             ),
@@ -299,6 +312,19 @@ def render_status(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_rules(rules: dict[str, Any]) -> list[str]:
+    in_force = ", ".join(rules["in_force"]) or "no live process"
+    on_disk = rules["on_disk"] or "do not load"
+    lines = [f"  rules: {on_disk} on disk; in force: {in_force}"]
+    for refusal in rules["refused_reloads"]:
+        lines.append(
+            f"  reload refused at {refusal['at']:%Y-%m-%d %H:%M:%S %Z} in {refusal['process']} "
+            f"({refusal['errors']} error(s), first: {refusal['first_error']}); "
+            f"still running {refusal['still_running']}"
+        )
+    return lines
+
+
 def render_process_facts(data: dict[str, Any]) -> list[str]:
     contacts = data["contacts"]
     lines = [f"  contacts: {contacts['total']}, of which {contacts['mqls']} MQLs"]
@@ -308,15 +334,7 @@ def render_process_facts(data: dict[str, Any]) -> list[str]:
             f"  webhook {name}: last delivery "
             + (f"{when:%Y-%m-%d %H:%M:%S %Z} ({hook['age_s']} s ago)" if when else "never")
         )
-    rules = data["rules"]
-    in_force = ", ".join(rules["in_force"]) or "no live process"
-    lines.append(f"  rules: {rules['on_disk']} on disk; in force: {in_force}")
-    for refusal in rules["refused_reloads"]:
-        lines.append(
-            f"  reload refused at {refusal['at']:%Y-%m-%d %H:%M:%S %Z} in {refusal['process']} "
-            f"({refusal['errors']} error(s), first: {refusal['first_error']}); "
-            f"still running {refusal['still_running']}"
-        )
+    lines.extend(render_rules(data["rules"]))
     lines.append(
         "  health: ok" if data["healthy"] else "  health: UNHEALTHY: " + "; ".join(data["problems"])
     )
