@@ -128,3 +128,20 @@ def test_a_store_nobody_listens_on_is_named_with_the_reason_and_no_password(
         f"cannot reach the store at postgresql://leadwerk:***@127.0.0.1:{port}/leadwerk: "
         "Connection refused\n"
     )
+
+
+@pytest.mark.parametrize("command", [("worker",), ("clock",), ("web",)])
+def test_a_process_with_redis_unreachable_says_so_in_one_line_and_exits_2(
+    command: tuple[str, ...], config_dir: Path, tmp_path: Path
+) -> None:
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    env = process_env(
+        config_dir, tmp_path, database_url=f"sqlite:///{tmp_path / 'l.db'}", redis_url=url
+    )
+    done = subprocess.run(
+        [*Process.command, *command], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"cannot reach Redis at redis://:***@127.0.0.1:{url.rsplit(':', 1)[1]}")
+    assert "Connection refused" in line

@@ -120,6 +120,7 @@ def _boot(config_dir: Path | None) -> Any:
 
     settings = _settings(config_dir)
     config = _config(settings)
+    _check_redis(settings)
     try:
         with _store_errors():
             application = init_app(settings, config=config)
@@ -128,6 +129,25 @@ def _boot(config_dir: Path | None) -> Any:
         raise typer.Exit(2) from None
     broker = setup_broker(settings)
     return application, broker
+
+
+def _check_redis(settings: Settings) -> None:
+    """With Redis set, a process starts only if Redis answers: one line and exit 2 if not.
+    (Once running, dramatiq and the clock ride out a Redis restart.)"""
+    if not settings.redis_url:
+        return
+    import redis
+
+    from worker.store.db import safe_url
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        _err(f"cannot reach Redis at {safe_url(settings.redis_url)}: {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        client.close()
 
 
 @contextmanager
