@@ -10,11 +10,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import dramatiq
+from dramatiq import Worker
+from dramatiq.brokers.redis import RedisBroker
+
 from tests.lead_helpers import FAIR
 from tests.process_helpers import free_port, process_env, started, web_answers
 from tests.redis_namespace import own_namespace
 from tests.servers.smtp import SmtpServer
 from tests.test_exactly_once import leadwerk_command, staff_desk, write_fair_export
+from worker.processes import Tally
 
 LEADS = 6
 STOPPED = re.compile(
@@ -117,3 +122,40 @@ def test_a_worker_stopped_mid_email_sends_it_and_another_worker_takes_over_the_r
     # And every lead's e-mail arrived exactly once
     ids = [str(mail.message["Message-ID"]) for mail in smtp.messages]
     assert len(ids) == len(set(ids)) == LEADS
+
+
+def test_a_stopping_worker_finishes_the_message_in_hand_and_hands_back_what_it_only_fetched(
+    redis_url: str,
+) -> None:
+    with own_namespace(redis_url) as namespace:
+        broker = RedisBroker(url=redis_url, namespace=f"leadwerk-{namespace}")
+        in_hand, release = threading.Event(), threading.Event()
+
+        @dramatiq.actor(broker=broker, queue_name="held", max_retries=0)
+        def hold(n: int) -> None:
+            in_hand.set()
+            release.wait(timeout=30)
+
+        # Given five messages and a worker with one thread busy with the first of them
+        for n in range(5):
+            hold.send(n)
+        tally = Tally()
+        broker.add_middleware(tally)
+        worker = Worker(broker, worker_threads=1, worker_timeout=100)
+        worker.start()
+        tally.count_returns(worker)
+        assert in_hand.wait(timeout=30)
+        # When the worker is asked to stop, and only then the message in hand completes
+        stopping = threading.Thread(target=worker.stop)
+        stopping.start()
+        while any(thread.running for thread in worker.workers):
+            stopping.join(timeout=0.05)
+        release.set()
+        stopping.join(timeout=30)
+        back_on_the_queue = broker.client.llen(f"leadwerk-{namespace}:held")
+        broker.close()
+
+    # Then it finished the one in hand, handed back what it had fetched, and lost nothing
+    assert tally.finished == 1
+    assert tally.returned >= 1
+    assert back_on_the_queue == 4
