@@ -77,13 +77,10 @@ def process_facts(app: App, now: datetime) -> dict[str, Any]:
     """Contacts and MQLs, webhook sources' last delivery, the rules on disk and in force in
     each live process, reloads they refused, and how many processes of each kind live."""
     with app.store.session() as session:
-        contacts = session.scalar(select(func.count()).select_from(Contact)) or 0
-        mqls = (
-            session.scalar(
-                select(func.count()).select_from(Contact).where(Contact.mql_at.is_not(None))
-            )
-            or 0
-        )
+        # count(mql_at) counts the contacts that became MQLs: one pass for both figures
+        contacts, mqls = session.execute(
+            select(func.count(), func.count(Contact.mql_at)).select_from(Contact)
+        ).one()
         hooks = [name for name in app.config.sources if webhook_source(app, name) is not None]
         delivered = dict(
             session.execute(
