@@ -178,7 +178,7 @@ def leadwerk_process(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]
     )
 
 
-def leadwerk_command(env: dict[str, str], *args: str) -> str:
+def leadwerk_command(env: dict[str, str], *args: str, exit_code: int = 0) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "worker", *args],
         cwd=ROOT,
@@ -187,7 +187,7 @@ def leadwerk_command(env: dict[str, str], *args: str) -> str:
         text=True,
         timeout=60,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == exit_code, done.stderr
     return done.stdout
 
 
@@ -252,7 +252,8 @@ def test_a_worker_killed_mid_batch_leaves_every_lead_notified_and_counts_each_du
             second.terminate()
             second.wait(timeout=15)
             app.close()
-        status = json.loads(leadwerk_command(env, "status", "--json"))
+        # (with no worker and no clock running any more, status reports unhealthy: exit 1)
+        status = json.loads(leadwerk_command(env, "status", "--json", exit_code=1))
 
     # Then every lead was notified: one message per lead, sent, and received
     received = Counter(str(mail.message["Message-ID"]) for mail in smtp.messages)

@@ -3,29 +3,46 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy.exc import ArgumentError, DBAPIError
 
 import config as config_package
 from config.loader import Config, load_or_exit
 from config.settings import Settings, load_settings
 
+# -h works wherever --help does.
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
     help="Leadwerk: leads from marketing tools, scored, routed and followed up.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings=HELP_OPTIONS,
 )
-rules_app = typer.Typer(help="Check, test and explain the rules in config/.", no_args_is_help=True)
-dlq_app = typer.Typer(help="Dead letters: work that failed for good.", no_args_is_help=True)
-quarantine_app = typer.Typer(help="Records that could not be taken in.", no_args_is_help=True)
+rules_app = typer.Typer(
+    help="Check, test and explain the rules in config/.",
+    no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
+)
+dlq_app = typer.Typer(
+    help="Dead letters: work that failed for good.",
+    no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
+)
+quarantine_app = typer.Typer(
+    help="Records that could not be taken in.", no_args_is_help=True, context_settings=HELP_OPTIONS
+)
 app.add_typer(rules_app, name="rules")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(quarantine_app, name="quarantine")
@@ -36,11 +53,29 @@ ConfigOpt = Annotated[
         "--config", help="The config directory (else LEADWERK_CONFIG_DIR, else ./config)."
     ),
 ]
+HostOpt = typer.Option(help="Address to listen on (else LEADWERK_WEB_HOST, else 127.0.0.1).")
+PortOpt = typer.Option(help="Port to listen on (else LEADWERK_WEB_PORT or PORT, else 8000).")
+JsonOpt = typer.Option("--json", help="One JSON document instead of lines for people.")
 _global: dict[str, Path | None] = {"config": None}
+log = logging.getLogger("leadwerk.cli")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        _echo(f"leadwerk {package_version('leadwerk')}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _main(config: ConfigOpt = None) -> None:
+def _main(
+    config: ConfigOpt = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_show_version
+        ),
+    ] = False,
+) -> None:
     _global["config"] = config
 
 
@@ -81,18 +116,15 @@ def _config(settings: Settings, with_tests: bool = False) -> Config:
     return load_or_exit(settings, _err, with_tests=with_tests)
 
 
-def _open(settings: Settings, config: Config) -> Any:
+def _open(settings: Settings, config: Config, exit_code: int = 2) -> Any:
     """The process's App over its store: the one place the CLI opens the store. A store it
-    cannot reach is one line in words and exit 2."""
+    cannot reach is one line in words and exit ``exit_code``."""
     from connectors.errors import FatalError
     from worker.runtime.app import init_app
-    from worker.store.db import unreachable
 
     try:
-        return init_app(settings, config=config)
-    except (ArgumentError, DBAPIError, OSError) as exc:
-        _err(unreachable(settings.database_url, exc))
-        raise typer.Exit(2) from None
+        with _store_errors(exit_code):
+            return init_app(settings, config=config)
     except FatalError as exc:
         _err(f"cannot start: {exc}")
         raise typer.Exit(2) from None
@@ -114,9 +146,43 @@ def _boot(config_dir: Path | None) -> Any:
     from worker.runtime.broker import setup_broker
 
     settings = _settings(config_dir)
-    application = _open(settings, _config(settings))
+    config = _config(settings)
+    _check_redis(settings)
+    application = _open(settings, config)
     broker = setup_broker(settings)
     return application, broker
+
+
+def _check_redis(settings: Settings) -> None:
+    """With Redis set, a process starts only if Redis answers: one line and exit 2 if not.
+    (Once running, dramatiq and the clock ride out a Redis restart.)"""
+    if not settings.redis_url:
+        return
+    import redis
+
+    from config.settings import mask_url
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        _err(f"cannot reach Redis at {mask_url(settings.redis_url)}: {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        client.close()
+
+
+@contextmanager
+def _store_errors(exit_code: int = 2) -> Iterator[None]:
+    """A store that cannot be opened: one line saying which and why, then exit (2: nothing
+    can start on that ``database_url``), never a traceback."""
+    from worker.store.db import StoreUnavailable
+
+    try:
+        yield
+    except StoreUnavailable as exc:
+        _err(str(exc))
+        raise typer.Exit(exit_code) from None
 
 
 # --- init -----------------------------------------------------------------------------------
@@ -149,16 +215,33 @@ def init(
 
 
 @app.command()
+def migrate(config: ConfigOpt = None) -> None:
+    """Bring the store's schema up to date and print its revision: the release step.
+
+    Safe to repeat, and safe beside starting processes: every process migrates at start
+    too, and migrations take turns (an advisory lock on PostgreSQL), so processes started
+    together on an empty database wait for the schema instead of racing for it."""
+    from config.settings import mask_url
+    from worker.store.db import Store
+
+    settings = _settings(config)
+    with _store_errors():
+        store = Store(settings.database_url)
+    store.close()
+    _echo(f"the store at {mask_url(store.url)} is at schema revision {store.revision}")
+
+
+@app.command()
 def run(
     once: Annotated[bool, typer.Option(help="Poll and import once, drain, exit.")] = False,
     demo: Annotated[bool, typer.Option(help="Feed generated sample leads first.")] = False,
     demo_count: Annotated[int, typer.Option(help="How many demo leads.")] = 12,
-    host: Annotated[str | None, typer.Option()] = None,
-    port: Annotated[int | None, typer.Option()] = None,
+    host: Annotated[str | None, HostOpt] = None,
+    port: Annotated[int | None, PortOpt] = None,
     config: ConfigOpt = None,
 ) -> None:
     """All of Leadwerk in one process (embedded defaults), or the group against Redis."""
-    from worker.runtime import embedded as runtime
+    from worker.runtime.processes import Heartbeats, StopSignal, counted_worker
     from worker.runtime.reload import start_reloader
 
     _require_link_secret(config)
@@ -168,7 +251,7 @@ def run(
         from worker.runtime.processes import run_group
 
         raise typer.Exit(run_group(settings, host, port))
-    worker = runtime.start_worker(application, broker)
+    worker, tally = counted_worker(application, broker)
     reloader = None if once else start_reloader(application)
     try:
         if demo:
@@ -181,15 +264,21 @@ def run(
         from worker.runtime.clock import start_clock
         from worker.web.app import serve
 
+        stop = StopSignal()
         clock = start_clock(application, background=True)
+        beats = Heartbeats(application, "web").start()
         try:
-            serve(application, host or settings.web_host, port or settings.web_port)
+            serve(application, host or settings.web_host, port or settings.web_port, stop)
         finally:
-            clock.shutdown(wait=False)
+            beats.stop()
+            clock.shutdown()
     finally:
         if reloader is not None:
             reloader.stop()
         worker.stop()
+    # Work fetched but not started was in this process's memory only; the store still holds
+    # it as pending, and the next start takes it up.
+    log.info("leadwerk run stopped: %s, %s", stop.name, tally.summary())
 
 
 def _run_once(application: Any, broker: Any, worker: Any) -> int:
@@ -284,27 +373,42 @@ def clock(config: ConfigOpt = None) -> None:
         raise typer.Exit(2)
     _require_link_secret(config)
     from worker.runtime.clock import start_clock
+    from worker.runtime.processes import StopSignal
     from worker.runtime.reload import start_reloader
 
+    stop = StopSignal()
     application, _broker = _boot(config)
     start_reloader(application)
-    start_clock(application, background=False)
+    scheduler = start_clock(application, background=True)
+    stop.wait_forever()
+    scheduler.shutdown()  # waits for a job that is running
+    log.info("clock stopped: %s", stop.name)
 
 
 @app.command()
 def web(
-    host: Annotated[str | None, typer.Option()] = None,
-    port: Annotated[int | None, typer.Option()] = None,
+    host: Annotated[str | None, HostOpt] = None,
+    port: Annotated[int | None, PortOpt] = None,
     config: ConfigOpt = None,
 ) -> None:
     """HTTP: webhooks in, link pages, /healthz, /readyz, /metrics."""
+    from worker.runtime.processes import Heartbeats, StopSignal
     from worker.runtime.reload import start_reloader
     from worker.web.app import serve
 
     _require_link_secret(config)
+    stop = StopSignal()
     application, _broker = _boot(config)
     start_reloader(application)
-    serve(application, host or application.settings.web_host, port or application.settings.web_port)
+    beats = Heartbeats(application, "web").start()
+    serve(
+        application,
+        host or application.settings.web_host,
+        port or application.settings.web_port,
+        stop,
+    )
+    beats.stop()
+    log.info("web stopped: %s, requests in progress answered", stop.name)
 
 
 # --- rules ----------------------------------------------------------------------------------
@@ -369,6 +473,7 @@ def rules_diff(
     from config.errors import ConfigErrors
     from config.types import parse_duration
     from worker.commands.rulesdiff import DiffError, diff_rules, load_against
+    from worker.store.db import Store
 
     settings = _settings(config)
     current = _config(settings)
@@ -387,7 +492,8 @@ def rules_diff(
         _err(exc.render())
         _err(f"the rules at {against} do not load: {len(exc.issues)} error(s)")
         raise typer.Exit(2) from None
-    store = _open(settings, current).store
+    with _store_errors():
+        store = Store(settings.database_url)
     try:
         report = diff_rules(store, other, current, against=against, now=at, since=span)
     finally:
@@ -524,9 +630,14 @@ def _process_now(application: Any, broker: Any) -> None:
 
 @app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="The export file (CSV or Excel)."
+        ),
+    ],
     source: Annotated[str, typer.Option("--source", help="The source in sources.yaml.")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, JsonOpt] = False,
     wait: Annotated[
         bool,
         typer.Option(help="With workers (Redis): wait until every lead is accounted for."),
@@ -645,22 +756,51 @@ def _import_progress(shown: bool) -> Any:
 
 @app.command()
 def status(
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, JsonOpt] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Queue depths and ages, dead letters, quarantine, SLA clocks, sources, heartbeats."""
+    """Queue depths and ages, dead letters, quarantine, SLA clocks, sources, heartbeats,
+    contacts and MQLs, the rules in force. Exits 1 when unhealthy: the store does not
+    answer, or (with Redis) Redis does not, or no worker or no clock is alive."""
+    from config.errors import ConfigErrors
+    from config.loader import load_config
     from worker.commands.status import collect_status, render_status
 
     settings = _settings(config)
-    application = _open(settings, _config(settings))
+    try:
+        loaded = load_config(settings)
+    except ConfigErrors as exc:
+        _err(exc.render())
+        raise typer.Exit(_status_of_broken_rules(settings, exc, as_json)) from None
+    application = _open(settings, loaded, exit_code=1)
     data = collect_status(application)
     _echo(json.dumps(data, indent=2, default=_iso) if as_json else render_status(data))
+    raise typer.Exit(0 if data["healthy"] else 1)
+
+
+def _status_of_broken_rules(settings: Settings, errors: Any, as_json: bool) -> int:
+    """The files in config/ do not load: what the processes run meanwhile (they refused the
+    change and keep their rules), from the store alone. Exit 1: a change is not in force."""
+    from worker.commands.status import render_rules, rules_in_force
+    from worker.store.db import Store
+
+    with _store_errors(exit_code=1):
+        store = Store(settings.database_url)
+    try:
+        facts = rules_in_force(store, datetime.now(UTC))
+    finally:
+        store.close()
+    facts["rules"]["on_disk_errors"] = len(errors.issues)
+    if as_json:
+        _echo(json.dumps(facts, indent=2, default=_iso))
+    else:
+        _echo(f"the rules in {settings.config_dir} do not load: {len(errors.issues)} error(s)")
+        _echo("\n".join(render_rules(facts["rules"])))
+    return 1
 
 
 @dlq_app.command("list")
-def dlq_list(
-    as_json: Annotated[bool, typer.Option("--json")] = False, config: ConfigOpt = None
-) -> None:
+def dlq_list(as_json: Annotated[bool, JsonOpt] = False, config: ConfigOpt = None) -> None:
     """Dead letters with their errors."""
     from worker.commands.operations import dead_letters
 
@@ -678,8 +818,10 @@ def dlq_list(
 
 @dlq_app.command("replay")
 def dlq_replay(
-    letter: Annotated[int | None, typer.Argument()] = None,
-    all_: Annotated[bool, typer.Option("--all")] = False,
+    letter: Annotated[
+        int | None, typer.Argument(help="The dead letter's ID (see leadwerk dlq list).")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every open dead letter.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Put dead-lettered work back on its queue once the cause is fixed."""
@@ -695,8 +837,8 @@ def dlq_replay(
 
 @quarantine_app.command("list")
 def quarantine_list(
-    source: Annotated[str | None, typer.Option()] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    source: Annotated[str | None, typer.Option(help="Only this source's records.")] = None,
+    as_json: Annotated[bool, JsonOpt] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Quarantined records with source, row/record id, field and reason."""
@@ -727,8 +869,10 @@ def _quarantined_line(row: dict[str, Any]) -> str:
 
 @quarantine_app.command("retry")
 def quarantine_retry(
-    record: Annotated[int | None, typer.Argument()] = None,
-    source: Annotated[str | None, typer.Option()] = None,
+    record: Annotated[
+        int | None, typer.Argument(help="The record's ID (see leadwerk quarantine list).")
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="Every open record of this source.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Take quarantined records in again with the mapping as it is now."""
@@ -812,14 +956,18 @@ def stage(
     _echo(moved.describe())
 
 
-sla_app = typer.Typer(help="Response-time SLAs: how fast leads are accepted.", no_args_is_help=True)
+sla_app = typer.Typer(
+    help="Response-time SLAs: how fast leads are accepted.",
+    no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
+)
 app.add_typer(sla_app, name="sla")
 
 
 @sla_app.command("report")
 def sla_report(
     since: Annotated[str, typer.Option(help="How far back, e.g. 7d, 30d, 12w.")] = "30d",
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, JsonOpt] = False,
     now: Annotated[str | None, typer.Option(help="Report as of this ISO 8601 time.")] = None,
     config: ConfigOpt = None,
 ) -> None:

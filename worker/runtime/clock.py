@@ -12,9 +12,11 @@ import socket
 import threading
 from datetime import UTC, datetime, timedelta
 
+from apscheduler.events import EVENT_SCHEDULER_SHUTDOWN, SchedulerEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
+from sqlalchemy import delete
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connectors.errors import ConnectorError
@@ -22,6 +24,7 @@ from worker.pipeline.poll import import_inboxes, is_pulled, poll_source
 from worker.pipeline.sla import enqueue_due_timers
 from worker.pipeline.sweep import enqueue, find_pending
 from worker.runtime.app import App
+from worker.runtime.processes import HEARTBEAT_S
 from worker.store.models import Heartbeat
 
 log = logging.getLogger("leadwerk.clock")
@@ -57,18 +60,39 @@ class Leadership:
             self.leading = False
         return self.leading
 
+    def resign(self) -> None:
+        """Give the lease up when this clock stops, so a standby leads at its next renewal
+        instead of after the lease runs out."""
+        if self._client is None or not self.leading:
+            return
+        try:
+            if self._client.get(self.key) == self.identity.encode():
+                self._client.delete(self.key)
+        except Exception as exc:  # the lease then simply runs out
+            log.warning("clock could not give up the lead (%s)", exc)
+        self.leading = False
+
 
 def heartbeat(app: App, process: str, kind: str) -> None:
+    """This process is alive, with the rule set it has in force."""
     now = datetime.now(UTC)
+    rules = {"rules_version": str(app.config.ruleset.version), "rules_hash": app.config.hash}
     with app.store.session() as session:
         insert = (postgresql.insert if app.store.dialect == "postgresql" else sqlite.insert)(
             Heartbeat
         )
         session.execute(
-            insert.values(process=process, kind=kind, seen_at=now).on_conflict_do_update(
-                index_elements=["process"], set_={"seen_at": now}
+            insert.values(process=process, kind=kind, seen_at=now, **rules).on_conflict_do_update(
+                index_elements=["process"], set_={"seen_at": now, **rules}
             )
         )
+
+
+def forget_heartbeat(app: App, process: str) -> None:
+    """A process that stops cleanly takes its heartbeat back: status lists only the living
+    and those that died without a word."""
+    with app.store.session() as session:
+        session.execute(delete(Heartbeat).where(Heartbeat.process == process))
 
 
 def start_clock(app: App, background: bool) -> BaseScheduler:
@@ -120,10 +144,20 @@ def start_clock(app: App, background: bool) -> BaseScheduler:
     scheduler.add_job(
         lambda: heartbeat(app, leader.identity, "clock"),
         "interval",
-        seconds=10,
+        seconds=HEARTBEAT_S,
         id="heartbeat",
         max_instances=1,
+        next_run_time=datetime.now(UTC),
     )
+
+    def stopped(_event: SchedulerEvent) -> None:
+        leader.resign()
+        try:
+            forget_heartbeat(app, leader.identity)
+        except Exception as exc:
+            log.warning("clock heartbeat not removed: %s", type(exc).__name__)
+
+    scheduler.add_listener(stopped, EVENT_SCHEDULER_SHUTDOWN)
     for name, source in app.config.sources.items():
         if not is_pulled(source):
             continue

@@ -20,6 +20,7 @@ from watchfiles import Change, watch
 from config.errors import ConfigErrors
 from config.loader import load_config
 from worker.runtime.app import App, set_config
+from worker.runtime.processes import record_reload
 
 log = logging.getLogger("leadwerk.reload")
 
@@ -56,6 +57,7 @@ class ConfigReloader:
                 config = load_config(self.app.settings)
             except ConfigErrors as exc:
                 self.refusals += 1
+                record_reload(self.app, "refused", old, len(exc.issues), str(exc.issues[0]))
                 log.error(
                     "config change refused (%s); still running rules v%s (%s). %d error(s):\n%s",
                     why,
@@ -67,6 +69,7 @@ class ConfigReloader:
                 return False
             except OSError as exc:
                 self.refusals += 1
+                record_reload(self.app, "refused", old, 1, str(exc))
                 log.error(
                     "config change refused (%s): %s; still running rules v%s (%s)",
                     why,
@@ -77,6 +80,7 @@ class ConfigReloader:
                 return False
             set_config(config)
             self.reloads += 1
+            record_reload(self.app, "loaded", config)
             log.info(
                 "config reloaded (%s): rules v%s (%s) → v%s (%s)",
                 why,

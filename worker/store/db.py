@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,13 +11,17 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DisconnectionError
+from alembic.runtime.migration import MigrationContext
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import mask_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+log = logging.getLogger("leadwerk.store")
 
 
 def make_engine(url: str) -> Engine:
@@ -95,26 +100,53 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError(f"stale pooled connection: {exc}") from exc
 
 
-def unreachable(url: str, exc: BaseException) -> str:
-    """One line for a store that cannot be opened: where (password masked) and why, in the
-    database's own words (``database "nosuchdb" does not exist``), without the driver's
-    preamble."""
-    reason = str(getattr(exc, "orig", None) or exc).strip()
-    first = next((line.strip() for line in reason.splitlines() if line.strip()), "")
-    if "FATAL:" in first:
-        first = first.split("FATAL:", 1)[1]
-    elif "failed: " in first:
-        first = first.rsplit("failed: ", 1)[1]
-    return f"cannot reach the store at {mask_url(url)}: {first.strip() or type(exc).__name__}"
+# The PostgreSQL advisory lock that serialises migrations: any fixed 64-bit number that no
+# other advisory lock in the database uses ("leadwerk" in ASCII).
+MIGRATION_LOCK = 0x6C656164776572
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent; run at every start)."""
+class StoreUnavailable(Exception):
+    """The store cannot be opened: one line naming it (password hidden) and the reason."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach the store at {mask_url(url)}: {reason}")
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own words, without the connection preamble and hints: ``database
+    "nosuchdb" does not exist``, ``Connection refused``, ``unable to open database file``."""
+    said = str(getattr(exc, "orig", None) or exc).strip()
+    lines = [line.strip() for line in said.splitlines() if line.strip()]
+    first = next((line for line in lines if "FATAL:" in line), lines[0] if lines else said)
+    first = first.split("FATAL:", 1)[-1]
+    return first.rsplit(" failed: ", 1)[-1].strip()
+
+
+def migrate(engine: Engine) -> str:
+    """Bring the schema to the newest revision and return that revision (idempotent).
+
+    Every process migrates at start, and several may start at once on an empty database:
+    on PostgreSQL the migration holds an advisory lock (in its own transaction, released at
+    commit), so the first process migrates and the others wait, then find the schema at its
+    newest revision and do nothing. On SQLite the transaction begins with ``BEGIN
+    IMMEDIATE`` (see :func:`make_engine`), which serialises the migrations in the same way.
+    """
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            _lock_migrations(connection)
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
+        revision = MigrationContext.configure(connection).get_current_revision()
+    return revision or "base"
+
+
+def _lock_migrations(connection: Connection) -> None:
+    if connection.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}):
+        return
+    log.info("another process is migrating the store; waiting for it")
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
 
 
 class Store:
@@ -122,9 +154,29 @@ class Store:
 
     def __init__(self, url: str, run_migrations: bool = True) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        try:
+            self.engine = make_engine(url)
+        except (ArgumentError, ImportError) as exc:
+            raise StoreUnavailable(
+                url, f"not a sqlite:/// or postgresql:// URL Leadwerk can use ({exc})"
+            ) from None
+        except OSError as exc:  # the SQLite file's folder cannot be made
+            raise StoreUnavailable(url, f"{exc.filename}: {exc.strerror}") from None
+        #: The schema revision the store is at (when this process migrated it).
+        self.revision: str | None = None
         if run_migrations:
-            migrate(self.engine)
+            try:
+                self.revision = migrate(self.engine)
+            except OperationalError as exc:
+                self.engine.dispose()
+                raise StoreUnavailable(url, _reason(exc)) from None
+            except CommandError as exc:
+                self.engine.dispose()
+                raise StoreUnavailable(
+                    url,
+                    f"its schema is at a revision this Leadwerk does not know ({exc}); "
+                    "was it migrated by a newer version?",
+                ) from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

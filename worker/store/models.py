@@ -333,6 +333,25 @@ class Heartbeat(Base):
     process: Mapped[str] = mapped_column(String(200), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))
     seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # The rule set this process has in force (it may differ from the files after a refusal).
+    rules_version: Mapped[str | None] = mapped_column(String(50))
+    rules_hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class ConfigReload(Base):
+    """A rule change a process took in (``loaded``) or refused (``refused``: it did not load,
+    the process kept ``rules_version``/``rules_hash``), with the first error."""
+
+    __tablename__ = "config_reloads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    process: Mapped[str] = mapped_column(String(200))
+    outcome: Mapped[str] = mapped_column(String(20))  # loaded | refused
+    rules_version: Mapped[str] = mapped_column(String(50))
+    rules_hash: Mapped[str] = mapped_column(String(64))
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    first_error: Mapped[str | None] = mapped_column(Text)
 
 
 # The tables as Core sees them, for the prebuilt statements of the hot path.

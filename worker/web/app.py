@@ -12,6 +12,7 @@ adds nothing.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -44,6 +45,7 @@ from connectors.notify.slack_actions import (
 from worker.commands.operations import accept_from_slack
 from worker.pipeline.notify import local_time_text
 from worker.runtime.app import App
+from worker.runtime.processes import StopSignal
 from worker.web.digest import digest_routes
 from worker.web.hooks import body_limit, receive_webhook, webhook_source
 from worker.web.links import (
@@ -74,7 +76,7 @@ WEBHOOKS = Counter(
 
 def create_app(app: App) -> Starlette:
     settings = app.settings
-    outbox_metrics = store_registry(app.store)
+    outbox_metrics = store_registry(app.store, app)
 
     async def healthz(request: Request) -> Response:
         """Liveness: the process answers. It reads nothing, so it never fails on a store
@@ -306,17 +308,29 @@ def _answer(
     return JSONResponse({"status": outcome, "detail": detail}, status_code=status, headers=headers)
 
 
-def serve(app: App, host: str, port: int) -> None:
+def serve(app: App, host: str, port: int, stop: StopSignal | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; uvicorn answers the requests in progress first. ``stop``
+    catches a signal that arrives before uvicorn takes the signals over."""
     log.info("web listening on http://%s:%s", host, port)
     # Kept-alive connections outlast a sender's or proxy's idle ones (load balancers keep
     # 60 s): a delivery sent on a connection just as the server closes it fails with a broken
     # pipe, and the sender has to deliver it again. No access log: worker.runtime.logging keeps
     # "uvicorn.access" quiet anyway, and this way no request even prepares the line.
-    uvicorn.run(
-        create_app(app),
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        timeout_keep_alive=75,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(app),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=75,
+        )
     )
+    if stop is not None:
+
+        def stop_early() -> None:
+            stop.wait_forever()
+            server.should_exit = True
+
+        threading.Thread(target=stop_early, name="leadwerk-web-stop", daemon=True).start()
+    server.run()

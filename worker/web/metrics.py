@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,6 +20,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker.store.db import Store
+
+if TYPE_CHECKING:
+    from worker.runtime.app import App
 from worker.store.models import Message
 
 log = logging.getLogger("leadwerk.metrics")
@@ -94,8 +97,82 @@ class OutboxCollector(Collector):
         yield resent
 
 
-def store_registry(store: Store) -> CollectorRegistry:
-    """A registry of the store-backed metrics, exposed beside the process's own."""
+class StatusCollector(Collector):
+    """What ``leadwerk status`` shows, for Prometheus: queue depth and the oldest message's
+    age per queue (with Redis), pending leads, open quarantine, open dead letters, SLA
+    breaches, refused rule reloads, contacts and MQLs, live processes."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def collect(self) -> Iterator[Metric]:
+        # Here, not at the top: the status module reads this module's outbox counts.
+        from worker.commands.status import KINDS, collect_status
+
+        try:
+            data = collect_status(self._app)
+        except SQLAlchemyError:
+            return  # leadwerk_store_up says so
+        queues = data["broker"].get("queues") or {}
+        depth = GaugeMetricFamily(
+            "leadwerk_queue_depth",
+            "Messages on a queue: ready (or in a worker's hands) and delayed (retries)",
+            labels=["queue", "state"],
+        )
+        oldest = GaugeMetricFamily(
+            "leadwerk_queue_oldest_age_seconds",
+            "Age of the message longest in line on a queue (0 when none waits)",
+            labels=["queue"],
+        )
+        for name, queue in sorted(queues.items()):
+            depth.add_metric([name, "ready"], queue["ready"])
+            depth.add_metric([name, "delayed"], queue["delayed"])
+            oldest.add_metric([name], queue["oldest_age_s"] or 0)
+        yield depth
+        yield oldest
+        pending = data["pending"]
+        yield _gauge("leadwerk_leads_pending", "Leads not yet scored and routed", pending["events"])
+        yield _gauge(
+            "leadwerk_leads_pending_oldest_age_seconds",
+            "Age of the oldest lead not yet scored and routed (0 when none waits)",
+            pending["oldest_event_age_s"] or 0,
+        )
+        yield _gauge(
+            "leadwerk_quarantine_open", "Records that could not be taken in", data["quarantine"]
+        )
+        yield _gauge(
+            "leadwerk_dead_letters_open", "Work that failed for good", data["dead_letters"]
+        )
+        yield _gauge(
+            "leadwerk_sla_breached",
+            "Open assignments past their SLA's due time",
+            data["sla"]["breached"],
+        )
+        refused = CounterMetricFamily(
+            "leadwerk_config_reloads_refused",
+            "Rule changes a process refused because they did not load",
+        )
+        refused.add_metric([], data["rules"]["refused_total"])
+        yield refused
+        yield _gauge("leadwerk_contacts", "Contacts in the store", data["contacts"]["total"])
+        yield _gauge("leadwerk_mqls", "Contacts that became MQLs", data["contacts"]["mqls"])
+        live = GaugeMetricFamily(
+            "leadwerk_processes_live", "Processes with a recent heartbeat", labels=["kind"]
+        )
+        for kind in KINDS:
+            live.add_metric([kind], data["live"][kind])
+        yield live
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def store_registry(store: Store, app: App | None = None) -> CollectorRegistry:
+    """A registry of the store-backed metrics, exposed beside the process's own; with the
+    App, the status figures too."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(OutboxCollector(store))
+    if app is not None:
+        registry.register(StatusCollector(app))
     return registry
