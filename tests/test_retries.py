@@ -12,17 +12,22 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from config.settings import Settings
+from tests.lead_helpers import FAIR, fair_row
 from tests.pipeline_helpers import Running, running
 from tests.servers.smtp import SmtpServer
 from worker.pipeline import notify
+from worker.pipeline.ingest import ingest_records
 from worker.status import collect_status, render_status
-from worker.store.models import DeadLetter, Message
+from worker.store.models import DeadLetter, Event, Message
 
 LEA = "lea.hoffmann@example.com"
 T0 = datetime(2026, 12, 5, 14, 2, 11, tzinfo=UTC)
+# What PostgreSQL raises in the transaction it picks as a deadlock's victim.
+DEADLOCK = "DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$"
 
 
 def closed_port() -> int:
@@ -218,3 +223,28 @@ def test_status_names_the_outage_of_a_channel_from_the_outbox_rows(
         f"e-mail: failing since 14:02:11 UTC: SMTP server {server} unreachable "
         f"(connection refused); 2 messages waiting, next attempt {next_attempt:%H:%M:%S} UTC"
     ) in render_status(data)
+
+
+def test_an_import_batch_rolled_back_for_a_deadlock_runs_again_and_keeps_every_record_once(
+    make_settings: Callable[..., Settings], postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [fair_row(f"lead{n}@firm{n}.de") for n in range(3)]
+    deadlocks = [1]
+
+    def first_try_deadlocks(session: Session) -> None:
+        if deadlocks:
+            deadlocks.pop()
+            session.execute(text(DEADLOCK))
+
+    with running(make_settings(database_url=postgres_url)) as leadwerk:
+        app = leadwerk.app
+        report = ingest_records(
+            app.store, app.config, app.config.sources[FAIR], rows, on_batch=first_try_deadlocks
+        )
+        with app.store.session() as session:
+            events = session.scalar(select(func.count()).select_from(Event))
+
+    assert (report.accepted, report.duplicates, events) == (3, 0, 3)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"batch from {FAIR} hit a deadlock; running it again"
+    ]
