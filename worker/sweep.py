@@ -41,11 +41,11 @@ def find_pending(
     between the server's OK and our mark) go back to pending and are counted: the one
     documented duplicate gap.
 
-    With ``redelivery`` (the clock's sweep), each row is found once per that window: what
-    was enqueued (on receipt, by a scheduled retry or by an earlier sweep) less than
-    ``redelivery`` ago still has its queue message, and what is found now is marked
-    enqueued. ``limit`` caps the rows of each kind, oldest first, so one pass over a
-    backlog stays short.
+    What is found is marked enqueued (the caller enqueues it). With ``redelivery`` (the
+    clock's sweep), each row is found once per that window: what was enqueued (on receipt,
+    by a scheduled retry, by an import or an earlier sweep) less than ``redelivery`` ago
+    still has its queue message. ``limit`` caps the rows of each kind, oldest first, so one
+    pass over a backlog stays short.
     """
     cutoff = now - older_than
     with store.session() as session:
@@ -86,11 +86,9 @@ def find_pending(
         found = []
         for model, conditions, arrived in due:
             ids = select(model.id).where(*conditions).order_by(model.id).limit(limit)
-            if redelivery is None:
-                found.append(list(session.scalars(ids)))
-                continue
-            last_enqueued = func.coalesce(model.enqueued_at, arrived)
-            ids = ids.where(last_enqueued <= now - redelivery)
+            if redelivery is not None:
+                last_enqueued = func.coalesce(model.enqueued_at, arrived)
+                ids = ids.where(last_enqueued <= now - redelivery)
             marked = session.scalars(
                 update(model)
                 .where(model.id.in_(ids.scalar_subquery()))
