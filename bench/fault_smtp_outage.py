@@ -10,11 +10,13 @@ accepts mail for ``--before`` seconds, is stopped for ``--outage`` seconds (conn
 and started again on the same port; leads keep flowing ``--after`` seconds more, then the run
 waits for the last e-mails (at most ``SETTLE_TIMEOUT``).
 
-Prints one JSON object: leads sent and accepted, e-mails delivered, missing, duplicates (a lead
-whose e-mail came more than once), dead letters and failed messages in the store, the longest
-wait of an e-mail after the server's return (for leads that came before it: arrival minus
-return time; after it: arrival minus the webhook), and the log lines of the Leadwerk processes
-by level, with the number of tracebacks among them.
+Prints one JSON object: leads sent and accepted; leads whose new-lead e-mail arrived and those
+missing; all e-mails received (new leads, and the SLA reminders, escalations and reassignments
+the example ``sla.yaml`` sends for leads nobody accepts) and duplicates among them (one
+Message-ID received twice); messages in the store by purpose and status, and dead letters; the
+longest wait of a lead's first e-mail after the server's return (for leads that came before
+it: arrival minus return time; after it: arrival minus the webhook); and the log lines of the
+Leadwerk processes by level, with the number of tracebacks among them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import re
 import subprocess
 import sys
 import tempfile
@@ -37,19 +40,30 @@ from speed_to_lead import LEAD_IN_MAIL, PG_ADMIN, Deployment, _free_port, fire
 
 SETTLE_TIMEOUT = 180  # seconds to wait for the last e-mails after the last webhook
 TRACEBACK = "Traceback (most recent call last)"
+MESSAGE_ID = re.compile(rb"^Message-ID: (\S+)", re.MULTILINE | re.IGNORECASE)
+
+Receipt = tuple[int | None, bytes | None, float]  # lead number, Message-ID, when accepted
 
 
 def _smtp_server(port: int, conn: Connection) -> None:
-    """Accept every e-mail on ``port``; on ``stop``, send back (lead number, monotonic time)
-    of each accepted e-mail and exit (the port refuses connections from then on)."""
+    """Accept every e-mail on ``port``; on ``stop``, send back a :data:`Receipt` of each
+    accepted e-mail and exit (the port refuses connections from then on)."""
     from aiosmtpd.controller import Controller
 
-    receipts: list[tuple[int | None, float]] = []
+    receipts: list[Receipt] = []
 
     class Sink:
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            found = LEAD_IN_MAIL.search(envelope.original_content or b"")
-            receipts.append((int(found.group(1)) if found else None, time.monotonic()))
+            content = envelope.original_content or b""
+            lead = LEAD_IN_MAIL.search(content)
+            message_id = MESSAGE_ID.search(content)
+            receipts.append(
+                (
+                    int(lead.group(1)) if lead else None,
+                    message_id.group(1) if message_id else None,
+                    time.monotonic(),
+                )
+            )
             return "250 2.0.0 OK"
 
     controller = Controller(Sink(), hostname="127.0.0.1", port=port)
@@ -66,7 +80,7 @@ class SmtpProcess:
 
     def __init__(self, port: int) -> None:
         self.port = port
-        self.receipts: list[tuple[int | None, float]] = []
+        self.receipts: list[Receipt] = []
         self._conn: Connection | None = None
         self._process: multiprocessing.Process | None = None
 
@@ -113,19 +127,16 @@ class LoggedDeployment(Deployment):
             stderr=subprocess.STDOUT,
         )
 
-    def store_counts(self) -> dict[str, int]:
+    def store_counts(self) -> dict[str, Any]:
         import psycopg
 
         url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{self.database}"
         with psycopg.connect(url) as conn:
             dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
-            by_status = dict(
-                conn.execute("SELECT status, count(*) FROM messages GROUP BY status").fetchall()
-            )
-        return {
-            "dead_letters": dead[0] if dead else 0,
-            **{f"messages_{k}": v for k, v in by_status.items()},
-        }
+            by_purpose = conn.execute(
+                "SELECT purpose || ' ' || status, count(*) FROM messages GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        return {"dead_letters": dead[0] if dead else 0, "messages": dict(by_purpose)}
 
     def stop(self) -> None:
         self.clock.terminate()
@@ -195,9 +206,9 @@ def main() -> None:
         logs = deployment.log_lines()
 
     sent: dict[int, float] = fired["sent"]
-    per_lead = Counter(n for n, _ in smtp.receipts if n is not None)
+    per_message_id = Counter(message_id for _, message_id, _ in smtp.receipts)
     first_arrival: dict[int, float] = {}
-    for number, at in smtp.receipts:
+    for number, _, at in smtp.receipts:
         if number is not None:
             first_arrival.setdefault(number, at)
     waits = [at - max(came_back, sent[n]) for n, at in first_arrival.items() if n in sent]
@@ -213,9 +224,10 @@ def main() -> None:
                 "outage_s": round(came_back - went_down, 1),
                 "leads_sent": len(sent),
                 "statuses": {str(k): v for k, v in sorted(fired["statuses"].items(), key=str)},
-                "emails_delivered": len(first_arrival),
+                "leads_emailed": len(first_arrival),
                 "missing": len(set(sent) - set(first_arrival)),
-                "duplicates": sum(count - 1 for count in per_lead.values() if count > 1),
+                "emails_received": len(smtp.receipts),
+                "duplicates": sum(count - 1 for count in per_message_id.values() if count > 1),
                 "delivered_after_return": len(waiting_at_return),
                 "max_delay_after_return_s": round(max(waits), 1) if waits else None,
                 "store": store,
