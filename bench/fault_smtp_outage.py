@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import re
 import subprocess
 import sys
@@ -69,8 +70,8 @@ def _smtp_server(port: int, conn: Connection) -> None:
     controller = Controller(Sink(), hostname="127.0.0.1", port=port)
     controller.start()
     conn.send("up")
-    while conn.recv() == "count":
-        conn.send(len(receipts))
+    while conn.recv() == "leads":
+        conn.send({number for number, _, _ in receipts if number is not None})
     conn.send(receipts)
     controller.stop()
 
@@ -101,11 +102,13 @@ class SmtpProcess:
         self._process.join(timeout=10)
         self._conn = self._process = None
 
-    def count(self) -> int:
-        if self._conn is None:
-            return len(self.receipts)
-        self._conn.send("count")
-        return len(self.receipts) + int(self._conn.recv())
+    def leads(self) -> set[int]:
+        """The leads an e-mail came for so far (their first is the new-lead e-mail)."""
+        leads = {number for number, _, _ in self.receipts if number is not None}
+        if self._conn is not None:
+            self._conn.send("leads")
+            leads |= self._conn.recv()
+        return leads
 
 
 class LoggedDeployment(Deployment):
@@ -172,6 +175,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="threads per worker process")
     args = parser.parse_args()
 
+    load_before = [round(x, 1) for x in os.getloadavg()]
     smtp = SmtpProcess(_free_port())
     smtp.start()
     with tempfile.TemporaryDirectory(prefix="leadwerk-fault-") as workdir:
@@ -195,7 +199,7 @@ def main() -> None:
             loader.join()
             accepted = fired["statuses"].get(202, 0)
             deadline = time.monotonic() + SETTLE_TIMEOUT
-            while smtp.count() < accepted and time.monotonic() < deadline:
+            while len(smtp.leads()) < accepted and time.monotonic() < deadline:
                 time.sleep(1)
             time.sleep(5)  # a duplicate would come now
             smtp.stop()
@@ -232,6 +236,8 @@ def main() -> None:
                 "max_delay_after_return_s": round(max(waits), 1) if waits else None,
                 "store": store,
                 "log_lines": logs,
+                # Everything shares the machine's cores with whatever else runs on it.
+                "load_average_before_after": [load_before, [round(x, 1) for x in os.getloadavg()]],
             },
             indent=2,
         )
