@@ -402,7 +402,7 @@ def _retry_later(app: App, message: Message, exc: RetriableError, now: datetime)
         error=str(exc),
     )
     log.warning(
-        "%s %s to %s not sent: %s; attempt %d, next attempt %s UTC",
+        "%s message %s to %s not sent: %s; attempt %d, next attempt %s UTC",
         channel,
         message.id,
         _masked(message),
