@@ -131,6 +131,18 @@ class Settings(BaseSettings):
     # Seconds a claimed message may stay "sending" before the sweep takes its worker for dead
     # and sends it again; keep it above the longest send (SMTP and Slack time out after 10 s).
     send_lease: float = Field(default=120.0, gt=0)
+    # A message that failed for a passing reason (server unreachable, SMTP 4xx, HTTP 429/5xx)
+    # is tried again after a random wait (full jitter) of up to retry_base * 2^attempts
+    # seconds, at most retry_cap: so a server that comes back gets its mail within retry_cap
+    # seconds. After retry_for seconds of failing it is dead-lettered.
+    retry_base: float = Field(default=2.0, gt=0)
+    retry_cap: float = Field(default=50.0, gt=0)
+    retry_for: float = Field(default=86_400.0, gt=0)
+    # The clock's sweep enqueues at most sweep_limit rows of each kind per pass, and a row it
+    # (or the pipeline) enqueued only again after redelivery_after seconds: its queue message
+    # was lost.
+    sweep_limit: int = Field(default=1000, gt=0)
+    redelivery_after: float = Field(default=60.0, gt=0)
     admin_email: str | None = None
     # A person told of this many new leads within digest_window gets the further ones of the
     # window in one digest message at its end (0: every lead in a message of its own).

@@ -18,6 +18,7 @@ import re
 import secrets
 import select
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -343,6 +344,17 @@ def _message_id(given: str | None, domain: str) -> str:
     return given if given.startswith("<") else f"<{given}>"
 
 
+def _why_unreachable(exc: OSError) -> str:
+    """A socket error as an admin reads it: ``connection refused``, ``timed out``, ..."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return "host name not found"
+    return (exc.strerror or type(exc).__name__).lower()
+
+
 def _quit_quietly(smtp: smtplib.SMTP) -> None:
     """Say QUIT and close. Unlike leaving ``with smtplib.SMTP()``, a failing QUIT (after a
     broken TLS handshake, say) never hides the error that ended the session."""
@@ -480,7 +492,7 @@ class SmtpNotifier(Notifier):
             ) from exc
         except OSError as exc:
             raise RetriableError(
-                f"SMTP server {self._host}:{self._port} unreachable: {type(exc).__name__}"
+                f"SMTP server {self._host}:{self._port} unreachable ({_why_unreachable(exc)})"
             ) from exc
         return SendResult(remote_id=email.message_id)
 

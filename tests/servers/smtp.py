@@ -1,4 +1,5 @@
-"""A real SMTP server for tests: aiosmtpd on 127.0.0.1, on a port the OS picks.
+"""A real SMTP server for tests: aiosmtpd on 127.0.0.1, on a port the OS picks (kept when
+the server is stopped and started again, as in an outage).
 
     with SmtpServer() as server:
         SmtpNotifier(server.url, "Leadwerk <leads@example.com>").send(message)
@@ -175,6 +176,7 @@ class SmtpServer:
         self._messages: Recorded[ReceivedMail] = Recorded("message(s)")
         self._condition = threading.Condition()
         self._controller: _EphemeralPortController | None = None
+        self._port = 0  # bound on the first start; a restart takes the same port again
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -207,12 +209,13 @@ class SmtpServer:
         self._controller = _EphemeralPortController(
             _Handler(self),
             hostname=HOST,
-            port=0,
+            port=self._port,
             server_hostname="smtp.leadwerk.test",
             ssl_context=tls_context if self.implicit_tls else None,
             **smtp_options,
         )
         self._controller.start()
+        self._port = self._controller.port
 
     def stop(self) -> None:
         if self._controller is not None:

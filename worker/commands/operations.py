@@ -52,7 +52,9 @@ def replay_dead_letters(app: App, broker: dramatiq.Broker, letter: int | None) -
             if dead.actor == "send_message":
                 message = session.get(Message, dead.args[0])
                 if message is not None and message.status == "failed":
+                    # Sent now, and given a fresh retry_for should it fail again.
                     message.status = "pending"
+                    message.retry_at = message.first_failed_at = None
             actor = actors.get(dead.actor)
             if actor is not None:
                 actor.send(*dead.args)

@@ -8,6 +8,7 @@ from typing import Any
 import dramatiq
 from sqlalchemy import func, select
 
+from worker.commands.outages import delivery_outages, render_outage
 from worker.runtime.app import App
 from worker.runtime.broker import QUEUES
 from worker.runtime.embedded import account
@@ -249,6 +250,7 @@ def collect_status(app: App, now: datetime | None = None) -> dict[str, Any]:
         },
         "messages_resent_after_crash": messages["resent_after_crash"],
         "messages": messages,
+        "outages": delivery_outages(app.store),
         "sources": sources,
         "heartbeats": heartbeats,
     }
@@ -288,6 +290,7 @@ def render_status(data: dict[str, Any]) -> str:
         f"  messages: {m['sent']} sent, {m['failed']} failed, {m['pending']} pending, "
         f"{m['resent_after_crash']} sent again after a worker crash"
     )
+    lines.extend(f"  {render_outage(outage)}" for outage in data["outages"])
     lines.append(
         f"  dead letters: {data['dead_letters']}   SLA clocks: {data['sla']['running']} "
         f"running, {data['sla']['breached']} breached, {data['sla']['timers_due']} "

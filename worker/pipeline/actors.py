@@ -4,6 +4,11 @@ The next step runs at once in the same thread (:func:`_next`): a queue round tri
 than the step itself, and speed to lead is the point. Only when it fails does it go on the
 queue, to be retried there with its own backoff.
 
+A message's retries have one owner, its outbox row: a send that fails for a passing reason
+sets the row's ``retry_at`` and enqueues one delayed ``send_message`` for then; dramatiq's own
+retries never see such a failure. A fatal error (a configuration the admin must fix) is not
+retried at all (``throws``): it is dead-lettered at once.
+
 Every actor is idempotent (the store decides whether work is still due), so a redelivered
 message or a sweep that re-enqueues work never does it twice.
 """
@@ -19,7 +24,7 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
-from connectors.errors import RetriableError
+from connectors.errors import ConnectorError, FatalError, SkippableError
 from worker.pipeline import lead, notify, route, score, sla
 from worker.runtime.app import get_app
 
@@ -36,14 +41,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# Errors no retry can mend: the admin must fix a configuration or the data.
+NOT_RETRIED = (FatalError, SkippableError)
+
+
 def _at_once(run: Callable[[], None], actor: dramatiq.Actor[Any, Any], *args: Any) -> None:
     """Run the next step now, in this thread; if it fails, queue ``actor(*args)`` to retry
-    it on its own (after the delay a ``dramatiq.Retry`` asks for, such as Slack's
-    Retry-After)."""
+    it on its own."""
     try:
         run()
-    except dramatiq.Retry as exc:
-        actor.send_with_options(args=args, delay=exc.delay or FAST_PATH_RETRY_MS)
     except Exception as exc:
         # Only the class: the queued retry logs the details if it fails again.
         log.warning(
@@ -56,7 +62,7 @@ def _next(actor: dramatiq.Actor[Any, Any], *args: Any) -> None:
     _at_once(lambda: actor.fn(*args), actor, *args)
 
 
-@dramatiq.actor(queue_name="score", max_retries=8, broker=_declaring)
+@dramatiq.actor(queue_name="score", max_retries=8, throws=NOT_RETRIED, broker=_declaring)
 def score_lead(event_id: int) -> None:
     app = get_app()
     try:
@@ -75,36 +81,38 @@ def score_lead(event_id: int) -> None:
         return
     for message in messages:  # claimed for this thread when they were written
         send = functools.partial(notify.deliver, app, message, _now())
-        _at_once(functools.partial(_deliver, send), send_message, message.id)
+        _at_once(functools.partial(_deliver, send, message.id), send_message, message.id)
 
 
-@dramatiq.actor(queue_name="route", max_retries=8, broker=_declaring)
+@dramatiq.actor(queue_name="route", max_retries=8, throws=NOT_RETRIED, broker=_declaring)
 def route_lead(contact_id: int) -> None:
     app = get_app()
     for message_id in route.route_contact(app.store, app.config, contact_id, _now()):
         _next(send_message, message_id)
 
 
-@dramatiq.actor(queue_name="notify", max_retries=10, min_backoff=1000, broker=_declaring)
+# A connector's error never reaches dramatiq from here (the outbox row handles it); what does
+# is the store failing, which dramatiq retries.
+@dramatiq.actor(
+    queue_name="notify", max_retries=8, min_backoff=1000, throws=ConnectorError, broker=_declaring
+)
 def send_message(message_id: int) -> None:
     app = get_app()
-    _deliver(functools.partial(notify.send_message, app, message_id, _now()))
+    _deliver(functools.partial(notify.send_message, app, message_id, _now()), message_id)
 
 
-def _deliver(send: Callable[[], notify.Outcome]) -> None:
-    """Run ``send``; a wait the channel asks for becomes the actor's retry delay, and the
-    e-mail a failed Slack message falls back to is queued."""
-    try:
-        outcome = send()
-    except RetriableError as exc:
-        if exc.retry_after:
-            raise dramatiq.Retry(delay=int(exc.retry_after * 1000)) from exc
-        raise
+def _deliver(send: Callable[[], notify.Outcome], message_id: int) -> None:
+    """Run ``send``; a retry the outbox row asks for is enqueued for its time, and the e-mail
+    a failed Slack message falls back to is queued."""
+    outcome = send()
+    if outcome.retry_at is not None:
+        wait_ms = (outcome.retry_at - _now()).total_seconds() * 1000
+        send_message.send_with_options(args=(message_id,), delay=max(int(wait_ms), 0))
     if outcome.follow_up is not None:
         send_message.send(outcome.follow_up)
 
 
-@dramatiq.actor(queue_name="route", max_retries=8, broker=_declaring)
+@dramatiq.actor(queue_name="route", max_retries=8, throws=NOT_RETRIED, broker=_declaring)
 def fire_sla_timer(timer_id: int) -> None:
     app = get_app()
     for message_id in sla.fire_timer(app.store, app.config, timer_id, _now()).message_ids:

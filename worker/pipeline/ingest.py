@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from config.loader import Config
 from connectors.sources.base import RawRecord, SourceConfig
@@ -35,6 +36,22 @@ log = logging.getLogger("leadwerk.ingest")
 
 # A batch that hits a PostgreSQL deadlock is rolled back whole and run again, this often.
 _ATTEMPTS = 3
+
+
+def _deadlock_retry(source: str) -> Retrying:
+    """Runs a batch again, at once, when PostgreSQL rolled it back for a deadlock."""
+
+    def warn(_state: RetryCallState) -> None:
+        log.warning("batch from %s hit a deadlock; running it again", source)
+
+    return Retrying(
+        stop=stop_after_attempt(_ATTEMPTS),
+        retry=retry_if_exception(
+            lambda exc: isinstance(exc, OperationalError) and is_transient(exc)
+        ),
+        before_sleep=warn,
+        reraise=True,
+    )
 
 
 @dataclass
@@ -219,23 +236,19 @@ def ingest_records(
         # A lone good record (a webhook delivery) on PostgreSQL is one statement, which
         # needs no transaction around it.
         alone = len(good) == 1 and not bad and on_batch is None and store.dialect == "postgresql"
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                if alone:
-                    prepared, raw = good[0]
-                    event_id = store_alone(store, source.name, prepared, raw, now, _json_safe)
-                    event_ids = [event_id]
-                else:
-                    with store.session() as session:
-                        event_ids = store_batch(session, source.name, good, now, _json_safe)
-                        store_quarantined(session, source.name, bad, _json_safe)
-                        if on_batch is not None:
-                            on_batch(session)
-                break
-            except OperationalError as exc:
-                if attempt == _ATTEMPTS or not is_transient(exc):
-                    raise
-                log.warning("batch from %s hit a deadlock; running it again", source.name)
+
+        def store_records() -> list[int | None]:
+            if alone:
+                prepared, raw = good[0]
+                return [store_alone(store, source.name, prepared, raw, now, _json_safe)]
+            with store.session() as session:
+                event_ids = store_batch(session, source.name, good, now, _json_safe)
+                store_quarantined(session, source.name, bad, _json_safe)
+                if on_batch is not None:
+                    on_batch(session)
+            return event_ids
+
+        event_ids = _deadlock_retry(source.name)(store_records)
         _count(report, event_ids, bad, good)
         batch.clear()
         if on_progress is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -50,9 +51,11 @@ from worker.store.models import (
 
 log = logging.getLogger("leadwerk.notify")
 
-# After this many claims that ended in a passing fault, a message is dead-lettered: a mail
-# server down for hours is an admin's matter, not a retry loop's.
-MAX_SEND_ATTEMPTS = 10
+# How a channel is named in logs and in ``leadwerk status``.
+CHANNEL_NAMES = {"email": "e-mail", "slack": "Slack"}
+
+# 2^30 seconds is far above any cap: the exponent stops growing there (and never overflows).
+_MAX_EXPONENT = 30
 
 SEND_LEASE = timedelta(minutes=2)
 
@@ -270,11 +273,16 @@ def to_outbound(message: Message, settings: Settings) -> OutboundMessage:
 
 def claim(store: Store, message_id: int, now: datetime) -> Message | None:
     """pending → sending in one atomic statement that also returns the row; None if another
-    delivery has it."""
+    delivery has it, or if it waits out a retry (not before its ``retry_at``: the row owns
+    its retries, whoever enqueued it)."""
     with store.session() as session:
         return session.scalars(
             update(Message)
-            .where(Message.id == message_id, Message.status == "pending")
+            .where(
+                Message.id == message_id,
+                Message.status == "pending",
+                Message.retry_at.is_(None) | (Message.retry_at <= now),
+            )
             .values(status="sending", claimed_at=now, attempts=Message.attempts + 1)
             .returning(Message)
         ).one_or_none()
@@ -282,11 +290,13 @@ def claim(store: Store, message_id: int, now: datetime) -> Message | None:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What ``send_message`` did: ``sent``, ``skipped`` (another delivery has it), ``failed``
-    or ``fallback``; ``follow_up`` is an outbox message to send next (the e-mail fallback)."""
+    """What ``send_message`` did: ``sent``, ``skipped`` (another delivery has it or it is not
+    due), ``failed``, ``fallback`` or ``retry``; ``follow_up`` is an outbox message to send
+    next (the e-mail fallback); ``retry_at`` when a retry is to be enqueued for."""
 
     status: str
     follow_up: int | None = None
+    retry_at: datetime | None = None
 
 
 def send_message(app: App, message_id: int, now: datetime) -> Outcome:
@@ -311,12 +321,7 @@ def deliver(app: App, message: Message, now: datetime) -> Outcome:
     try:
         result = notifier.send(to_outbound(message, app.settings))
     except RetriableError as exc:
-        if message.attempts >= MAX_SEND_ATTEMPTS:
-            _fail(store, message, f"gave up after {message.attempts} attempts: {exc}")
-            return Outcome("failed")
-        wait = exc.retry_after or min(2.0**message.attempts, 300.0)
-        _set(store, message_id, status="pending", retry_at=now + timedelta(seconds=wait))
-        raise
+        return _retry_later(app, message, exc, now)
     except UndeliverableError as exc:
         if message.channel == "slack":
             return _fall_back_to_email(app, message_id, str(exc))
@@ -335,7 +340,13 @@ NEW_LEAD_PURPOSES = ("new_lead", "unassigned_lead")
 _MARK_SENT = (
     update(MESSAGES)
     .where(MESSAGES.c.id == bindparam("outbox_id"))
-    .values(status="sent", sent_at=bindparam("now"), remote_id=bindparam("remote_id"), error=None)
+    .values(
+        status="sent",
+        sent_at=bindparam("now"),
+        remote_id=bindparam("remote_id"),
+        error=None,
+        first_failed_at=None,
+    )
 )
 _MARK_NOTIFIED = (
     update(ASSIGNMENTS)
@@ -376,6 +387,52 @@ def _mark_sent(store: Store, message: Message, remote_id: str | None, now: datet
         connection.execute(_MARK_SENT, params)
         if message.purpose in NEW_LEAD_PURPOSES:
             connection.execute(_MARK_NOTIFIED, {"lead_id": message.contact_id, "now": now})
+
+
+def retry_delay(settings: Settings, attempts: int, retry_after: float | None = None) -> float:
+    """Seconds to wait before the next attempt: what the server asked for (Retry-After), else
+    capped exponential backoff with full jitter, so that many messages waiting out one outage
+    do not all come back at the same moment."""
+    if retry_after:
+        return retry_after
+    ceiling = settings.retry_base * 2.0 ** min(max(attempts - 1, 0), _MAX_EXPONENT)
+    return random.uniform(0, min(settings.retry_cap, ceiling))
+
+
+def _retry_later(app: App, message: Message, exc: RetriableError, now: datetime) -> Outcome:
+    """A passing fault: the row goes back to pending, not claimable before its ``retry_at``,
+    with the reason; after ``retry_for`` of failing, it is dead-lettered instead."""
+    since = message.first_failed_at or now
+    failing_for = now - since
+    channel = CHANNEL_NAMES.get(message.channel, message.channel)
+    if failing_for >= timedelta(seconds=app.settings.retry_for):
+        hours = failing_for.total_seconds() / 3600
+        _fail(
+            app.store,
+            message,
+            f"gave up after {message.attempts} attempts in {hours:.1f} h: {exc}",
+        )
+        return Outcome("failed")
+    retry_at = now + timedelta(seconds=retry_delay(app.settings, message.attempts, exc.retry_after))
+    _set(
+        app.store,
+        message.id,
+        status="pending",
+        retry_at=retry_at,
+        enqueued_at=retry_at,
+        first_failed_at=since,
+        error=str(exc),
+    )
+    log.warning(
+        "%s message %s to %s not sent: %s; attempt %d, next attempt %s UTC",
+        channel,
+        message.id,
+        _masked(message),
+        exc,
+        message.attempts,
+        f"{retry_at:%H:%M:%S}",
+    )
+    return Outcome("retry", retry_at=retry_at)
 
 
 def _masked(message: Message) -> str:

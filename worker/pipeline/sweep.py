@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from worker.pipeline.notify import SEND_LEASE
 from worker.store.db import Store
@@ -32,12 +32,20 @@ def find_pending(
     now: datetime,
     older_than: timedelta = timedelta(0),
     send_lease: timedelta = SEND_LEASE,
+    redelivery: timedelta | None = None,
+    limit: int | None = None,
 ) -> Pending:
     """Work due: events not yet scored, MQLs not yet routed, messages not yet sent.
 
     Messages left ``sending`` past ``send_lease`` (the ``send_lease`` setting: a worker died
     between the server's OK and our mark) go back to pending and are counted: the one
     documented duplicate gap.
+
+    What is found is marked enqueued (the caller enqueues it). With ``redelivery`` (the
+    clock's sweep), each row is found once per that window: what was enqueued (on receipt,
+    by a scheduled retry, by an import or an earlier sweep) less than ``redelivery`` ago
+    still has its queue message. ``limit`` caps the rows of each kind, oldest first, so one
+    pass over a backlog stays short.
     """
     cutoff = now - older_than
     with store.session() as session:
@@ -46,37 +54,50 @@ def find_pending(
             .where(Message.status == "sending", Message.claimed_at < now - send_lease)
             .values(status="pending", resent_after_crash=Message.resent_after_crash + 1)
         ).rowcount
-        events = list(
-            session.scalars(
-                select(Event.id)
-                .where(Event.status == "pending", Event.received_at <= cutoff)
-                .order_by(Event.id)
-            )
-        )
         # A recycled lead's closed assignment does not count: when it qualifies again, it is
         # routed again.
         routed = select(Assignment.contact_id).where(Assignment.status != "closed")
-        contacts = list(
-            session.scalars(
-                select(Contact.id).where(
+        due = (
+            (
+                Event,
+                [Event.status == "pending", Event.received_at <= cutoff],
+                Event.received_at,
+            ),
+            (
+                Contact,
+                [
                     Contact.mql_at.is_not(None),
                     Contact.stage == "mql",
                     Contact.id.not_in(routed),
                     Contact.updated_at <= cutoff,
-                )
-            )
-        )
-        messages = list(
-            session.scalars(
-                select(Message.id)
-                .where(
+                ],
+                Contact.updated_at,
+            ),
+            (
+                Message,
+                [
                     Message.status == "pending",
                     Message.created_at <= cutoff,
                     Message.retry_at.is_(None) | (Message.retry_at <= now),
-                )
-                .order_by(Message.id)
-            )
+                ],
+                Message.created_at,
+            ),
         )
+        found = []
+        for model, conditions, arrived in due:
+            ids = select(model.id).where(*conditions).order_by(model.id).limit(limit)
+            if redelivery is not None:
+                last_enqueued = func.coalesce(model.enqueued_at, arrived)
+                ids = ids.where(last_enqueued <= now - redelivery)
+            marked = session.scalars(
+                update(model)
+                .where(model.id.in_(ids.scalar_subquery()))
+                .values(enqueued_at=now)
+                .returning(model.id)
+                .execution_options(synchronize_session=False)
+            )
+            found.append(sorted(marked))
+    events, contacts, messages = found
     return Pending(events, contacts, messages, recovered or 0)
 
 

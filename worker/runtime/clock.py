@@ -1,7 +1,12 @@
 """The clock: APScheduler 3 that only enqueues. Several clocks may run; one leads.
 
-With Redis, leadership is a lease (SET NX PX 5 s, renewed every second); a clock that is not
-the leader runs no jobs. Without Redis (single process) the one clock is the leader.
+With Redis, leadership is a lease (SET NX PX 5 s, renewed every second by a compare-and-
+pexpire script, so a clock that lost its lease cannot extend the next leader's); a clock that
+is not the leader runs no jobs. Without Redis (single process) the one clock is the leader.
+
+Every job runs at most once at a time and a run missed while the last one was busy is
+dropped, not queued (``max_instances=1``, ``coalesce=True``); the sweep takes a bounded bite of
+a backlog per pass, so no job waits behind another.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.events import EVENT_SCHEDULER_SHUTDOWN, SchedulerEvent
@@ -19,28 +24,43 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy import delete
 from sqlalchemy.dialects import postgresql, sqlite
 
+from config.loader import Config
 from connectors.errors import ConnectorError
 from worker.pipeline.poll import import_inboxes, is_pulled, poll_source
 from worker.pipeline.sla import enqueue_due_timers
 from worker.pipeline.sweep import enqueue, find_pending
 from worker.runtime.app import App
 from worker.runtime.processes import HEARTBEAT_S
+from worker.runtime.reload import on_reload
 from worker.store.models import Heartbeat
 
 log = logging.getLogger("leadwerk.clock")
 
 LEASE_MS = 5000
+SWEEP_EVERY_S = 5
+DEFAULT_POLL_EVERY = timedelta(seconds=60)
+
+# Extend the lease only if this clock still holds it: one atomic step in Redis. A GET then a
+# PEXPIRE could extend a lease that expired and was taken by another clock in between.
+_EXTEND_IF_MINE = """
+if redis.call("get", KEYS[1]) == ARGV[1] then
+    return redis.call("pexpire", KEYS[1], ARGV[2])
+end
+return 0
+"""
 
 
 class Leadership:
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, lease_ms: int = LEASE_MS) -> None:
         self.app = app
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
+        self.lease_ms = lease_ms
         self._client = None
         if app.settings.redis_url:
             import redis
 
             self._client = redis.Redis.from_url(app.settings.redis_url, socket_timeout=2)
+            self._extend = self._client.register_script(_EXTEND_IF_MINE)
         self.key = f"leadwerk-{app.settings.redis_namespace}:clock-leader"
         self.leading = self._client is None
 
@@ -48,13 +68,10 @@ class Leadership:
         if self._client is None:
             return True
         try:
-            if self._client.set(self.key, self.identity, nx=True, px=LEASE_MS):
-                self.leading = True
-            elif self._client.get(self.key) == self.identity.encode():
-                self._client.pexpire(self.key, LEASE_MS)
-                self.leading = True
-            else:
-                self.leading = False
+            taken = self._client.set(self.key, self.identity, nx=True, px=self.lease_ms)
+            self.leading = bool(
+                taken or self._extend(keys=[self.key], args=[self.identity, self.lease_ms])
+            )
         except Exception as exc:  # Redis away: stop leading rather than risk two leaders
             log.warning("clock lost Redis (%s); not leading", exc)
             self.leading = False
@@ -95,62 +112,105 @@ def forget_heartbeat(app: App, process: str) -> None:
         session.execute(delete(Heartbeat).where(Heartbeat.process == process))
 
 
+def _when_leading(leader: Leadership, job: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        if not leader.leading:
+            return
+        try:
+            job()
+        except ConnectorError as exc:
+            log.warning("%s", exc)
+        except Exception:
+            log.exception("clock job failed")
+
+    return run
+
+
+def sync_poll_jobs(
+    scheduler: BaseScheduler, app: App, leader: Leadership, config: Config | None = None
+) -> None:
+    """One poll job per pulled source of ``config``, at its ``poll_every``: added for a new
+    source, removed with its source, rescheduled when ``poll_every`` changed."""
+    config = config or app.config
+    wanted = {
+        f"poll:{name}": (name, source.poll_every or DEFAULT_POLL_EVERY)
+        for name, source in config.sources.items()
+        if is_pulled(source)
+    }
+    for job in scheduler.get_jobs():
+        if job.id.startswith("poll:") and job.id not in wanted:
+            job.remove()
+            log.info("source %s no longer polled", job.id.removeprefix("poll:"))
+    for job_id, (name, every) in wanted.items():
+        job = scheduler.get_job(job_id)
+        if job is None:
+            scheduler.add_job(
+                _when_leading(leader, lambda n=name: poll_source(app.store, app.config, n)),
+                "interval",
+                seconds=every.total_seconds(),
+                id=job_id,
+                next_run_time=datetime.now(UTC),
+            )
+        elif job.trigger.interval != every:
+            job.reschedule("interval", seconds=every.total_seconds())
+            log.info("source %s now polled every %s", name, every)
+
+
+def sweep_once(app: App) -> None:
+    """One pass of the sweep: a bounded bite of what is due and not already enqueued."""
+    settings = app.settings
+    enqueue(
+        find_pending(
+            app.store,
+            datetime.now(UTC),
+            older_than=timedelta(seconds=SWEEP_EVERY_S),
+            send_lease=timedelta(seconds=settings.send_lease),
+            redelivery=timedelta(seconds=settings.redelivery_after),
+            limit=settings.sweep_limit,
+        )
+    )
+
+
 def start_clock(app: App, background: bool) -> BaseScheduler:
+    defaults = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
     scheduler: BaseScheduler = (
-        BackgroundScheduler(timezone="UTC") if background else BlockingScheduler(timezone="UTC")
+        BackgroundScheduler(timezone="UTC", job_defaults=defaults)
+        if background
+        else BlockingScheduler(timezone="UTC", job_defaults=defaults)
     )
     leader = Leadership(app)
-    lock = threading.Lock()
 
-    def leading(job):  # type: ignore[no-untyped-def]
-        def run() -> None:
-            if not leader.leading:
-                return
-            with lock:
-                try:
-                    job()
-                except ConnectorError as exc:
-                    log.warning("%s", exc)
-                except Exception:
-                    log.exception("clock job failed")
-
-        return run
-
-    def sweep() -> None:
-        # Older than a few seconds: fresh work is already on its way through the queue.
-        lease = timedelta(seconds=app.settings.send_lease)
-        enqueue(
-            find_pending(
-                app.store, datetime.now(UTC), older_than=timedelta(seconds=5), send_lease=lease
-            )
-        )
-
-    scheduler.add_job(leader.renew, "interval", seconds=1, id="leader", max_instances=1)
-    scheduler.add_job(leading(sweep), "interval", seconds=5, id="sweep", max_instances=1)
+    scheduler.add_job(leader.renew, "interval", seconds=1, id="leader")
     scheduler.add_job(
-        leading(lambda: enqueue_due_timers(app.store, datetime.now(UTC))),
+        _when_leading(leader, lambda: sweep_once(app)),
+        "interval",
+        seconds=SWEEP_EVERY_S,
+        id="sweep",
+    )
+    scheduler.add_job(
+        _when_leading(leader, lambda: enqueue_due_timers(app.store, datetime.now(UTC))),
         "interval",
         seconds=5,
         id="sla",
-        max_instances=1,
     )
     scheduler.add_job(
-        leading(lambda: import_inboxes(app.store, app.config)),
+        _when_leading(leader, lambda: import_inboxes(app.store, app.config)),
         "interval",
         seconds=10,
         id="inboxes",
-        max_instances=1,
     )
     scheduler.add_job(
         lambda: heartbeat(app, leader.identity, "clock"),
         "interval",
         seconds=HEARTBEAT_S,
         id="heartbeat",
-        max_instances=1,
         next_run_time=datetime.now(UTC),
     )
+    sync_poll_jobs(scheduler, app, leader)
+    forget = on_reload(lambda config: sync_poll_jobs(scheduler, app, leader, config))
 
     def stopped(_event: SchedulerEvent) -> None:
+        forget()
         leader.resign()
         try:
             forget_heartbeat(app, leader.identity)
@@ -158,18 +218,6 @@ def start_clock(app: App, background: bool) -> BaseScheduler:
             log.warning("clock heartbeat not removed: %s", type(exc).__name__)
 
     scheduler.add_listener(stopped, EVENT_SCHEDULER_SHUTDOWN)
-    for name, source in app.config.sources.items():
-        if not is_pulled(source):
-            continue
-        every = (source.poll_every or timedelta(seconds=60)).total_seconds()
-        scheduler.add_job(
-            leading(lambda n=name: poll_source(app.store, app.config, n)),
-            "interval",
-            seconds=every,
-            id=f"poll:{name}",
-            max_instances=1,
-            next_run_time=datetime.now(UTC),
-        )
     leader.renew()
     log.info("clock started (%s)", "leader" if leader.leading else "standby")
     scheduler.start()

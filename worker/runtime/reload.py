@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from watchfiles import Change, watch
 
 from config.errors import ConfigErrors
-from config.loader import load_config
+from config.loader import Config, load_config
 from worker.runtime.app import App, set_config
 from worker.runtime.processes import record_reload
 
@@ -29,6 +30,24 @@ def _config_file(change: Change, path: str) -> bool:
     """Only the YAML files count; editors' swap and backup files do not."""
     name = Path(path).name
     return name.endswith((".yaml", ".yml")) and not name.startswith((".", "#", "~"))
+
+
+_listeners: list[Callable[[Config], None]] = []
+_listeners_lock = threading.Lock()
+
+
+def on_reload(listener: Callable[[Config], None]) -> Callable[[], None]:
+    """Call ``listener`` with each config swapped in by a reload (the clock re-registers its
+    poll jobs); returns the function that stops it."""
+    with _listeners_lock:
+        _listeners.append(listener)
+
+    def forget() -> None:
+        with _listeners_lock:
+            if listener in _listeners:
+                _listeners.remove(listener)
+
+    return forget
 
 
 WATCH_START_TIMEOUT = 5.0  # seconds
@@ -81,6 +100,13 @@ class ConfigReloader:
             set_config(config)
             self.reloads += 1
             record_reload(self.app, "loaded", config)
+            with _listeners_lock:
+                listeners = list(_listeners)
+            for listener in listeners:
+                try:
+                    listener(config)
+                except Exception:  # the new rules are in; one listener failing changes that not
+                    log.exception("applying the reloaded config failed in %s", listener)
             log.info(
                 "config reloaded (%s): rules v%s (%s) → v%s (%s)",
                 why,

@@ -79,6 +79,8 @@ class Contact(Base):
     owner: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # When the sweep last enqueued it for routing.
+    enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Event(Base):
@@ -104,6 +106,8 @@ class Event(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # When the sweep last enqueued it (the pipeline enqueues it on receipt).
+    enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Score(Base):
@@ -244,6 +248,10 @@ class Message(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Since when its sends fail for a passing reason (None once it is sent or never failed).
+    first_failed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # When it is (or was) due on the queue: a retry is enqueued for its retry_at.
+    enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     remote_id: Mapped[str | None] = mapped_column(String(300))
     resent_after_crash: Mapped[int] = mapped_column(Integer, default=0)

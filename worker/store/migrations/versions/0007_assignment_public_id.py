@@ -7,7 +7,7 @@ does). ``accepted_by`` records the rep who accepted: from the link, the Slack cl
 ``leadwerk accept --by``.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
