@@ -18,6 +18,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connectors.errors import ConnectorError
+from worker.pipeline.nurture import enqueue_due_steps
 from worker.pipeline.poll import import_inboxes, is_pulled, poll_source
 from worker.pipeline.sla import enqueue_due_timers
 from worker.pipeline.sweep import enqueue, find_pending
@@ -108,6 +109,13 @@ def start_clock(app: App, background: bool) -> BaseScheduler:
         "interval",
         seconds=5,
         id="sla",
+        max_instances=1,
+    )
+    scheduler.add_job(
+        leading(lambda: enqueue_due_steps(app.store, app.config, datetime.now(UTC))),
+        "interval",
+        seconds=5,
+        id="nurture",
         max_instances=1,
     )
     scheduler.add_job(
