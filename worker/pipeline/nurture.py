@@ -456,9 +456,8 @@ class StepResult:
 
 
 _LOCK_CONTACT = select(CONTACTS).where(CONTACTS.c.id == bindparam("contact_id")).with_for_update()
-_CONTACT_EVENTS = select(EVENTS).where(
-    EVENTS.c.contact_id == bindparam("contact_id"), EVENTS.c.status == "processed"
-)
+# Every event, scored or not: a reply that came in counts before it is scored.
+_CONTACT_EVENTS = select(EVENTS).where(EVENTS.c.contact_id == bindparam("contact_id"))
 
 
 def run_step(store: Any, config: Config, enrolment_id: int, now: datetime) -> StepResult:

@@ -42,8 +42,11 @@ def drain(
         pending = find_pending(
             app.store, datetime.now(UTC), send_lease=timedelta(seconds=app.settings.send_lease)
         )
-        steps = enqueue_due_steps(app.store, app.config, now or datetime.now(UTC)).enqueued
-        if not pending and not steps:
+        # Nurture steps once the new events are scored: a step reads what they changed.
+        if (
+            not pending
+            and not enqueue_due_steps(app.store, app.config, now or datetime.now(UTC)).enqueued
+        ):
             return
         enqueue(pending)
         options = {"fail_fast": False} if isinstance(broker, StubBroker) else {}

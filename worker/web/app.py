@@ -38,11 +38,13 @@ from connectors.notify.slack_actions import (
 )
 from worker.commands.operations import accept_assignment, accept_from_slack
 from worker.pipeline.notify import local_time_text
+from worker.pipeline.nurture import unsubscribe
 from worker.runtime.app import App
 from worker.store.models import Assignment, Contact
 from worker.web.accept import AcceptLinkError, verify_accept
 from worker.web.hooks import body_limit, receive_webhook, webhook_source
 from worker.web.metrics import store_registry
+from worker.web.unsubscribe import UnsubscribeLinkError, verify_unsubscribe
 
 log = logging.getLogger("leadwerk.web")
 
@@ -104,6 +106,23 @@ def create_app(app: App) -> Starlette:
             text = accept_assignment(session, assignment, contact, now, "accepted by link")
         return HTMLResponse(f"<p>Thank you: {text}.</p>")
 
+    async def unsubscribe_link(request: Request) -> Response:
+        """RFC 8058: a mailbox provider's one-click POST unsubscribes; a GET (a person, or a
+        link scanner) only shows the button, as a GET never changes state."""
+        try:
+            contact_id = verify_unsubscribe(settings, request.path_params["token"])
+        except UnsubscribeLinkError as exc:
+            return HTMLResponse(f"<p>{exc}</p>", status_code=403)
+        if request.method != "POST":
+            return HTMLResponse(
+                '<form method="post"><p>Stop the e-mails you receive from us?</p>'
+                '<button type="submit">Unsubscribe</button></form>'
+            )
+        await run_in_threadpool(unsubscribe, app.store, contact_id, datetime.now(UTC))
+        return HTMLResponse(
+            "<p>You are unsubscribed and will receive no more of these e-mails.</p>"
+        )
+
     async def slack_actions(request: Request) -> Response:
         """Slack buttons: "Accept" on a lead card accepts the lead and stops its SLA clock.
 
@@ -152,6 +171,7 @@ def create_app(app: App) -> Starlette:
             Route("/hooks/{source}", hook, methods=["POST"]),
             Route("/accept/{token}", accept, methods=["GET"]),
             Route("/slack/actions", slack_actions, methods=["POST"]),
+            Route("/unsubscribe/{token}", unsubscribe_link, methods=["GET", "POST"]),
         ]
     )
 
