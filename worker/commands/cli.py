@@ -249,6 +249,10 @@ def _print_results(application: Any) -> None:
             sla = f", {assignment.sla_policy}" if assignment.sla_policy else ""
             line += f" → {who} ({assignment.rule}{sla})"
         _echo(line)
+    from worker.pipeline.nurture import describe_enrolments
+
+    for line in describe_enrolments(application.store, application.config):
+        _echo(line)
 
 
 @app.command()

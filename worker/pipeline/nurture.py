@@ -26,7 +26,7 @@ from jinja2 import TemplateNotFound
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
 
 from config.loader import CompiledSequence, Config
-from rules.contact import coerce_bool
+from rules.contact import coerce_bool, mask_email
 from rules.expr import Context, Expr
 from rules.nurture import (
     Active,
@@ -879,6 +879,33 @@ def status(store: Any, config: Config) -> dict[str, dict[str, Any]]:
         if reason == "channel_conflict":
             item["refused_channel"] = count
     return report
+
+
+def describe_enrolments(store: Any, config: Config, limit: int = 20) -> list[str]:
+    """The contacts in a sequence and their next step, in the contact's time, for a person."""
+    rules = nurture_rules(config)
+    with store.transaction() as connection:
+        rows = connection.execute(
+            select(ENROLMENTS, CONTACTS.c.email, CONTACTS.c.fields)
+            .join_from(ENROLMENTS, CONTACTS, ENROLMENTS.c.contact_id == CONTACTS.c.id)
+            .where(ENROLMENTS.c.status.in_(HELD))
+            .order_by(ENROLMENTS.c.next_due_at)
+            .limit(limit)
+        ).all()
+    lines = []
+    for row in rows:
+        sequence = _sequence(rules, row.sequence)
+        if sequence is None or row.next_due_at is None:
+            continue
+        zone = ZoneInfo(window_zone(rules, row.fields or {}))
+        step = sequence.steps[row.step - 1]
+        lines.append(
+            f"  nurture: {mask_email(row.email):28} {row.sequence} ({row.channel}), step "
+            f"{row.step} of {len(sequence.steps)} ({step.template or step.task}) "
+            f"{'paused' if row.status == 'paused' else 'due'} "
+            f"{row.next_due_at.astimezone(zone):%a %d %b %Y %H:%M %Z}"
+        )
+    return lines
 
 
 def describe_status(report: Mapping[str, Mapping[str, Any]]) -> list[str]:
