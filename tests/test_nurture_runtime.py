@@ -404,3 +404,41 @@ class served:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def test_e_mail_steps_go_only_to_contacts_whose_consent_allows_them(
+    smtp: SmtpServer, make_settings: Callable[..., Settings], config_dir: Path
+) -> None:
+    path = config_dir / "nurture.yaml"
+    path.write_text("consent_field: newsletter\n" + path.read_text())
+    with running(make_settings(smtp_url=smtp.url)) as leadwerk:
+        add_event(leadwerk.app, "yes@firm-a.de", "ebook", MONDAY, newsletter=True)
+        add_event(leadwerk.app, "no@firm-b.de", "ebook", MONDAY)
+        pass_at(leadwerk, MONDAY)
+        pass_at(leadwerk, TUESDAY)
+        assert [mail.rcpt_tos for mail in smtp.messages] == [["yes@firm-a.de"]]
+        assert refusals(leadwerk.app) == [("ebook-followup", "no_consent")]
+
+
+def test_a_contact_silent_for_longer_than_the_stale_limit_leaves_a_sequence_that_exits_on_stale(
+    smtp: SmtpServer, make_settings: Callable[..., Settings], config_dir: Path
+) -> None:
+    path = config_dir / "nurture.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "exit_when: mql or replied or unsubscribed",
+            "exit_when: stale or mql or replied or unsubscribed",
+        )
+    )
+    hygiene = config_dir / "hygiene.yaml"
+    hygiene.write_text(
+        hygiene.read_text().replace("no_engagement_for: 540d", "no_engagement_for: 2d")
+    )
+    with running(make_settings(smtp_url=smtp.url)) as leadwerk:
+        add_event(leadwerk.app, "eva@mb-nord.de", "ebook", MONDAY)
+        pass_at(leadwerk, MONDAY)
+        pass_at(leadwerk, TUESDAY)
+        pass_at(leadwerk, FRIDAY)
+        [enrolment] = enrolments(leadwerk.app)
+    assert (enrolment.status, enrolment.exit_reason) == ("exited", "stale")
+    assert len(smtp.messages) == 1
