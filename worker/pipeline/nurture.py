@@ -261,7 +261,10 @@ def _end(
 # --- the clock: claim due steps, spread what exceeds the limits, enqueue ------------------------
 
 
-def _claim_statement(dialect: str) -> Any:
+def _claim_statement(dialect: str, for_limits: bool) -> Any:
+    """Claim a batch of due rows. Without limits only their ids come back, which costs as
+    much as selecting them (the row is rewritten in place: see the table's fillfactor);
+    with limits, what the limits need of each row and its contact, by a join."""
     due = (
         select(ENROLMENTS.c.id)
         .where(
@@ -283,11 +286,14 @@ def _claim_statement(dialect: str) -> Any:
         CONTACTS.c.fields["timezone"].as_string().label("timezone"),
     )
     claim = update(ENROLMENTS).values(enqueued_at=bindparam("now"))
+    if dialect == "postgresql":
+        due = due.with_for_update(of=ENROLMENTS, skip_locked=True)
+    if not for_limits:
+        return claim.where(ENROLMENTS.c.id.in_(due.scalar_subquery())).returning(ENROLMENTS.c.id)
     returned = (ENROLMENTS.c.id, ENROLMENTS.c.contact_id, ENROLMENTS.c.channel)
     returned += (ENROLMENTS.c.next_due_at,)
     if dialect == "postgresql":
         # UPDATE ... FROM contacts: one join, where a lookup per row and column costs 3x.
-        due = due.with_for_update(of=ENROLMENTS, skip_locked=True)
         return claim.where(
             ENROLMENTS.c.id.in_(due.scalar_subquery()),
             CONTACTS.c.id == ENROLMENTS.c.contact_id,
@@ -303,7 +309,11 @@ def _claim_statement(dialect: str) -> Any:
     )
 
 
-_CLAIMS = {dialect: _claim_statement(dialect) for dialect in ("postgresql", "sqlite")}
+_CLAIMS = {
+    (dialect, for_limits): _claim_statement(dialect, for_limits)
+    for dialect in ("postgresql", "sqlite")
+    for for_limits in (False, True)
+}
 _PUSH = (
     update(ENROLMENTS)
     .where(ENROLMENTS.c.id == bindparam("enrolment_id"))
@@ -344,12 +354,19 @@ def claim_due_steps(store: Any, config: Config, now: datetime, batch: int = CLAI
     """Claim the steps due at ``now``; those within the limits are returned to be enqueued,
     the surplus is moved to the next opening (never dropped)."""
     result = Pass()
+    limits = config.nurture.limits
+    for_limits = limits.per_minute is not None or limits.per_domain_per_day is not None
+    claim = _CLAIMS[("postgresql" if store.dialect == "postgresql" else "sqlite", for_limits)]
+    params = {"now": now, "lease_start": now - ENQUEUE_LEASE, "batch": batch}
     while True:
         with store.transaction() as connection:
-            rows = connection.execute(
-                _CLAIMS[store.dialect if store.dialect == "postgresql" else "sqlite"],
-                {"now": now, "lease_start": now - ENQUEUE_LEASE, "batch": batch},
-            ).all()
+            if not for_limits:
+                ids = list(connection.execute(claim, params).scalars())
+                result.enqueued.extend(ids)
+                if len(ids) < batch:
+                    return result
+                continue
+            rows = connection.execute(claim, params).all()
             if not rows:
                 return result
             rows.sort(key=lambda r: (r.next_due_at, r.id))
@@ -369,8 +386,7 @@ def _within_limits(
     its domain's day goes at the first opening of the next (UTC) day, one over the minute's
     budget at the first opening of a later minute, as many per minute as the limit allows."""
     limits = config.nurture.limits
-    emails = [r for r in rows if r.channel == "email"]
-    if not emails or (limits.per_minute is None and limits.per_domain_per_day is None):
+    if not any(r.channel == "email" for r in rows):
         return list(rows), []
     day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     sent_minute, sent_domain = _recent_emails(
