@@ -47,6 +47,7 @@ from worker.pipeline.notify import (
     message_id_domain,
     template_env,
 )
+from worker.store.db import Store
 from worker.store.models import (
     ASSIGNMENTS,
     CONTACTS,
@@ -350,7 +351,7 @@ class Pass:
     spread: int = 0
 
 
-def claim_due_steps(store: Any, config: Config, now: datetime, batch: int = CLAIM_BATCH) -> Pass:
+def claim_due_steps(store: Store, config: Config, now: datetime, batch: int = CLAIM_BATCH) -> Pass:
     """Claim the steps due at ``now``; those within the limits are returned to be enqueued,
     the surplus is moved to the next opening (never dropped)."""
     result = Pass()
@@ -454,7 +455,7 @@ def _recent_emails(
     return int(minute), {domain: int(count) for domain, count in by_domain}
 
 
-def enqueue_due_steps(store: Any, config: Config, now: datetime) -> Pass:
+def enqueue_due_steps(store: Store, config: Config, now: datetime) -> Pass:
     """The clock's nurture job: claim what is due and enqueue it, a batch per queue message.
     ``now`` travels with the message, so ``run --once --now`` runs steps as of that time."""
     from worker.pipeline.actors import run_nurture_steps
@@ -502,7 +503,7 @@ _LOCK_CONTACT = select(CONTACTS).where(CONTACTS.c.id == bindparam("contact_id"))
 _CONTACT_EVENTS = select(EVENTS).where(EVENTS.c.contact_id == bindparam("contact_id"))
 
 
-def run_step(store: Any, config: Config, enrolment_id: int, now: datetime) -> StepResult:
+def run_step(store: Store, config: Config, enrolment_id: int, now: datetime) -> StepResult:
     """Run an enrolment's due step once: exit when ``exit_when`` (or consent, or suppression)
     says so, else write its outbox message(s) and plan the next step, in one transaction."""
     with store.transaction() as connection:
@@ -766,7 +767,7 @@ def tell_crm(task: CallTask) -> None:
 # --- unsubscribe, pause and resume ----------------------------------------------------------
 
 
-def unsubscribe(store: Any, contact_id: int, now: datetime) -> bool:
+def unsubscribe(store: Store, contact_id: int, now: datetime) -> bool:
     """Record a one-click unsubscribe: no nurture e-mail goes to the contact again, and its
     e-mail enrolments end before their next step. False when the contact is unknown."""
     with store.transaction() as connection:
@@ -795,7 +796,7 @@ def unsubscribe(store: Any, contact_id: int, now: datetime) -> bool:
     return True
 
 
-def pause(store: Any, sequence: str, now: datetime) -> int:
+def pause(store: Store, sequence: str, now: datetime) -> int:
     """Freeze a sequence: its contacts get no step until it is resumed. Returns how many."""
     with store.transaction() as connection:
         if connection.execute(
@@ -813,7 +814,7 @@ def pause(store: Any, sequence: str, now: datetime) -> int:
         )
 
 
-def resume(store: Any, sequence: str, now: datetime) -> int | None:
+def resume(store: Store, sequence: str, now: datetime) -> int | None:
     """Unfreeze a sequence; each contact's dates move on by as long as it was paused, so the
     spacing between steps stays as planned. ``None`` when the sequence was not paused."""
     with store.transaction() as connection:
@@ -860,7 +861,7 @@ def resume(store: Any, sequence: str, now: datetime) -> int | None:
 # --- status -----------------------------------------------------------------------------------
 
 
-def status(store: Any, config: Config) -> dict[str, dict[str, Any]]:
+def status(store: Store, config: Config) -> dict[str, dict[str, Any]]:
     """Per sequence: active, paused, finished, exited by reason, e-mails sent, call tasks made,
     refused by reason (``refused_channel`` the channel conflicts)."""
     names = [s.name for s in config.sequences]
@@ -923,7 +924,7 @@ def status(store: Any, config: Config) -> dict[str, dict[str, Any]]:
     return report
 
 
-def describe_enrolments(store: Any, config: Config, limit: int = 20) -> list[str]:
+def describe_enrolments(store: Store, config: Config, limit: int = 20) -> list[str]:
     """The contacts in a sequence and their next step, in the contact's time, for a person."""
     rules = nurture_rules(config)
     with store.transaction() as connection:
