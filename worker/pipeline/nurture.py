@@ -76,7 +76,7 @@ HELD = ("active", "paused")
 ENQUEUE_LEASE = timedelta(minutes=5)
 # Due rows per claim, and enrolments per queue message. Each claim walks the due index from
 # its start, past the rows claimed before it: 100,000 due rows claimed 20,000 at a time took
-# 3.4x as long as one select of them, in one claim 2.3-3.9x (bench/bench_nurture.py).
+# 3.4x as long as one select of them, in one claim 1.7-3.9x (bench/bench_nurture.py).
 CLAIM_BATCH = 100_000
 MESSAGE_BATCH = 500
 CALL_TASK = "call_task"
