@@ -19,8 +19,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	mkdir -p inbox/tradefair
 	cp sample/messe-hannover-2026.csv inbox/tradefair/
-	$(BIN)/leadwerk run --once
-	@echo "--- what the reps received (var/outbox/):"
+	$(BIN)/leadwerk run --once --demo --demo-count 3
+	@echo "--- three days later: the first nurture steps (run --once --now):"
+	$(BIN)/leadwerk run --once --now $$($(BIN)/python -c "import datetime as d; print((d.datetime.now(d.UTC) + d.timedelta(days=3)).isoformat(timespec='seconds'))")
+	$(BIN)/leadwerk nurture status
+	@echo "--- what the reps and contacts received (var/outbox/):"
 	@ls -1 var/outbox/
 
 test: $(STAMP)

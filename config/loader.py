@@ -609,6 +609,14 @@ def _compile_nurture(
                 c.add(doc, path, "a phone step needs task: (it becomes a call task)")
             if step.template and step.task:
                 c.add(doc, path, "a step is either an e-mail (template:) or a call (task:)")
+            missing = _missing_template_parts(c.directory, step.template)
+            if missing:
+                c.add(
+                    doc,
+                    (*path, "template"),
+                    f"template '{step.template}' does not exist: write "
+                    + " and ".join(f"templates/{step.template}.{part}.j2" for part in missing),
+                )
         enroll = c.expr(doc, ("sequences", name, "enroll_when"), seq.enroll_when, schema)
         exit_when = (
             c.expr(doc, ("sequences", name, "exit_when"), seq.exit_when, schema)
@@ -617,6 +625,19 @@ def _compile_nurture(
         )
         sequences.append(CompiledSequence(name, seq, enroll, exit_when))
     return sequences
+
+
+def _missing_template_parts(directory: Path, template: str | None) -> list[str]:
+    """The parts an e-mail needs (subject and text) that neither ``config/templates/`` nor
+    the defaults shipped with Leadwerk have."""
+    if not template:
+        return []
+    folders = (directory / "templates", Path(__file__).parent / "templates")
+    return [
+        part
+        for part in ("subject", "txt")
+        if not any((folder / f"{template}.{part}.j2").is_file() for folder in folders)
+    ]
 
 
 def _load_sources(c: _Collector, doc: YamlDoc | None) -> dict[str, SourceConfig]:

@@ -46,6 +46,7 @@ NURTURE_FIELDS: dict[str, FieldType] = {
     "replied": FieldType.BOOL,
     "unsubscribed": FieldType.BOOL,
     "bounced": FieldType.BOOL,
+    "stale": FieldType.BOOL,
 }
 EVENT_FIELDS: dict[str, FieldType] = {
     "event.type": FieldType.STRING,

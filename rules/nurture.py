@@ -240,17 +240,27 @@ def schedule(
     first_step: int = 1,
 ) -> tuple[PlannedStep, ...]:
     """The dated steps from ``first_step`` on, each after its delay and moved into the window."""
-    zone = window_zone(rules, contact)
-    country = str(contact.get("country") or "")
-    calendar = send_calendar(rules, contact)
     planned = enrolled_at.astimezone(UTC)
     steps = []
     for n, step in enumerate(sequence.steps, start=1):
-        due = add_delay(planned, step.after, zone, country)
-        planned = calendar.next_open(due)
+        planned = step_time(rules, sequence, contact, planned, n)
         if n >= first_step:
             steps.append(PlannedStep(n, planned, step.template, step.task))
     return tuple(steps)
+
+
+def step_time(
+    rules: NurtureRules,
+    sequence: SequenceRules,
+    contact: Mapping[str, Any],
+    previous: datetime,
+    n: int,
+) -> datetime:
+    """When step ``n`` is planned: its delay after ``previous`` (the time the step before was
+    planned for, or the enrolment), moved into the send window."""
+    zone = window_zone(rules, contact)
+    due = add_delay(previous, sequence.steps[n - 1].after, zone, str(contact.get("country") or ""))
+    return send_calendar(rules, contact).next_open(due)
 
 
 def exit_reason(sequence: SequenceRules, ctx: Context) -> str | None:
@@ -278,11 +288,12 @@ def plan_contact(
     """What nurture does with a contact whose newest event arrived ``now``.
 
     ``contact`` is the contact as expressions read it, with its score's fields (``score``,
-    ``mql``, ...) and the nurture flags (``replied``, ``unsubscribed``, ``bounced``). The first
-    sequence whose ``enroll_when`` matches one of the events (newest first) is the candidate;
-    then, in this order, it is refused when the contact is active on the other channel or
-    already in a sequence on the same one (one sequence at a time: ``channel_conflict``), when an
-    e-mail sequence lacks consent or the address is suppressed, or when ``exit_when`` holds.
+    ``mql``, ...) and the nurture flags (``replied``, ``unsubscribed``, ``bounced``,
+    ``stale``). The first sequence whose ``enroll_when`` matches one of the events (newest
+    first) is the candidate; then, in this order, it is refused when the contact is active on
+    the other channel or already in a sequence on the same one (one sequence at a time:
+    ``channel_conflict``), when an e-mail sequence lacks consent or the address is
+    suppressed, or when ``exit_when`` holds.
     """
     zone = window_zone(rules, contact)
     ctx = Context(contact=contact, event=None, now=now)

@@ -236,6 +236,10 @@ def run(
     once: Annotated[bool, typer.Option(help="Poll and import once, drain, exit.")] = False,
     demo: Annotated[bool, typer.Option(help="Feed generated sample leads first.")] = False,
     demo_count: Annotated[int, typer.Option(help="How many demo leads.")] = 12,
+    now: Annotated[
+        str | None,
+        typer.Option(help="With --once: run the pass as if the clock read this ISO 8601 time."),
+    ] = None,
     host: Annotated[str | None, HostOpt] = None,
     port: Annotated[int | None, PortOpt] = None,
     config: ConfigOpt = None,
@@ -245,6 +249,16 @@ def run(
     from worker.runtime.reload import start_reloader
 
     _require_link_secret(config)
+    at = None
+    if now is not None:
+        if not once:
+            _err("--now only goes with --once: a running clock reads the real time")
+            raise typer.Exit(2)
+        try:
+            at = _parse_now(now)
+        except ValueError as exc:
+            _err(f"--now: {exc}")
+            raise typer.Exit(2) from None
     application, broker = _boot(config)
     settings = application.settings
     if settings.redis_url and not once:
@@ -260,7 +274,7 @@ def run(
             report = feed_demo(application, demo_count)
             _echo(f"demo: {report.accepted} sample leads fed, {report.quarantined} quarantined")
         if once:
-            raise typer.Exit(_run_once(application, broker, worker))
+            raise typer.Exit(_run_once(application, broker, worker, at))
         from worker.runtime.clock import start_clock
         from worker.web.app import serve
 
@@ -281,7 +295,7 @@ def run(
     log.info("leadwerk run stopped: %s, %s", stop.name, tally.summary())
 
 
-def _run_once(application: Any, broker: Any, worker: Any) -> int:
+def _run_once(application: Any, broker: Any, worker: Any, now: datetime | None = None) -> int:
     from connectors.errors import ConnectorError
     from worker.pipeline.poll import import_inboxes, is_pulled, poll_source
     from worker.runtime import embedded as runtime
@@ -308,7 +322,13 @@ def _run_once(application: Any, broker: Any, worker: Any) -> int:
             f"imported {report.source}: {report.received} rows, {report.accepted} new, "
             f"{report.duplicates} known, {report.quarantined} quarantined"
         )
-    runtime.drain(application, broker, worker)
+    from worker.pipeline.actors import simulate_clock
+
+    simulate_clock(now)
+    try:
+        runtime.drain(application, broker, worker, now=now)
+    finally:
+        simulate_clock(None)
     accounting = runtime.account(application)
     _print_results(application)
     _echo(
@@ -342,6 +362,10 @@ def _print_results(application: Any) -> None:
             who = assignment.rep or "fallback: managers"
             sla = f", {assignment.sla_policy}" if assignment.sla_policy else ""
             line += f" → {who} ({assignment.rule}{sla})"
+        _echo(line)
+    from worker.pipeline.nurture import describe_enrolments
+
+    for line in describe_enrolments(application.store, application.config):
         _echo(line)
 
 
@@ -1053,6 +1077,60 @@ def nurture_plan(
             stream.close()
     if refused:
         raise typer.Exit(1)
+
+
+@nurture_app.command("status")
+def nurture_status(
+    as_json: Annotated[bool, JsonOpt] = False, config: ConfigOpt = None
+) -> None:
+    """Per sequence: active, finished, exited by reason, e-mails sent, call tasks, refusals."""
+    from worker.pipeline.nurture import describe_status, status
+
+    application, _broker = _boot(config)
+    report = status(application.store, application.config)
+    if as_json:
+        _echo(json.dumps(report, ensure_ascii=False))
+        return
+    for line in describe_status(report):
+        _echo(line)
+
+
+@nurture_app.command("pause")
+def nurture_pause(
+    sequence: Annotated[str, typer.Argument(help="A sequence of nurture.yaml.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Freeze a sequence: its contacts get no step until it is resumed."""
+    from worker.pipeline.nurture import pause
+
+    application = _nurture_app(config, sequence)
+    frozen = pause(application.store, sequence, datetime.now(UTC))
+    _echo(f"{sequence} paused: {frozen} contacts frozen")
+
+
+@nurture_app.command("resume")
+def nurture_resume(
+    sequence: Annotated[str, typer.Argument(help="A paused sequence of nurture.yaml.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Go on with a paused sequence; each contact's dates move on by the time it was paused."""
+    from worker.pipeline.nurture import resume
+
+    application = _nurture_app(config, sequence)
+    moved = resume(application.store, sequence, datetime.now(UTC))
+    if moved is None:
+        _err(f"{sequence} is not paused")
+        raise typer.Exit(1)
+    _echo(f"{sequence} resumed: {moved} contacts go on, their dates moved by the pause")
+
+
+def _nurture_app(config: Path | None, sequence: str) -> Any:
+    application, _broker = _boot(config)
+    names = [s.name for s in application.config.sequences]
+    if sequence not in names:
+        _err(f"no sequence named '{sequence}'; nurture.yaml has: {', '.join(names) or 'none'}")
+        raise typer.Exit(2)
+    return application
 
 
 def main() -> None:

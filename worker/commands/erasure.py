@@ -1,8 +1,9 @@
 """``leadwerk forget EMAIL``: erasure of a person on request.
 
 The contact, its events (raw payloads included), scores, stage changes, assignments, SLA
-timers and outbox messages go (the foreign keys cascade), and so do quarantined records that
-carry the address and the file-outbox copies of its messages. Aggregates that name nobody
+timers, nurture enrolments and refusals, and outbox messages go (the foreign keys cascade),
+and so do quarantined records that carry the address and the file-outbox copies of its
+messages. Aggregates that name nobody
 (rep counters) stay.
 """
 

@@ -8,47 +8,17 @@ line, in input order: ``sequence``, ``channel``, ``refused`` and the dated ``ste
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from config.loader import CompiledSequence, Config
+from config.loader import Config
 from rules.contact import FieldError, coerce_bool, normalise_contact
-from rules.expr import Expr
-from rules.nurture import Active, NurtureRules, SendWindow, StepRules, plan_contact
+from rules.nurture import Active, NurtureRules, plan_contact
 from rules.scoring import contact_view, score_view
+from worker.pipeline.nurture import NURTURE_FLAGS, nurture_rules
 
-NURTURE_FLAGS = ("replied", "unsubscribed", "bounced")
-
-
-@dataclass(frozen=True)
-class _Sequence:
-    """A compiled sequence of ``nurture.yaml`` as :mod:`rules.nurture` reads it."""
-
-    name: str
-    channel: str
-    steps: Sequence[StepRules]
-    enroll_when: Expr
-    exit_when: Expr | None
-
-    @classmethod
-    def of(cls, compiled: CompiledSequence) -> _Sequence:
-        model = compiled.model
-        return cls(
-            compiled.name, model.channel, model.steps, compiled.enroll_when, compiled.exit_when
-        )
-
-
-def nurture_rules(config: Config, default_timezone: str) -> NurtureRules:
-    """The nurture rules of a loaded config."""
-    window = config.nurture.send_window
-    return NurtureRules(
-        sequences=[_Sequence.of(s) for s in config.sequences],
-        window=SendWindow(window.days, window.hours, window.timezone),
-        consent_field=config.nurture.consent_field,
-        default_timezone=default_timezone,
-    )
+__all__ = ["describe", "nurture_rules", "plan_line"]
 
 
 def plan_line(config: Config, rules: NurtureRules, line: str, now: datetime) -> dict[str, Any]:

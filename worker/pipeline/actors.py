@@ -25,7 +25,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
 from connectors.errors import ConnectorError, FatalError, SkippableError
-from worker.pipeline import lead, notify, route, score, sla
+from worker.pipeline import lead, notify, nurture, route, score, sla
 from worker.runtime.app import get_app
 
 log = logging.getLogger("leadwerk.actors")
@@ -37,8 +37,18 @@ _declaring = StubBroker()
 FAST_PATH_RETRY_MS = 1000
 
 
+# ``leadwerk run --once --now``: this process's pass runs as if the clock read that time.
+_simulated_now: datetime | None = None
+
+
+def simulate_clock(at: datetime | None) -> None:
+    """Make this process's actors read ``at`` as the time (``None``: the real clock again)."""
+    global _simulated_now
+    _simulated_now = at
+
+
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return _simulated_now or datetime.now(UTC)
 
 
 # Errors no retry can mend: the admin must fix a configuration or the data.
@@ -119,4 +129,23 @@ def fire_sla_timer(timer_id: int) -> None:
         send_message.send(message_id)
 
 
-ALL = (score_lead, route_lead, send_message, fire_sla_timer)
+@dramatiq.actor(queue_name="nurture", max_retries=8, broker=_declaring)
+def run_nurture_steps(enrolment_ids: list[int], at: str) -> None:
+    """Due nurture steps, as of the clock's time ``at`` (ISO 8601) that found them due."""
+    app = get_app()
+    now = datetime.fromisoformat(at)
+    for enrolment_id in enrolment_ids:
+        try:
+            result = nurture.run_step(app.store, app.config, enrolment_id, now)
+        except Exception as exc:
+            # The others in the batch go on; this one stays claimed and is due again once
+            # the clock's lease on it ends.
+            log.warning("nurture enrolment %s failed (%s)", enrolment_id, type(exc).__name__)
+            continue
+        if result.task is not None:
+            nurture.tell_crm(result.task)
+        for message_id in result.messages:
+            _next(send_message, message_id)
+
+
+ALL = (score_lead, route_lead, send_message, fire_sla_timer, run_nurture_steps)

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Select, bindparam, insert, or_, select, updat
 
 from config.loader import Config
 from rules.scoring import ScoreResult, r1, score_contact
+from worker.pipeline.nurture import after_score
 from worker.store.ctes import insert_cte, prefixed, with_defaults
 from worker.store.db import Store
 from worker.store.models import (
@@ -102,6 +103,7 @@ def score_locked(
     score, changes = _record(connection, config, contact, event_id, result, now)
     if write_contact:
         update_contact(connection, contact.id, changes)
+    after_score(connection, config, contact, events, event_id, result.mql, now)
     latest = max(events, key=lambda e: (e.occurred_at, e.id))
     needs_routing = contact.stage == "mql" and contact.owner is None
     return Scored(contact, latest, score, needs_routing, changes)

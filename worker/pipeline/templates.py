@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jinja2 import Environment, TemplateError, TemplateNotFound, TemplateSyntaxError, meta, nodes
 
 from config.errors import ConfigIssue
@@ -75,6 +76,25 @@ FAMILY_VARIABLES: dict[str, Variables] = {
     "digest": {"rep": _PERSON, "leads": None, "count": None, "page_url": None},
     "digest_page": {"rep": _PERSON, "leads": None, "count": None},
 }
+# Nurture e-mails (any template a sequence names) and the call tasks of phone steps.
+NURTURE_VARIABLES: Variables = {
+    "contact": frozenset(
+        {"id", "name", "first_name", "last_name", "email", "company", "title", "country"}
+    ),
+    "event": None,
+    "sequence": None,
+    "step": None,
+    "unsubscribe_url": None,
+}
+FAMILY_VARIABLES["call_task"] = {
+    "lead": frozenset({"id", "name", "email", "company", "phone"}),
+    "rep": _PERSON,
+    "task": None,
+    "sequence": None,
+    "step": None,
+    "local_time": None,
+    "history": None,
+}
 _DICT_METHODS = frozenset({"get", "items", "keys", "values"})
 # A message is these parts of one template name: new_lead.subject.j2, new_lead.txt.j2, ...
 PARTS = ("subject", "txt", "html")
@@ -100,16 +120,43 @@ def _display(path: Path) -> str:
 
 
 def check_templates(config_dir: Path) -> list[ConfigIssue]:
-    """Every problem in every template, so they are all fixed in one round."""
+    """Every problem in every template, so they are all fixed in one round. Templates that a
+    sequence of ``nurture.yaml`` names are checked against nurture's variables."""
+    nurture = _nurture_templates(config_dir)
     env = template_env(config_dir)
     folder = config_dir / "templates"
     issues: list[ConfigIssue] = []
     for path in template_files(config_dir):
-        issues.extend(_check_one(env, path, path.relative_to(folder).as_posix()))
+        name = path.relative_to(folder).as_posix()
+        variables = (
+            NURTURE_VARIABLES
+            if template_base(name) in nurture
+            else FAMILY_VARIABLES.get(template_base(name), TEMPLATE_VARIABLES)
+        )
+        issues.extend(_check_one(env, path, name, variables))
     return issues
 
 
-def _check_one(env: Environment, path: Path, name: str) -> list[ConfigIssue]:
+def _nurture_templates(config_dir: Path) -> set[str]:
+    """The templates ``nurture.yaml`` names; a file that does not read names none (the config
+    check reports it)."""
+    try:
+        data = yaml.safe_load((config_dir / "nurture.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return set()
+    sequences = data.get("sequences") if isinstance(data, dict) else None
+    if not isinstance(sequences, dict):
+        return set()
+    return {
+        str(step["template"])
+        for sequence in sequences.values()
+        if isinstance(sequence, dict) and isinstance(sequence.get("steps"), list)
+        for step in sequence["steps"]
+        if isinstance(step, dict) and step.get("template")
+    }
+
+
+def _check_one(env: Environment, path: Path, name: str, variables: Variables) -> list[ConfigIssue]:
     file = _display(path)
     try:
         source = path.read_text(encoding="utf-8")
@@ -150,7 +197,6 @@ def _check_one(env: Environment, path: Path, name: str) -> list[ConfigIssue]:
                 unsafe,
             )
         )
-    variables = FAMILY_VARIABLES.get(template_base(name), TEMPLATE_VARIABLES)
     allowed = set(variables) | set(env.globals)
     unknown = meta.find_undeclared_variables(tree) - allowed
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}

@@ -28,7 +28,7 @@ from config.settings import Settings
 
 log = logging.getLogger("leadwerk.broker")
 
-QUEUES = ("score", "route", "notify")
+QUEUES = ("score", "route", "notify", "nurture")
 
 # New leads arrive on "score": its consumer polls Redis as often as the worker's timeout says
 # (speed to lead). The other queues carry retries, SLA timers and e-mail fallbacks, and the

@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from config.loader import Config
 from connectors.errors import ConnectorError
+from worker.pipeline.nurture import enqueue_due_steps
 from worker.pipeline.poll import import_inboxes, is_pulled, poll_source
 from worker.pipeline.sla import enqueue_due_timers
 from worker.pipeline.sweep import enqueue, find_pending
@@ -192,6 +193,12 @@ def start_clock(app: App, background: bool) -> BaseScheduler:
         "interval",
         seconds=5,
         id="sla",
+    )
+    scheduler.add_job(
+        _when_leading(leader, lambda: enqueue_due_steps(app.store, app.config, datetime.now(UTC))),
+        "interval",
+        seconds=5,
+        id="nurture",
     )
     scheduler.add_job(
         _when_leading(leader, lambda: import_inboxes(app.store, app.config)),

@@ -12,6 +12,7 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import func, select
 
 from worker.pipeline.digest import PURPOSE as DIGEST
+from worker.pipeline.nurture import enqueue_due_steps
 from worker.pipeline.sweep import enqueue, find_pending
 from worker.runtime.app import App
 from worker.runtime.broker import QUEUES
@@ -28,15 +29,25 @@ def start_worker(app: App, broker: dramatiq.Broker) -> Worker:
 
 
 def drain(
-    app: App, broker: dramatiq.Broker, worker: Worker | None = None, rounds: int = 20
+    app: App,
+    broker: dramatiq.Broker,
+    worker: Worker | None = None,
+    rounds: int = 20,
+    now: datetime | None = None,
 ) -> None:
     """Enqueue all pending work from the store and wait until it is done, repeatedly, until
-    the store shows nothing pending (single-process mode: the in-process broker)."""
+    the store shows nothing pending (single-process mode: the in-process broker). ``now``:
+    the time nurture steps are due by (``run --once --now``), else the clock's."""
     for _ in range(rounds):
+        # The store's own bookkeeping (leases of messages being sent) keeps the real clock.
         pending = find_pending(
             app.store, datetime.now(UTC), send_lease=timedelta(seconds=app.settings.send_lease)
         )
-        if not pending:
+        # Nurture steps once the new events are scored: a step reads what they changed.
+        if (
+            not pending
+            and not enqueue_due_steps(app.store, app.config, now or datetime.now(UTC)).enqueued
+        ):
             return
         enqueue(pending)
         options = {"fail_fast": False} if isinstance(broker, StubBroker) else {}

@@ -81,6 +81,7 @@ class Contact(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     # When the sweep last enqueued it for routing.
     enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Event(Base):
@@ -362,6 +363,63 @@ class ConfigReload(Base):
     first_error: Mapped[str | None] = mapped_column(Text)
 
 
+class NurtureEnrolment(Base):
+    """A contact in a nurture sequence. ``step`` is the next step's number; it is due at
+    ``next_due_at`` (its ``planned_at`` moved by limits or a pause), which the next step's
+    delay counts from. ``status``: active → finished | exited (``exit_reason``), or paused.
+    ``enqueued_at`` keeps the clock from ringing the same doorbell every tick while a worker
+    is busy with the step."""
+
+    __tablename__ = "nurture_enrolments"
+    __table_args__ = (
+        Index("ix_nurture_enrolments_due", "status", "next_due_at"),
+        Index("ix_nurture_enrolments_sequence", "sequence", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    sequence: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(20))
+    step: Mapped[int] = mapped_column(Integer, default=1)
+    planned_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    exit_reason: Mapped[str | None] = mapped_column(Text)
+    call_tasks: Mapped[int] = mapped_column(Integer, default=0)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    paused_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    enrolled_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class NurtureRefusal(Base):
+    """A contact a sequence matched but did not take, and why (``channel_conflict``,
+    ``no_consent``, ``suppressed``, ``exit: <reason>``)."""
+
+    __tablename__ = "nurture_refusals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))
+    sequence: Mapped[str] = mapped_column(String(200), index=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class NurturePause(Base):
+    """A sequence paused by ``leadwerk nurture pause``: its contacts wait until resumed."""
+
+    __tablename__ = "nurture_pauses"
+
+    sequence: Mapped[str] = mapped_column(String(200), primary_key=True)
+    paused_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 # The tables as Core sees them, for the prebuilt statements of the hot path.
 CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
 EVENTS: Table = Event.__table__  # type: ignore[assignment]
@@ -372,6 +430,8 @@ COUNTERS: Table = RepCounter.__table__  # type: ignore[assignment]
 TIMERS: Table = SlaTimer.__table__  # type: ignore[assignment]
 MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 QUARANTINE: Table = Quarantine.__table__  # type: ignore[assignment]
+ENROLMENTS: Table = NurtureEnrolment.__table__  # type: ignore[assignment]
+REFUSALS: Table = NurtureRefusal.__table__  # type: ignore[assignment]
 
 
 def snapshot(model: type[ModelT], row: Any) -> ModelT:

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from rules.contact import mask_email
 from worker.commands.operations import AssignRefused, accept_assignment, assign_lead
 from worker.pipeline.notify import display_name
+from worker.pipeline.nurture import unsubscribe
 from worker.runtime.app import App
 from worker.store.models import Assignment, Contact
 from worker.web.accept import ACCEPT_LINK_MAX_AGE, ASSIGN, Link, LinkError, verify, verify_accept
@@ -241,7 +242,7 @@ def unsubscribe_page(app: App, token: str) -> Page:
         contact = session.get(Contact, contact_id)
         if contact is None:
             return Page("Unsubscribe", ["This address is not on our lists."])
-        email, done = contact.email, bool(contact.fields.get("unsubscribed"))
+        email, done = contact.email, contact.unsubscribed_at is not None
     if done:
         return Page("Unsubscribe", [f"{mask_email(email)} is unsubscribed already."])
     return Page(
@@ -258,12 +259,9 @@ def unsubscribe_by_link(app: App, token: str, now: datetime) -> Page:
     except UnsubscribeLinkError as exc:
         return refused(exc)
     with app.store.session() as session:
-        contact = session.get(Contact, contact_id, with_for_update=True)
-        if contact is None:
-            return Page("Unsubscribe", ["This address is not on our lists."])
-        email = contact.email
-        if not contact.fields.get("unsubscribed"):
-            contact.fields = {**contact.fields, "unsubscribed": True}
-            contact.updated_at = now
-            log.info("lead %s (%s) unsubscribed by link", contact.id, mask_email(email))
+        contact = session.get(Contact, contact_id)
+        email = contact.email if contact is not None else None
+    if email is None or not unsubscribe(app.store, contact_id, now):
+        return Page("Unsubscribe", ["This address is not on our lists."])
+    log.info("lead %s (%s) unsubscribed by link", contact_id, mask_email(email))
     return Page("Unsubscribed", [f"{mask_email(email)} gets no more of these e-mails."])
