@@ -49,6 +49,7 @@ class RouteDecision:
             "rep": self.rep,
             "reason": self.reason,
             "skipped": [{"rep": s.name, "reason": s.reason} for s in self.skipped],
+            "fallback": list(self.fallback),
         }
 
 
