@@ -270,6 +270,9 @@ def _unavailable(rep: RepState, now: datetime, max_wait: timedelta | None) -> st
             closed = calendar.closed_for(now)
         except NoWorkingTime:
             return f"no working hours in the next {SEARCH_DAYS} days"
+        leave = calendar.away_before(now, now + closed)
+        if leave is not None:  # the lead would wait for them to come back
+            return f"away from {leave[0].isoformat()} until {leave[1].isoformat()}"
         if max_wait is not None and closed > max_wait:
             holiday = calendar.holiday(now)
             if holiday is not None:

@@ -246,6 +246,17 @@ class WorkCalendar:
         _require_aware(at)
         return self._away_until(self._local_date(at))
 
+    def away_before(self, at: datetime, until: datetime) -> tuple[date, date] | None:
+        """The first away period (first day, last day) that starts by ``until``'s local date
+        and ends on or after ``at``'s: e.g. leave that begins before the rep's next opening."""
+        _require_aware(at)
+        _require_aware(until)
+        start, end = self._local_date(at), self._local_date(until)
+        for first, last in self._away:
+            if first <= end and last >= start:
+                return first, last
+        return None
+
     def _local_date(self, at: datetime) -> date:
         return at.astimezone(self._zone).date()
 
