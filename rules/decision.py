@@ -9,6 +9,7 @@ drift from production. No I/O, no clock: ``now`` is given.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -72,10 +73,6 @@ class Decision:
     due: datetime | None
 
     @property
-    def policy_name(self) -> str | None:
-        return self.policy.name if self.policy is not None else None
-
-    @property
     def explanation(self) -> str:
         text = self.route.reason
         if self.policy is not None and self.due is not None:
@@ -84,6 +81,13 @@ class Decision:
             if terms.clock == "business_hours" and self.starts is not None:
                 text += f" (business hours from {self.starts.isoformat()})"
         return text
+
+
+def seed_for(email: str) -> int:
+    """The seed of a lead's draw between equally placed reps: from its e-mail, so that the
+    worker, a replay and ``leadwerk score`` draw alike, and distinct leads draw apart. Below
+    2**31, as the store keeps it."""
+    return zlib.crc32(email.encode()) & 0x7FFFFFFF
 
 
 def decide(

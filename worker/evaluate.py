@@ -7,7 +7,6 @@ routes with; only the team state differs: every rep as if they had no leads yet.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -84,7 +83,7 @@ def judge(
         return result, None
     view.update(score=result.score, fit=result.fit, engagement=result.engagement, mql=result.mql)
     state = OfflineState(config, account)
-    seed = zlib.crc32(contact["email"].encode())
+    seed = decision.seed_for(contact["email"])
     return result, decision.decide(config, view, last, state, now, seed=seed)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -246,7 +245,7 @@ def route_locked(
     messages = hand_over(
         connection, config, contact, routing, now, known, claim=claim, assignment_id=assignment_id
     )
-    log.info("routed lead %s: %s", contact.id, routing.decision.reason)
+    log.info("routed lead %s: %s", contact.id, routing.explanation)
     return messages
 
 
@@ -270,6 +269,7 @@ class Routing:
     policy: Any  # the SLA policy chosen (config.loader.CompiledSla), or None
     due: datetime | None
     counters: Mapping[str, Mapping[str, Row[Any]]]  # team -> rep -> locked counter row
+    explanation: str = ""
 
 
 def decide(
@@ -300,10 +300,10 @@ def decide(
         event_facts(event) if event else None,
         state,
         now,
-        seed=random.SystemRandom().randrange(2**31),
+        seed=decision.seed_for(contact.email),
         passed_over=exclude,
     )
-    return Routing(event, made.route, made.policy, made.due, state.counters)
+    return Routing(event, made.route, made.policy, made.due, state.counters, made.explanation)
 
 
 def hand_over(
