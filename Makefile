@@ -15,11 +15,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The whole pipeline on the example config and the sample fair export, embedded defaults:
-# SQLite in var/, single process, e-mails and Slack messages written to var/outbox/.
+# SQLite in var/, single process, e-mails and Slack messages written to var/outbox/. One worker
+# thread: leads are routed in file order, so the demo gives the same reps on every run.
 demo: $(STAMP)
 	mkdir -p inbox/tradefair
 	cp sample/messe-hannover-2026.csv inbox/tradefair/
-	$(BIN)/leadwerk run --once
+	LEADWERK_WORKER_THREADS=1 $(BIN)/leadwerk run --once
 	@echo "--- what the reps received (var/outbox/):"
 	@ls -1 var/outbox/
 
