@@ -15,13 +15,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The whole pipeline on the example config and the sample fair export, embedded defaults:
-# SQLite in var/, single process, e-mails and Slack messages written to var/outbox/.
+# SQLite in var/, single process, e-mails and Slack messages written to var/outbox/. One worker
+# thread: leads are routed in file order, so the demo gives the same reps on every run.
 demo: $(STAMP)
 	mkdir -p inbox/tradefair
 	cp sample/messe-hannover-2026.csv inbox/tradefair/
-	$(BIN)/leadwerk run --once --demo --demo-count 3
+	LEADWERK_WORKER_THREADS=1 $(BIN)/leadwerk run --once --demo --demo-count 3
 	@echo "--- three days later: the first nurture steps (run --once --now):"
-	$(BIN)/leadwerk run --once --now $$($(BIN)/python -c "import datetime as d; print((d.datetime.now(d.UTC) + d.timedelta(days=3)).isoformat(timespec='seconds'))")
+	LEADWERK_WORKER_THREADS=1 $(BIN)/leadwerk run --once --now $$($(BIN)/python -c "import datetime as d; print((d.datetime.now(d.UTC) + d.timedelta(days=3)).isoformat(timespec='seconds'))")
 	$(BIN)/leadwerk nurture status
 	@echo "--- what the reps and contacts received (var/outbox/):"
 	@ls -1 var/outbox/

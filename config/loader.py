@@ -215,7 +215,10 @@ def _meant_key(doc: YamlDoc, model: type[BaseModel], error: Any) -> tuple[Any, .
     return (*loc[:-1], hint[0]) if hint else None
 
 
-def _pydantic_issue(doc: YamlDoc, model: type[BaseModel], error: Any) -> ConfigIssue:
+def _pydantic_issue(
+    doc: YamlDoc, model: type[BaseModel], error: Any, at: tuple[Any, ...] = ()
+) -> ConfigIssue:
+    """The issue of one validation error of ``model``, which was read at ``at`` in ``doc``."""
     loc = _loc(error)
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -225,11 +228,11 @@ def _pydantic_issue(doc: YamlDoc, model: type[BaseModel], error: Any) -> ConfigI
         message = f"unknown key '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
         if not hint and allowed:
             message += f"; allowed: {', '.join(sorted(allowed))}"
-        return doc.issue(loc, message, key=True)
+        return doc.issue((*at, *loc), message, key=True)
     if kind == "missing":
-        return doc.issue(loc[:-1], f"missing key '{loc[-1]}'")
+        return doc.issue((*at, *loc[:-1]), f"missing key '{loc[-1]}'")
     where = ".".join(str(p) for p in loc)
-    return doc.issue(loc, f"{where}: {_error_message(error)}")
+    return doc.issue((*at, *loc), f"{where}: {_error_message(error)}")
 
 
 def _error_message(error: Any) -> str:
@@ -715,13 +718,7 @@ def _load_tests(c: _Collector, directory: Path) -> list[RuleTest]:
                 case = RuleTestCase.model_validate(item)
             except ValidationError as exc:
                 for error in exc.errors():
-                    loc = (*prefix, index, *error["loc"])
-                    c.issues.append(
-                        doc.issue(
-                            loc,
-                            f"{'.'.join(map(str, error['loc']))}: {_error_message(error)}",
-                        )
-                    )
+                    c.issues.append(_pydantic_issue(doc, RuleTestCase, error, (*prefix, index)))
                 continue
             line, _ = doc.where((*prefix, index))
             tests.append(RuleTest(doc.file, line, case))

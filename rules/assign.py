@@ -1,8 +1,11 @@
 """Choosing the rep for a lead within one team, and recording why.
 
-First every rep who cannot take the lead now is set aside with a reason: away, outside working
-hours for longer than the SLA allows, or at today's capacity. The rest are ranked by the team's
-strategy.
+First every rep who cannot take the lead is set aside with a reason: away, at today's capacity,
+without working hours at all, or (only when the SLA runs on the wall clock, ``max_wait``) opening
+later than the SLA allows. Of the rest, those open now are preferred: while anyone is open, the
+closed ones are passed over with the time they open. When nobody is open (a night, a weekend),
+the lead still goes to one of them, whose business-hours SLA then starts at their next opening.
+The reps left are ranked by the team's strategy.
 
 Round robin and weighted share one rule, which keeps rotation fair while reps come and go
 without ever resetting anyone's lifetime count. A rep's standing is ``assigned_total / weight``
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from rules.calendar import SEARCH_DAYS, NoWorkingTime, WorkCalendar
 
@@ -106,8 +110,9 @@ def pick_rep(
 ) -> Pick:
     """Choose who gets the next lead.
 
-    ``max_wait`` is the SLA's time to respond: a rep whose working hours start later than that
-    is skipped (``None`` skips nobody for their hours; away reps are always skipped).
+    ``max_wait`` is the time to respond of an SLA on the wall clock (``clock: calendar``): a rep
+    whose working hours start later than that is skipped. ``None`` (a business-hours SLA, whose
+    clock waits for the rep) skips nobody for their hours. Away reps are always skipped.
     ``open_leads`` counts each rep's unfinished leads for ``least_loaded``; missing reps have
     none. ``team`` only names the team in the reason.
     """
@@ -119,10 +124,10 @@ def pick_rep(
     if strategy not in _LABELS:
         raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(_LABELS)}")
 
-    # Everything but a random draw is the same whenever the same reps (frozen, and without
-    # calendars, which could change) are asked at the same moment: worked out once.
+    # Everything but a random draw is the same whenever the same reps (frozen, with calendars
+    # that never change once loaded) are asked at the same moment: worked out once.
     key = None
-    if open_leads is None and all(rep.calendar is None for rep in reps):
+    if open_leads is None:
         key = (id(reps), strategy, now, max_wait, team)
         cached = _prepared.get(key)
         if cached is not None and _same(cached[0], reps):
@@ -139,7 +144,7 @@ class _Prepared:
     """A pick up to its random draw: the final :class:`Pick` when no draw is needed, else the
     reps ranked with those drawn between in name order."""
 
-    __slots__ = ("best", "explain", "fixed", "label", "ranked", "skipped")
+    __slots__ = ("best", "explain", "fixed", "label", "note", "ranked", "skipped")
 
     def __init__(
         self,
@@ -150,7 +155,9 @@ class _Prepared:
         ranked: Sequence[_Ranked] = (),
         best: Sequence[_Ranked] = (),
         explain: _Explain | None = None,
+        note: str = "",
     ) -> None:
+        self.note = note
         self.skipped = skipped
         self.fixed = fixed
         self.label = label
@@ -165,7 +172,7 @@ class _Prepared:
         chosen = random.Random(seed).choice(self.best)
         others = [entry for entry in self.ranked if entry is not chosen]
         reason = self.explain(chosen, others, seed)
-        return Pick(chosen.rep.name, self.skipped, f"{self.label}: {reason}", seed)
+        return Pick(chosen.rep.name, self.skipped, f"{self.label}: {reason}{self.note}", seed)
 
 
 _prepared: dict[tuple[object, ...], tuple[tuple[RepState, ...], _Prepared]] = {}
@@ -191,6 +198,17 @@ def _prepare(
             available.append(rep)
         else:
             skipped.append(Skip(rep.name, reason))
+    opens = {rep.name: _opens(rep, now) for rep in available}
+    open_now = [rep for rep in available if opens[rep.name] is None]
+    if open_now and len(open_now) < len(available):
+        for rep in available:
+            at = opens[rep.name]
+            if at is not None:
+                skipped.append(Skip(rep.name, f"outside working hours until {_local(rep, at)}"))
+        available = open_now
+    nobody_open = ""
+    if available and not open_now:
+        nobody_open = "; nobody is open now, the SLA starts at the rep's next opening"
 
     where = f" in team {team}" if team else ""
     if not available:
@@ -208,8 +226,8 @@ def _prepare(
     label = _LABELS[strategy] + where
     if len(available) == 1:
         only = available[0].name
-        fixed = Pick(only, tuple(skipped), f"{label}: {only} was the only one available", None)
-        return _Prepared(tuple(skipped), fixed=fixed)
+        reason = f"{label}: {only} was the only one available{nobody_open}"
+        return _Prepared(tuple(skipped), fixed=Pick(only, tuple(skipped), reason, None))
 
     if strategy == "least_loaded":
         loads = open_leads or {}
@@ -223,11 +241,18 @@ def _prepare(
     best = [entry for entry in ranked if entry.key == ranked[0].key]
     if len(best) > 1:  # drawn at random with the seed of each pick
         best.sort(key=lambda entry: entry.rep.name)
-        return _Prepared(tuple(skipped), label=label, ranked=ranked, best=best, explain=explain)
+        return _Prepared(
+            tuple(skipped),
+            label=label,
+            ranked=ranked,
+            best=best,
+            explain=explain,
+            note=nobody_open,
+        )
     chosen = best[0]
     others = [entry for entry in ranked if entry is not chosen]
     reason = explain(chosen, others, None)
-    fixed = Pick(chosen.rep.name, tuple(skipped), f"{label}: {reason}", None)
+    fixed = Pick(chosen.rep.name, tuple(skipped), f"{label}: {reason}{nobody_open}", None)
     return _Prepared(tuple(skipped), fixed=fixed)
 
 
@@ -238,20 +263,38 @@ def _unavailable(rep: RepState, now: datetime, max_wait: timedelta | None) -> st
         back = calendar.away_until(now)
         if back is not None:
             return f"away until {back.isoformat()}"
-        if max_wait is not None and not calendar.is_open(now):
-            try:
-                closed = calendar.closed_for(now)
-            except NoWorkingTime:
-                return f"no working hours in the next {SEARCH_DAYS} days"
-            if closed > max_wait:
-                holiday = calendar.holiday(now)
-                if holiday is not None:
-                    return f"public holiday ({holiday})"
-                allowed = _duration(max_wait)
-                return f"outside working hours for {_duration(closed)} (SLA allows {allowed})"
     if rep.capacity_per_day is not None and rep.assigned_today >= rep.capacity_per_day:
         return f"at capacity ({rep.assigned_today}/{rep.capacity_per_day} today)"
+    if calendar is not None and not calendar.is_open(now):
+        try:
+            closed = calendar.closed_for(now)
+        except NoWorkingTime:
+            return f"no working hours in the next {SEARCH_DAYS} days"
+        leave = calendar.away_before(now, now + closed)
+        if leave is not None:  # the lead would wait for them to come back
+            return f"away from {leave[0].isoformat()} until {leave[1].isoformat()}"
+        if max_wait is not None and closed > max_wait:
+            holiday = calendar.holiday(now)
+            if holiday is not None:
+                return f"public holiday ({holiday})"
+            allowed = _duration(max_wait)
+            return f"outside working hours for {_duration(closed)} (SLA allows {allowed})"
     return None
+
+
+def _opens(rep: RepState, now: datetime) -> datetime | None:
+    """When a rep who can take the lead opens: ``None`` if open now (or without hours)."""
+    calendar = rep.calendar
+    if calendar is None or calendar.is_open(now):
+        return None
+    return calendar.next_open(now)
+
+
+def _local(rep: RepState, at: datetime) -> str:
+    """``at`` on the rep's own clock, to the minute, with its offset."""
+    assert rep.calendar is not None
+    local = at.astimezone(ZoneInfo(rep.calendar.timezone))
+    return local.isoformat(timespec="minutes")
 
 
 def _rotation(available: Sequence[RepState], *, weighted: bool, now: datetime) -> list[_Ranked]:

@@ -179,6 +179,9 @@ class WorkCalendar:
         self._hours = hours
         self._holidays = _public_holidays(holidays) if holidays else None
         self._away = _merge_away(away)
+        # Answers of next_open and add_business_time: a calendar never changes once made, and
+        # scoring a file asks the same question for every lead at one ``now``.
+        self._memo: dict[tuple[datetime, timedelta | None], datetime] = {}
 
     def is_open(self, at: datetime) -> bool:
         """Whether ``at`` falls in working hours, on a day that is neither a holiday nor away."""
@@ -188,8 +191,12 @@ class WorkCalendar:
     def next_open(self, at: datetime) -> datetime:
         """The first open moment at or after ``at`` (``at`` itself, in UTC, if open)."""
         _require_aware(at)
-        start, _ = next(self._spans(at))
-        return start
+        key = (at, None)
+        found = self._memo.get(key)
+        if found is None:
+            found, _ = next(self._spans(at))
+            self._remember(key, found)
+        return found
 
     def closed_for(self, at: datetime) -> timedelta:
         """How long from ``at`` until the calendar next opens; zero if it is open."""
@@ -206,13 +213,23 @@ class WorkCalendar:
             raise ValueError(f"cannot add a negative amount of business time ({amount})")
         if not amount:
             return start.astimezone(UTC)
+        key = (start, amount)
+        found = self._memo.get(key)
+        if found is not None:
+            return found
         remaining = amount
         spans = self._spans(start)
         while True:
             span_start, span_end = next(spans)
             if span_end - span_start >= remaining:
+                self._remember(key, span_start + remaining)
                 return span_start + remaining
             remaining -= span_end - span_start
+
+    def _remember(self, key: tuple[datetime, timedelta | None], answer: datetime) -> None:
+        if len(self._memo) > 4096:
+            self._memo.clear()
+        self._memo[key] = answer
 
     def business_time_between(self, start: datetime, end: datetime) -> timedelta:
         """Open time between two instants; negative when ``end`` comes before ``start``."""
@@ -245,6 +262,17 @@ class WorkCalendar:
         """The last away day, if ``at``'s local date falls in an away period."""
         _require_aware(at)
         return self._away_until(self._local_date(at))
+
+    def away_before(self, at: datetime, until: datetime) -> tuple[date, date] | None:
+        """The first away period (first day, last day) that starts by ``until``'s local date
+        and ends on or after ``at``'s: e.g. leave that begins before the rep's next opening."""
+        _require_aware(at)
+        _require_aware(until)
+        start, end = self._local_date(at), self._local_date(until)
+        for first, last in self._away:
+            if first <= end and last >= start:
+                return first, last
+        return None
 
     def _local_date(self, at: datetime) -> date:
         return at.astimezone(self._zone).date()

@@ -49,6 +49,7 @@ class RouteDecision:
             "rep": self.rep,
             "reason": self.reason,
             "skipped": [{"rep": s.name, "reason": s.reason} for s in self.skipped],
+            "fallback": list(self.fallback),
         }
 
 
@@ -81,6 +82,8 @@ def decide_route(
     open_leads: Mapping[str, int] | None = None,
 ) -> RouteDecision:
     """First matching rule wins. ``states[team]`` are the team's reps with their counts.
+    ``max_wait``: the budget of a calendar-clock SLA, which skips reps who open later (see
+    :func:`rules.assign.pick_rep`); ``None`` for a business-hours SLA or none.
 
     Nobody available under the matching rule: the fallback managers get the lead, so nothing
     is dropped; the decision says so and lists who was skipped and why.

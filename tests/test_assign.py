@@ -349,3 +349,35 @@ def test_a_weight_must_be_positive(weight: float) -> None:
 def test_a_pick_needs_an_aware_now() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         pick([RepState("lea")], now=datetime(2026, 6, 1, 9))
+
+
+# Working hours under a business-hours SLA (max_wait None): prefer, never drop
+
+
+def test_a_rep_open_now_is_preferred_and_the_closed_one_is_listed_with_their_opening() -> None:
+    new_york = WorkCalendar("America/New_York", parse_hours({"mon-fri": "09:00-17:00"}), "US-NY")
+    berlin_office = WorkCalendar("Europe/Berlin", OFFICE, "DE-NI")
+    team = [RepState("sam", calendar=new_york), RepState("jonas", calendar=berlin_office)]
+    result = pick(team, now=berlin(2026, 3, 10, 9), max_wait=None)
+    assert result.rep == "jonas"
+    assert result.skipped == (Skip("sam", "outside working hours until 2026-03-10T09:00-04:00"),)
+
+
+def test_when_nobody_is_open_the_lead_still_goes_to_a_member() -> None:
+    office = WorkCalendar("Europe/Berlin", OFFICE, "DE-NI")
+    team = [RepState("jonas", calendar=office), RepState("lea", calendar=office)]
+    saturday = berlin(2026, 11, 28, 11)
+    result = pick(team, now=saturday, max_wait=None)
+    assert result.rep in ("jonas", "lea") and result.skipped == ()
+    assert result.reason.endswith("nobody is open now, the SLA starts at the rep's next opening")
+
+
+def test_a_closed_rep_whose_leave_starts_before_they_open_again_is_away() -> None:
+    leaving = WorkCalendar(
+        "Europe/Berlin", OFFICE, "DE-NI", [(date(2026, 12, 23), date(2027, 1, 2))]
+    )
+    result = pick(
+        [RepState("jonas", calendar=leaving)], now=berlin(2026, 12, 22, 20), max_wait=None
+    )
+    assert result.rep is None
+    assert result.skipped == (Skip("jonas", "away from 2026-12-23 until 2027-01-02"),)

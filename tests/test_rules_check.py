@@ -245,3 +245,59 @@ def test_a_failing_rule_test_shows_expected_and_got_and_the_rule_hits(config_dir
         "    rule hits: large company +20, decision maker +15, DACH +10, demo request +50",
     ]
     assert lines[-1] == "8 passed, 1 failed"
+
+
+def test_a_failed_route_says_who_was_skipped_and_why_as_of_now(config_dir: Path) -> None:
+    # Given: a case that expects jonas, run on a Monday of his Christmas leave
+    (config_dir / "tests" / "leave.yaml").write_text(
+        "- name: jonas gets the big DACH demo request\n"
+        "  contact: {email: eva@bigcorp.de, company_size: 5000, country: DE, title: Head of IT}\n"
+        "  events: [{type: form, form: demo-request}]\n"
+        "  expect: {route: {rep: jonas}}\n",
+        encoding="utf-8",
+    )
+    now = "2026-12-28T10:00:00+01:00"
+    result = runner.invoke(app, ["--config", str(config_dir), "rules", "test", "--now", now])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("FAIL "))
+    assert lines[start + 1 :][:4] == [
+        "    route.rep: expected 'jonas', got 'lea'",
+        "    rule hits: large company +20, decision maker +15, DACH +10, demo request +50",
+        "    route: rule 'enterprise DACH': round robin: lea was the only one available",
+        "      skipped jonas: away until 2027-01-02",
+    ]
+    # and the same case passes on a day jonas is back, whoever the draw favours otherwise
+    later = runner.invoke(
+        app, ["--config", str(config_dir), "rules", "test", "--now", "2027-01-04T10:00:00+01:00"]
+    )
+    assert "skipped jonas" not in later.stdout
+
+
+def test_rules_test_refuses_a_now_that_is_not_a_time(config_dir: Path) -> None:
+    result = runner.invoke(app, ["--config", str(config_dir), "rules", "test", "--now", "monday"])
+    assert result.exit_code == 2
+    assert "--now" in result.output
+
+
+def test_an_unknown_expect_key_is_located_with_a_did_you_mean(
+    config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (config_dir / "tests" / "typo.yaml").write_text(
+        "- name: a typo in expect\n"
+        "  contact: {email: eva@bigcorp.de}\n"
+        "  expect: {mql: false, scroe: 3, route: {tem: enterprise-dach}}\n",
+        encoding="utf-8",
+    )
+    code, out = check(config_dir, monkeypatch)
+    assert code == 1
+    assert (
+        located(
+            config_dir, "tests/typo.yaml", "scroe", "unknown key 'scroe' (did you mean 'score'?)"
+        )
+        in out
+    )
+    assert (
+        located(config_dir, "tests/typo.yaml", "tem:", "unknown key 'tem' (did you mean 'team'?)")
+        in out
+    )

@@ -93,6 +93,7 @@ def test_a_rule_change_is_replayed_over_the_stored_leads(history: Settings) -> N
         "gain_mql": 1,
         "lose_mql": 1,
         "route_changes": 1,
+        "policy_changes": 0,
         "mean_score_shift": 15.0,  # (-10 - 30 + 50 + 50) / 4
         "contacts_changed": 4,
     }
@@ -137,9 +138,10 @@ def test_the_report_reads_summary_first_then_each_contact_masked(history: Settin
     lines = result.stdout.splitlines()
     assert lines[0].startswith("rules v4 (")
     assert "all stored events" in lines[0]
+    # the lead from 60 days ago: 10 points less, decayed to 2.5
     assert lines[1] == (
         "contacts compared: 5, gain MQL: 1, lose MQL: 1, route changes: 1, "
-        "mean score shift: +11.5"  # the lead from 60 days ago: 10 points less, decayed to 2.5
+        "SLA policy changes: 0, mean score shift: +11.5"
     )
     assert "m***@kleinteil.de: score 25.0 → 75.0 (+50.0), MQL no → yes" in lines
     block = lines[lines.index("j***@mb-nord.de: score 85.0 → 55.0 (-30.0), MQL yes → no") :]
@@ -177,3 +179,43 @@ def test_the_rules_to_compare_against_can_be_a_git_ref(history: Settings) -> Non
     bad = diff(history, "--against", "no-such-branch")
     assert bad.exit_code == 2
     assert "'no-such-branch' is neither a directory nor a git ref" in bad.output
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_change_of_sla_policy_is_counted_and_listed_even_when_no_route_changes(
+    history: Settings,
+) -> None:
+    # Given: the two stored MQLs (hot at the fair, 85 points) are on the 4h standard SLA; the
+    # change makes every hot fair contact a 5-minute lead
+    old = history.config_dir.parent / "old-rules"
+    shutil.copytree(history.config_dir, old)
+    edit(history.config_dir / "sla.yaml", "when: score >= 90 or", "when: score >= 80 or")
+    # When
+    result = diff(history, "--against", str(old))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    # Then: no route changes, but two SLA policy changes, each shown
+    assert lines[1].startswith(
+        "contacts compared: 5, gain MQL: 0, lose MQL: 0, route changes: 0, SLA policy changes: 2,"
+    )
+    block = lines[lines.index("e***@bigcorp.de: score 85.0 → 85.0 (+0.0), MQL yes → yes") :]
+    assert block[1] == "    SLA: standard (4h) → hot (5m)"
+    report = json.loads(diff(history, "--against", str(old), "--json").stdout)
+    assert report["summary"]["policy_changes"] == 2
+    changed = {c["email"]: c for c in report["contacts"]}
+    assert changed["j***@mb-nord.de"]["new"]["sla"] == {"policy": "hot", "respond_within": "5m"}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_empty_store_is_said_plainly(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    settings = make_settings(database_url=database_url)
+    Store(settings.database_url).close()
+    result = diff(settings, "--against", str(settings.config_dir))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "the store holds no contacts to replay"
+    recent = diff(settings, "--against", str(settings.config_dir), "--since", "30d")
+    assert recent.stdout.splitlines()[-1] == (
+        "the store holds no contacts with events in the last 30d"
+    )

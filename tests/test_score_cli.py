@@ -65,13 +65,19 @@ def days_ago(days: float, **event: Any) -> dict[str, Any]:
     return {**event, "at": at.isoformat()}
 
 
-def score(config_dir: Path, *lines: str, now: str = NOW, flags: tuple[str, ...] = ("--json",)):
+def score(
+    config_dir: Path,
+    *lines: str,
+    now: str = NOW,
+    flags: tuple[str, ...] = ("--json",),
+    exit_code: int = 0,
+):
     result = runner.invoke(
         app,
         ["--config", str(config_dir), "score", "-", "--now", now, *flags],
         input="\n".join(lines) + "\n",
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     if "--json" not in flags:
         return result.stdout
     return [json.loads(text) for text in result.stdout.splitlines()]
@@ -143,6 +149,7 @@ def test_a_bad_line_yields_an_error_object_and_the_others_go_on(config_dir: Path
         json.dumps({"events": []}),
         json.dumps({"contact": {"email": "ok@bigcorp.de", "company_size": "viele"}}),
         line({"email": "tom@bigcorp.de"}),
+        exit_code=1,
     )
     assert [o["line"] for o in out] == [1, 2, 3, 4, 5, 6]
     assert "score" in out[0] and "score" in out[5]
@@ -184,6 +191,67 @@ def test_explain_lists_every_hit_and_the_route(config_dir: Path) -> None:
         "    engagement  demo request: +50",
     ]
     assert lines[5].startswith("    route: rule 'enterprise DACH': ")
+
+
+def test_a_refused_line_makes_the_command_exit_1_after_scoring_the_others(
+    config_dir: Path,
+) -> None:
+    good = line({"email": "eva@bigcorp.de"})
+    done = subprocess.run(
+        [*COMMAND, "--config", str(config_dir), "score", "--now", NOW],
+        input="\n".join([good, "{not json", good]),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert [text.split(":")[0] for text in done.stdout.splitlines()] == [
+        "line 1",
+        "line 2",
+        "line 3",
+    ]
+    assert "1 line(s) refused" in done.stderr
+
+
+def test_explain_says_how_far_a_contact_is_from_the_threshold(rules: Path) -> None:
+    # Given: 20 fit and webinars worth 10 + 5 + 2.5 after decay: 37.5 of 60
+    webinars = [days_ago(age, type="webinar") for age in (0, 10, 20)]
+    text = score(rules, line(BIG, *webinars), flags=("--explain",))
+    assert text.splitlines()[0].endswith("score 37.5 (fit 20.0, engagement 17.5): not an MQL")
+    assert "    not an MQL: 22.5 points short of 60" in text.splitlines()
+
+
+def test_explain_names_an_unmet_minimum_of_requires(rules: Path) -> None:
+    # Given: two demo requests (80) but a free-mail address: fit 20 - 15 = 5, below 10
+    contact = line(
+        {"email": "eva@gmail.com", "company_size": 500},
+        {"type": "form", "at": NOW},
+        {"type": "form", "at": NOW},
+    )
+    text = score(rules, contact, flags=("--explain",))
+    assert "    not an MQL: requires fit >= 10, has 5" in text.splitlines()
+
+
+def test_json_gives_the_fallback_managers_as_a_field(config_dir: Path) -> None:
+    # Given: a team whose only member is away
+    (config_dir / "team.yaml").write_text(
+        """
+teams:
+  enterprise-dach: {manager: anna, members: [jonas]}
+  inside-sales: {manager: anna, members: [jonas]}
+reps:
+  anna: {name: Anna Schulz, email: anna@example.com}
+  jonas:
+    name: Jonas Weber
+    email: jonas@example.com
+    away: [{from: 2026-11-01, to: 2026-11-30}]
+""",
+        encoding="utf-8",
+    )
+    contact = {"email": "eva@bigcorp.de", "company_size": 5000, "country": "DE"}
+    out = score(config_dir, line(contact, {"type": "form", "form": "demo-request", "at": NOW}))
+    route = out[0]["route"]
+    assert route["rep"] is None and route["fallback"] == ["anna"]
+    assert route["skipped"] == [{"rep": "jonas", "reason": "away until 2026-11-30"}]
 
 
 # --- scoring semantics, exactly as the contract states ----------------------------------------
@@ -288,7 +356,7 @@ def test_scoring_in_several_processes_gives_the_same_lines_in_the_same_order(
             capture_output=True,
             text=True,
         )
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 1, done.stderr  # the broken lines were refused
         return done.stdout
 
     # When: scored in one process and in two

@@ -469,13 +469,24 @@ def rules_check(config: ConfigOpt = None) -> None:
 
 
 @rules_app.command("test")
-def rules_test(config: ConfigOpt = None) -> None:
+def rules_test(
+    now: Annotated[
+        str | None,
+        typer.Option(help="Run the cases as of this ISO 8601 time (a case's own now: wins)."),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
     """Run the cases in config/tests/; prints `N passed, N failed`."""
     from worker.commands.ruletests import run_rule_tests
 
     settings = _settings(config)
+    try:
+        at = _parse_now(now)
+    except ValueError as exc:
+        _err(f"--now: {exc}")
+        raise typer.Exit(2) from None
     loaded = _config(settings, with_tests=True)
-    passed, failed = run_rule_tests(loaded, _echo)
+    passed, failed = run_rule_tests(loaded, _echo, at)
     _echo(f"{passed} passed, {failed} failed")
     raise typer.Exit(1 if failed else 0)
 
@@ -541,7 +552,8 @@ def score(
     ] = 1,
     config: ConfigOpt = None,
 ) -> None:
-    """Score contacts with the rules as they are, touching nothing."""
+    """Score contacts with the rules as they are, touching nothing. Exits 1 when a line was
+    refused."""
     from worker.commands.score import score_stream
 
     settings = _settings(config)
@@ -557,7 +569,7 @@ def score(
         _err(f"cannot read {file}: {exc.strerror}")
         raise typer.Exit(2) from None
     try:
-        score_stream(
+        refused = score_stream(
             loaded,
             stream,
             sys.stdout,
@@ -569,6 +581,9 @@ def score(
     finally:
         if stream is not sys.stdin:
             stream.close()
+    if refused:
+        _err(f"{refused} line(s) refused")
+        raise typer.Exit(1)
 
 
 def _iso(value: Any) -> str:
@@ -1080,9 +1095,7 @@ def nurture_plan(
 
 
 @nurture_app.command("status")
-def nurture_status(
-    as_json: Annotated[bool, JsonOpt] = False, config: ConfigOpt = None
-) -> None:
+def nurture_status(as_json: Annotated[bool, JsonOpt] = False, config: ConfigOpt = None) -> None:
     """Per sequence: active, finished, exited by reason, e-mails sent, call tasks, refusals."""
     from worker.pipeline.nurture import describe_status, status
 

@@ -14,11 +14,14 @@ from sqlalchemy.orm import Session
 
 from connectors.sources.base import RawRecord
 from rules.contact import FieldError
+from rules.decision import sla_clock
+from rules.expr import Context
 from rules.routing import RouteDecision, choose_sla
 from worker.commands.stage import find_contact
 from worker.pipeline.ingest import prepare, store_prepared
 from worker.pipeline.notify import local_time_text
-from worker.pipeline.route import Routing, account_facts, hand_over, lead_context
+from worker.pipeline.route import Routing, account_facts, hand_over, lead_view
+from worker.pipeline.score import event_facts
 from worker.runtime.app import App
 from worker.store.models import Assignment, Contact, DeadLetter, Event, Quarantine, StageChange
 
@@ -263,11 +266,16 @@ def assign_lead(app: App, lead: str, rep: str, by: str | None, now: datetime) ->
             strategy="manager",
             reason=f"{who} gave the lead to {rep}",
         )
-        within = policy.policy.respond_within if policy else None
+        terms = policy.policy if policy else None
+        due = (
+            sla_clock(now, terms.respond_within, terms.clock, config.calendars.get(rep))[1]
+            if terms
+            else None
+        )
         if current is not None:
             current.status = "reassigned"
             session.flush()
-        routing = Routing(event, decision, policy, within, counters={})
+        routing = Routing(event, decision, policy, due, counters={})
         messages = hand_over(session.connection(), config, contact, routing, now)
         due = session.scalar(
             select(Assignment.due_at)
@@ -302,4 +310,5 @@ def _policy_for(
     if prior is not None:
         return next((p for p in config.sla if p.name == prior.sla_policy), None)
     account = account_facts(session.connection(), config, contact)
-    return choose_sla(config.sla, lead_context(contact, event, account, now))
+    facts = event_facts(event) if event else None
+    return choose_sla(config.sla, Context(lead_view(contact), facts, account, now))

@@ -2,8 +2,8 @@
 
 The stored contacts and their events are replayed under two rule sets at the same ``now``:
 the rules as they are (``new``) and the ones named by ``--against`` (``old``), a directory or
-a git ref. Nothing is written. Routing is compared by rule and team; the rep within a team
-depends on live counts and is left out.
+a git ref. Nothing is written. Routing is compared by rule and team (the rep within a team
+depends on live counts and is left out), and the SLA policy by name and time to respond.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from config.loader import Config, load_config
 from config.settings import Settings
 from rules.contact import mask_email
 from rules.scoring import r1
-from worker.commands.evaluate import decide
+from worker.commands.evaluate import judge
 from worker.pipeline.route import account_facts
 from worker.pipeline.score import event_facts
+from worker.pipeline.sla import span
 from worker.store.db import Store
 from worker.store.models import Contact, Event
 
@@ -45,6 +46,7 @@ class Outcome:
     disqualified: str | None
     points: dict[str, float]
     route: tuple[str, str | None] | None  # (rule, team) when routed
+    policy: tuple[str, str] | None = None  # (SLA policy, its time to respond) when routed
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +54,9 @@ class Outcome:
             "mql": self.mql,
             "disqualified": self.disqualified,
             "route": None if self.route is None else {"rule": self.route[0], "team": self.route[1]},
+            "sla": None
+            if self.policy is None
+            else {"policy": self.policy[0], "respond_within": self.policy[1]},
         }
 
 
@@ -87,11 +92,17 @@ class ContactDiff:
         return self.old.mql and self.new.mql and self.old.route != self.new.route
 
     @property
+    def policy_changed(self) -> bool:
+        """The SLA policy differs for a contact that is an MQL under both rule sets."""
+        return self.old.mql and self.new.mql and self.old.policy != self.new.policy
+
+    @property
     def changed(self) -> bool:
         return bool(
             self.gained
             or self.lost
             or self.route_changed
+            or self.policy_changed
             or self.by_rule
             or self.old.disqualified != self.new.disqualified
         )
@@ -106,6 +117,7 @@ class ContactDiff:
             "by_rule": {name: r1(shift) for name, shift in self.by_rule.items()},
             "mql_change": "gain" if self.gained else "lose" if self.lost else None,
             "route_changed": self.route_changed,
+            "policy_changed": self.policy_changed,
         }
 
 
@@ -133,6 +145,10 @@ class DiffReport:
         return sum(1 for c in self.changes if c.route_changed)
 
     @property
+    def policy_changes(self) -> int:
+        return sum(1 for c in self.changes if c.policy_changed)
+
+    @property
     def mean_shift(self) -> float:
         return self.shift_total / self.compared if self.compared else 0.0
 
@@ -142,6 +158,7 @@ class DiffReport:
             "gain_mql": self.gain,
             "lose_mql": self.lose,
             "route_changes": self.route_changes,
+            "policy_changes": self.policy_changes,
             "mean_score_shift": r1(self.mean_shift),
             "contacts_changed": len(self.changes),
         }
@@ -164,12 +181,19 @@ class DiffReport:
             f"{self.against} v{self.old_ruleset['version']} ({self.old_ruleset['hash']}), "
             f"{window}, as of {self.now.isoformat(timespec='seconds')}",
             f"contacts compared: {self.compared}, gain MQL: {self.gain}, lose MQL: {self.lose}, "
-            f"route changes: {self.route_changes}, mean score shift: {self.mean_shift:+.1f}",
+            f"route changes: {self.route_changes}, SLA policy changes: {self.policy_changes}, "
+            f"mean score shift: {self.mean_shift:+.1f}",
         ]
         for change in self.changes:
             lines.append(_render_change(change))
-        if not self.changes:
-            lines.append("no contact scores or routes differently")
+        if not self.compared:
+            lines.append(
+                "the store holds no contacts to replay"
+                if self.since is None
+                else f"the store holds no contacts with events in the last {_span(self)}"
+            )
+        elif not self.changes:
+            lines.append("no contact scores, routes or gets an SLA differently")
         return "\n".join(lines)
 
 
@@ -195,7 +219,13 @@ def _render_change(change: ContactDiff) -> str:
         text += f"\n    {name}: {shift:+.1f}"
     if old.route != new.route and (old.mql or new.mql):
         text += f"\n    route: {_route(old.route)} → {_route(new.route)}"
+    if old.policy != new.policy and (old.mql or new.mql):
+        text += f"\n    SLA: {_policy(old.policy)} → {_policy(new.policy)}"
     return text
+
+
+def _policy(policy: tuple[str, str] | None) -> str:
+    return "-" if policy is None else f"{policy[0]} ({policy[1]})"
 
 
 def _yes(flag: bool) -> str:
@@ -304,7 +334,14 @@ def diff_rules(
             if change.changed:
                 report.changes.append(change)
     report.changes.sort(
-        key=lambda c: (not c.gained, not c.lost, not c.route_changed, -abs(c.shift), c.email)
+        key=lambda c: (
+            not c.gained,
+            not c.lost,
+            not c.route_changed,
+            not c.policy_changed,
+            -abs(c.shift),
+            c.email,
+        )
     )
     return report
 
@@ -341,14 +378,16 @@ def _outcome(
     account: dict[str, Any],
 ) -> Outcome:
     # As the score step reads it: the stored contact was normalised when it was taken in.
-    result, route, _sla = decide(config, contact.fields, events, now, account)
+    result, made = judge(config, contact.fields, events, now, account)
     points: dict[str, float] = {}
     for hit in result.hits:
         points[hit.rule] = points.get(hit.rule, 0.0) + hit.points
+    policy = made.policy if made is not None else None
     return Outcome(
         score=result.score,
         mql=result.mql,
         disqualified=result.disqualified,
         points=points,
-        route=(route.rule, route.team) if route is not None else None,
+        route=(made.route.rule, made.route.team) if made is not None else None,
+        policy=None if policy is None else (policy.name, span(policy.policy.respond_within)),
     )

@@ -46,16 +46,24 @@ def check_case(config: Config, test: RuleTest, now: datetime) -> list[str]:
             compare(
                 f"route.{key}", getattr(expect.route, key), getattr(route, key) if route else None
             )
+    route_failed = any(diff.startswith("route.") for diff in diffs)
     compare("sla", expect.sla, sla["policy"] if sla else None)
     if diffs:
         hits = ", ".join(f"{h.rule} {h.points:+g}" for h in result.hits) or "none"
         diffs.append(f"rule hits: {hits}")
+    if route_failed and route is not None:
+        diffs.append(f"route: {route.reason}")
+        diffs += [f"  skipped {skip.name}: {skip.reason}" for skip in route.skipped]
     return diffs
 
 
-def run_rule_tests(config: Config, echo: Callable[[str], None]) -> tuple[int, int]:
+def run_rule_tests(
+    config: Config, echo: Callable[[str], None], now: datetime | None = None
+) -> tuple[int, int]:
+    """Run every case at ``now`` (a case's own ``now:`` wins; default: the clock); returns
+    (passed, failed)."""
     passed = failed = 0
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     for test in config.tests:
         diffs = check_case(config, test, now)
         if diffs:

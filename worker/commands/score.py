@@ -67,32 +67,46 @@ def score_stream(
     as_json: bool,
     explain: bool,
     jobs: int = 1,
-) -> None:
+) -> int:
     """Score every line and write the results in input order; ``jobs`` > 1 scores chunks of
-    lines in that many forked processes (where the platform can fork)."""
+    lines in that many forked processes (where the platform can fork). Returns how many lines
+    were refused (not JSON, no contact, a field that cannot be read)."""
     numbered = enumerate(lines, start=1)
+    refused = 0
     with _few_collections():
         if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
-            _score_forked(config, numbered, out, now, as_json, explain, jobs)
-            return
+            return _score_forked(config, numbered, out, now, as_json, explain, jobs)
         if not _regular_file(lines):
             for number, line in numbered:
                 if line.strip():
-                    out.write(_render(config, number, line, now, as_json, explain))
-            return
+                    text = _render(config, number, line, now, as_json, explain)
+                    refused += _refused(text, as_json)
+                    out.write(text)
+            return refused
         # Read from a file, nobody waits for each line's answer: results go out a few hundred
         # at a time (fewer writes when stdout is unbuffered), in the same order and bytes.
         pending: list[str] = []
         try:
             for number, line in numbered:
                 if line.strip():
-                    pending.append(_render(config, number, line, now, as_json, explain))
+                    text = _render(config, number, line, now, as_json, explain)
+                    refused += _refused(text, as_json)
+                    pending.append(text)
                     if len(pending) >= _BATCH:
                         out.write("".join(pending))
                         pending.clear()
         finally:
             if pending:
                 out.write("".join(pending))
+    return refused
+
+
+def _refused(text: str, as_json: bool) -> int:
+    """1 when ``text``, one line's output, is a refusal: an error object (a result always
+    starts with its score) or the human ``line N: error:``."""
+    if as_json:
+        return 1 if text.startswith('{"error"') else 0
+    return 1 if ": error: " in text.partition("\n")[0] else 0
 
 
 _BATCH = 256
@@ -136,7 +150,7 @@ def _render(
         if isinstance(assessed, dict):
             return _dumps({**assessed, "line": number}) + "\n"
         return _json_line(config, *assessed, number)
-    return _human(number, score_line(config, line, now), explain) + "\n"
+    return _human(config, number, _assess_line(config, line, now), explain) + "\n"
 
 
 # ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))`` without a new encoder per call.
@@ -164,9 +178,11 @@ def _json_line(
                 for skip in route.skipped
             ]
         )
+        fallback = ",".join([_value(name) for name in route.fallback])
         route_json = (
             f'{{"rule":{_value(route.rule)},"team":{_value(route.team)},'
-            f'"rep":{_value(route.rep)},"reason":{_value(route.reason)},"skipped":[{skipped}]}}'
+            f'"rep":{_value(route.rep)},"reason":{_value(route.reason)},"skipped":[{skipped}],'
+            f'"fallback":[{fallback}]}}'
         )
     else:
         route_json = "null"
@@ -267,35 +283,48 @@ def _score_forked(
     as_json: bool,
     explain: bool,
     jobs: int,
-) -> None:
+) -> int:
     """Chunks go to a pool of forked scorers; results are written in input order, and only
-    a few chunks per process are in flight, so a million lines from a pipe never pile up."""
+    a few chunks per process are in flight, so a million lines from a pipe never pile up.
+    Returns how many lines were refused."""
     _forked.update(config=config, now=now, as_json=as_json, explain=explain)
-    pending: deque[AsyncResult[str]] = deque()
+    pending: deque[AsyncResult[tuple[str, int]]] = deque()
+    refused = 0
     with multiprocessing.get_context("fork").Pool(jobs) as pool:
         while True:
             chunk = list(itertools.islice(numbered, _CHUNK))
             if chunk:
                 pending.append(pool.apply_async(_score_chunk, (chunk,)))
             while pending and (len(pending) > 2 * jobs or not chunk):
-                out.write(pending.popleft().get())
+                text, bad = pending.popleft().get()
+                out.write(text)
+                refused += bad
             if not chunk:
                 break
     _forked.clear()
+    return refused
 
 
-def _score_chunk(chunk: list[tuple[int, str]]) -> str:
+def _score_chunk(chunk: list[tuple[int, str]]) -> tuple[str, int]:
     state = _forked
-    return "".join(
+    texts = [
         _render(state["config"], number, line, state["now"], state["as_json"], state["explain"])
         for number, line in chunk
         if line.strip()
-    )
+    ]
+    return "".join(texts), sum(_refused(text, state["as_json"]) for text in texts)
 
 
-def _human(number: int, result: dict[str, Any], explain: bool) -> str:
-    if "error" in result:
-        return f"line {number}: error: {result['error']}"
+def _human(
+    config: Config,
+    number: int,
+    assessed: dict[str, Any] | tuple[ScoreResult, RouteDecision | None, dict[str, Any] | None],
+    explain: bool,
+) -> str:
+    if isinstance(assessed, dict):
+        return f"line {number}: error: {assessed['error']}"
+    outcome, route, sla = assessed
+    result = outcome.summary()
     verdict = "MQL" if result["mql"] else "not an MQL"
     if result["disqualified"]:
         verdict = f"disqualified ({result['disqualified']})"
@@ -303,18 +332,34 @@ def _human(number: int, result: dict[str, Any], explain: bool) -> str:
         f"line {number}: score {result['score']} (fit {result['fit']}, engagement "
         f"{result['engagement']}): {verdict}"
     )
-    route = result.get("route")
     if route:
-        text += f" → {route['rep'] or 'fallback'}" + (
-            f" in {route['team']}" if route["team"] else ""
-        )
-    if result.get("sla"):
-        text += f", SLA {result['sla']['policy']} due {result['sla']['due']}"
+        whom = route.rep or "fallback " + (", ".join(route.fallback) or "(nobody)")
+        text += f" → {whom}" + (f" in {route.team}" if route.team else "")
+    if sla:
+        text += f", SLA {sla['policy']} due {sla['due']}"
     if explain:
         for hit in result["hits"]:
             text += f"\n    {hit['kind']:<11} {hit['rule']}: {hit['points']:+g}"
+        if not outcome.mql and not outcome.disqualified:
+            text += f"\n    not an MQL: {short_of(config, outcome)}"
         if route:
-            text += f"\n    route: {route['reason']}"
-            for skip in route["skipped"]:
-                text += f"\n      skipped {skip['rep']}: {skip['reason']}"
+            text += f"\n    route: {route.reason}"
+            for skip in route.skipped:
+                text += f"\n      skipped {skip.name}: {skip.reason}"
     return text
+
+
+def short_of(config: Config, result: ScoreResult) -> str:
+    """How far a contact that is not disqualified is from being an MQL: ``12.5 points short
+    of 60`` and each unmet minimum of ``requires``, on the unrounded figures."""
+    ruleset = config.ruleset
+    parts: list[str] = []
+    if result.score < ruleset.threshold:
+        gap = r1(ruleset.threshold - result.score)
+        points = f"{gap:g} points" if gap else "less than 0.1 points"
+        parts.append(f"{points} short of {ruleset.threshold:g}")
+    for name, minimum in ruleset.requires.items():
+        value = getattr(result, name)
+        if value < minimum:
+            parts.append(f"requires {name} >= {minimum:g}, has {r1(value):g}")
+    return "; ".join(parts) or "every condition holds"

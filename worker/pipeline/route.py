@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,9 +24,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm.attributes import set_committed_value
 
 from config.loader import Config
-from rules.assign import RepState, Skip
-from rules.expr import Context
-from rules.routing import RouteDecision, choose_sla, decide_route, due_time
+from rules import decision
+from rules.assign import RepState
+from rules.calendar import WorkCalendar
+from rules.routing import RouteDecision
 from rules.scoring import contact_view
 from rules.sla import plan_timers
 from worker.pipeline import handover
@@ -105,9 +105,8 @@ _LOCK_COUNTERS = (
 )
 
 
-def lead_context(
-    contact: Contact, event: Event | None, account: dict[str, Any], now: datetime
-) -> Context:
+def lead_view(contact: Contact) -> dict[str, Any]:
+    """The stored contact as routing and SLA rules read it: its fields and its score."""
     view = contact_view(contact.fields)
     view.update(
         score=contact.score,
@@ -115,9 +114,7 @@ def lead_context(
         engagement=contact.engagement,
         mql=contact.mql_at is not None,
     )
-    return Context(
-        contact=view, event=event_facts(event) if event else None, account=account, now=now
-    )
+    return view
 
 
 def account_facts(connection: Connection, config: Config, contact: Contact) -> dict[str, Any]:
@@ -250,7 +247,7 @@ def route_locked(
     messages = hand_over(
         connection, config, contact, routing, now, known, claim=claim, assignment_id=assignment_id
     )
-    log.info("routed lead %s: %s", contact.id, routing.decision.reason)
+    log.info("routed lead %s: %s", contact.id, routing.explanation)
     return messages
 
 
@@ -272,8 +269,9 @@ class Routing:
     event: Event | None
     decision: RouteDecision
     policy: Any  # the SLA policy chosen (config.loader.CompiledSla), or None
-    within: timedelta | None
+    due: datetime | None
     counters: Mapping[str, Mapping[str, Row[Any]]]  # team -> rep -> locked counter row
+    explanation: str = ""
 
 
 def decide(
@@ -285,10 +283,11 @@ def decide(
     known: Known | None = None,
     account: dict[str, Any] | None = None,
 ) -> Routing:
-    """Where the lead goes now. ``exclude``: reps who must not get it again because they let
-    its SLA pass; they are listed as skipped, and an excluded account owner is passed over.
-    ``known``: see :func:`route_locked`; else the latest processed event is read.
-    ``account``: the lead's :func:`account_facts` when the caller has read them."""
+    """Where the lead goes now, by :func:`rules.decision.decide` with the store's state.
+    ``exclude``: reps who must not get it again because they let its SLA pass; they are listed
+    as skipped, and an excluded account owner is passed over. ``known``: see
+    :func:`route_locked`; else the latest processed event is read. ``account``: the lead's
+    :func:`account_facts` when the caller has read them."""
     if known is not None:
         event = known.event
     else:
@@ -296,24 +295,17 @@ def decide(
         event = snapshot(Event, row) if row else None
     if account is None:
         account = account_facts(connection, config, contact)
-    ctx = lead_context(contact, event, account, now)
-    policy = choose_sla(config.sla, ctx)
-    within = policy.policy.respond_within if policy else None
-    states = _TeamStates(lambda team: team_states(connection, config, team, now), exclude)
-    owner = account.get("owner")
-    decision = decide_route(
-        config.routing,
-        ctx,
-        states=states,
-        account_owner=None if owner in exclude else owner,
-        fallback=config.fallback,
-        max_wait=within,
-        seed=random.SystemRandom().randrange(2**31),
+    state = StoreSnapshot(connection, config, now, account)
+    made = decision.decide(
+        config,
+        lead_view(contact),
+        event_facts(event) if event else None,
+        state,
+        now,
+        seed=decision.seed_for(contact.email),
+        passed_over=exclude,
     )
-    if exclude:
-        passed = tuple(Skip(rep, "let the SLA on this lead pass") for rep in sorted(exclude))
-        decision = replace(decision, skipped=passed + decision.skipped)
-    return Routing(event, decision, policy, within, states.counters)
+    return Routing(event, made.route, made.policy, made.due, state.counters, made.explanation)
 
 
 def hand_over(
@@ -380,42 +372,39 @@ def _given(message: Message) -> dict[str, Any]:
     return {column.key: given[column.key] for column in MESSAGES.c if column.key in given}
 
 
-class _TeamStates(Mapping[str, list[RepState]]):
-    """Team states made when routing asks for a team: only the first matching rule's team is
-    counted and its counters locked, not every team a later rule names (speed to lead, and
-    no needless lock on other teams' counters). ``exclude``d reps are left out."""
+class StoreSnapshot:
+    """The team state routing reads from the store (:class:`rules.decision.TeamSnapshot`):
+    only the teams a matching rule names are counted and their counters locked, not every
+    team a later rule names (speed to lead, and no needless lock on other teams' counters)."""
 
     def __init__(
-        self,
-        make: Callable[[str], tuple[list[RepState], dict[str, Row[Any]]]],
-        exclude: Collection[str],
+        self, connection: Connection, config: Config, now: datetime, account: dict[str, Any]
     ) -> None:
-        self._make = make
-        self._exclude = exclude
+        self._connection = connection
+        self._config = config
+        self._now = now
+        self.account = account
         self._made: dict[str, list[RepState]] = {}
         self.counters: dict[str, dict[str, Row[Any]]] = {}
 
-    def __getitem__(self, team: str) -> list[RepState]:
+    def members(self, team: str) -> list[RepState]:
         if team not in self._made:
-            states, self.counters[team] = self._make(team)
-            self._made[team] = [s for s in states if s.name not in self._exclude]
+            if team not in self._config.team.teams:
+                return []
+            states, self.counters[team] = team_states(
+                self._connection, self._config, team, self._now
+            )
+            self._made[team] = states
         return self._made[team]
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._made)
-
-    def __len__(self) -> int:
-        return len(self._made)
+    def calendar(self, rep: str) -> WorkCalendar | None:
+        return self._config.calendars.get(rep)
 
 
 def _assignment_values(
     config: Config, contact: Contact, routing: Routing, now: datetime
 ) -> dict[str, Any]:
-    decision, policy, within = routing.decision, routing.policy, routing.within
-    due = None
-    if within is not None:
-        calendar = config.calendars.get(decision.answerer or "")
-        due = due_time(now, within, policy.policy.clock, calendar)
+    decision, policy = routing.decision, routing.policy
     return {
         "contact_id": contact.id,
         "event_id": routing.event.id if routing.event else None,
@@ -427,7 +416,7 @@ def _assignment_values(
         "skipped": [{"rep": s.name, "reason": s.reason} for s in decision.skipped],
         "seed": decision.seed,
         "sla_policy": policy.name if policy else None,
-        "due_at": due,
+        "due_at": routing.due,
         "status": "open",
         "public_id": new_public_id(),
         "created_at": now,

@@ -287,7 +287,7 @@ def _facts(
         "sla": {
             "policy": assignment.sla_policy,
             "due": local_time_text(config, viewer or rep, assignment.due_at),
-            "within": _span(policy.respond_within) if policy else "?",
+            "within": span(policy.respond_within) if policy else "?",
         },
         "accept_url": accept_link(config, assignment, viewer or rep),
     }
@@ -338,7 +338,7 @@ def _message(
     )
 
 
-def _span(delta: timedelta) -> str:
+def span(delta: timedelta) -> str:
     """``5m``, ``4h``, ``1h 30m``, ``2d``: how sla.yaml writes a budget."""
     minutes = round(delta.total_seconds() / 60)
     days, rest = divmod(minutes, 24 * 60)
