@@ -579,13 +579,47 @@ def status(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Queue depths and ages, dead letters, quarantine, SLA clocks, sources, heartbeats."""
-    from worker.commands.status import collect_status, render_status
+    """Queue depths and ages, dead letters, quarantine, SLA clocks, sources, heartbeats, the
+    clock leader and the alerts; exit 1 while an alert of alerts.yaml holds."""
+    from worker.commands.overview import overview, render_overview
+    from worker.commands.status import render_status
 
     settings = _settings(config)
     application = _open(settings, _config(settings))
-    data = collect_status(application)
-    _echo(json.dumps(data, indent=2, default=_iso) if as_json else render_status(data))
+    data = overview(application, datetime.now(UTC))
+    if as_json:
+        _echo(json.dumps(data, indent=2, default=_iso))
+    else:
+        _echo("\n".join([render_status(data), *render_overview(data)]))
+    if not data["healthy"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def alerts(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """The alerts of alerts.yaml: whether each holds now, and what the last check said."""
+    from worker.commands.status import collect_status
+    from worker.runtime.alerts import alert_metrics, alert_views
+
+    settings = _settings(config)
+    application = _open(settings, _config(settings))
+    now = datetime.now(UTC)
+    views = alert_views(
+        application, alert_metrics(application, collect_status(application, now), now)
+    )
+    if as_json:
+        _echo(json.dumps([v.as_dict() for v in views], indent=2, default=_iso))
+        return
+    if not views:
+        _echo("no alerts: describe them in alerts.yaml")
+    for v in views:
+        state = "FIRING" if v.firing else "ok"
+        since = f" since {_iso(v.since)}" if v.since else ""
+        now_text = "holds now" if v.holds else "does not hold now"
+        _echo(f"{state:6}  {v.name}: {v.when} ({now_text}){since}; tells {', '.join(v.notify)}")
 
 
 @dlq_app.command("list")

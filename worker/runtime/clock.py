@@ -21,12 +21,17 @@ from connectors.errors import ConnectorError
 from worker.pipeline.poll import import_inboxes, is_pulled, poll_source
 from worker.pipeline.sla import enqueue_due_timers
 from worker.pipeline.sweep import enqueue, find_pending
+from worker.runtime.alerts import check_alerts
 from worker.runtime.app import App
 from worker.store.models import Heartbeat
 
 log = logging.getLogger("leadwerk.clock")
 
 LEASE_MS = 5000
+
+
+def lease_key(app: App) -> str:
+    return f"leadwerk-{app.settings.redis_namespace}:clock-leader"
 
 
 class Leadership:
@@ -38,7 +43,7 @@ class Leadership:
             import redis
 
             self._client = redis.Redis.from_url(app.settings.redis_url, socket_timeout=2)
-        self.key = f"leadwerk-{app.settings.redis_namespace}:clock-leader"
+        self.key = lease_key(app)
         self.leading = self._client is None
 
     def renew(self) -> bool:
@@ -56,6 +61,23 @@ class Leadership:
             log.warning("clock lost Redis (%s); not leading", exc)
             self.leading = False
         return self.leading
+
+
+def clock_leader(app: App) -> str | None:
+    """Which clock leads now (``host:pid:...``), as the lease in Redis says; without Redis,
+    the single process's own clock. None when no clock holds the lease."""
+    if not app.settings.redis_url:
+        return "single-process mode: the clock of `leadwerk run`"
+    import redis
+
+    client = redis.Redis.from_url(app.settings.redis_url, socket_timeout=2)
+    try:
+        holder = client.get(lease_key(app))
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    return holder.decode() if holder else None
 
 
 def heartbeat(app: App, process: str, kind: str) -> None:
@@ -115,6 +137,13 @@ def start_clock(app: App, background: bool) -> BaseScheduler:
         "interval",
         seconds=10,
         id="inboxes",
+        max_instances=1,
+    )
+    scheduler.add_job(
+        leading(lambda: check_alerts(app, datetime.now(UTC))),
+        "interval",
+        seconds=60,
+        id="alerts",
         max_instances=1,
     )
     scheduler.add_job(
