@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     # and sends it again; keep it above the longest send (SMTP and Slack time out after 10 s).
     send_lease: float = Field(default=120.0, gt=0)
     admin_email: str | None = None
+    # Opens /admin/ and /metrics (a bearer token, or the dashboard's login form); unset,
+    # /admin/ answers 404 and /metrics answers only on loopback.
+    admin_token: SecretStr | None = None
 
     @classmethod
     def settings_customise_sources(

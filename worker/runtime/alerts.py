@@ -13,17 +13,27 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from config.loader import CompiledAlert, Config
-from rules.alerts import ALERT_METRICS, AlertState, next_state, worst_list_status
-from rules.expr import Context
+from rules.alerts import (
+    ALERT_METRICS,
+    LIST_STATUS_ORDER,
+    AlertState,
+    next_state,
+    worst_list_status,
+)
+from rules.expr import Context, FieldType
 from worker.commands.status import collect_status
 from worker.pipeline.notify import channel_for, message_id_domain
 from worker.runtime.app import App
@@ -225,3 +235,42 @@ def _shown(name: str, value: Any) -> str:
     if kind == "percent":
         return f"{value:.0%}"
     return str(value)
+
+
+class AlertCollector(Collector):
+    """Every figure alerts.yaml can read, on ``/metrics``: ``leadwerk_alert_metric{metric=}``
+    (durations in seconds, shares as fractions), ``leadwerk_list_status{status=}`` (1 for the
+    worst list status) and ``leadwerk_alert_firing{alert=}``."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def collect(self) -> Iterator[Metric]:
+        now = datetime.now(UTC)
+        try:
+            metrics = alert_metrics(self._app, collect_status(self._app, now), now)
+            views = alert_views(self._app, metrics)
+        except SQLAlchemyError as exc:
+            log.warning("metrics: the store did not answer: %s", type(exc).__name__)
+            return
+        values = GaugeMetricFamily(
+            "leadwerk_alert_metric",
+            "The figures alerts.yaml reads (seconds for durations, fractions for shares)",
+            labels=["metric"],
+        )
+        for name, value in metrics.items():
+            if ALERT_METRICS[name] is not FieldType.STRING and value is not None:
+                values.add_metric([name], float(value))
+        yield values
+        lists = GaugeMetricFamily(
+            "leadwerk_list_status", "1 for the worst status of any mailing list", labels=["status"]
+        )
+        for status in LIST_STATUS_ORDER:
+            lists.add_metric([status], 1 if metrics["list_status"] == status else 0)
+        yield lists
+        firing = GaugeMetricFamily(
+            "leadwerk_alert_firing", "1 while an alert of alerts.yaml holds", labels=["alert"]
+        )
+        for view in views:
+            firing.add_metric([view.name], 1 if view.holds else 0)
+        yield firing
