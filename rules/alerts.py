@@ -29,7 +29,7 @@ ALERT_METRICS: dict[str, FieldType] = {
     "messages_pending": FieldType.NUMBER,
     # the worst status of any mailing list: ok | warn | suspended
     "list_status": FieldType.STRING,
-    # seconds since the oldest worker heartbeat (none when no worker reports)
+    # seconds since any worker last reported (none when no worker ever did)
     "worker_silence": FieldType.DURATION,
 }
 

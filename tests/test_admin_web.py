@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,8 @@ from rules.alerts import ALERT_METRICS
 from rules.expr import FieldType
 from tests.admin_helpers import ADMIN_TOKEN, KnownState, known_state, mail_team
 from tests.pipeline_helpers import Running, running
-from worker.store.models import DeadLetter, Message, Quarantine
+from worker.commands.overview import overview
+from worker.store.models import Assignment, DeadLetter, Message, Quarantine
 from worker.web.app import create_app
 from worker.web.links import SECURITY_HEADERS
 
@@ -120,6 +121,13 @@ def test_the_dashboard_shows_the_figures_of_a_known_state(with_token: Settings) 
     assert re.search(rf'id="mqls-day">{state.mqls}<', page)
     assert re.search(r'id="dead-letters">1<', page)
     assert re.search(r'id="quarantined">1<', page)
+    # leads per source: the three scans of the fair came in within the hour
+    assert re.search(
+        r'data-source="messe-hannover-2026"><td>messe-hannover-2026</td>'
+        r'<td class="n">3</td><td class="n">3</td>',
+        page,
+    )
+    assert re.search(r'data-source="ebooks"><td>ebooks</td><td class="n">0</td>', page)
     assert f'data-dead-letter="{state.dead_letter}"' in page
     assert "550 5.1.1 mailbox unavailable" in page
     assert f'data-quarantined="{state.quarantined}"' in page
@@ -211,3 +219,22 @@ def letter_status(leadwerk: Running, state: KnownState) -> str:
         return session.scalars(
             select(DeadLetter.status).where(DeadLetter.id == state.dead_letter)
         ).one()
+
+
+def test_sla_clocks_are_at_risk_once_80_percent_of_their_time_is_gone(
+    with_token: Settings,
+) -> None:
+    with running(with_token) as leadwerk:
+        now = datetime.now(UTC)
+        known_state(leadwerk.app, now)
+        with leadwerk.app.store.session() as session:
+            clocks = session.execute(select(Assignment.created_at, Assignment.due_at)).all()
+        assert clocks and all(due is not None for _, due in clocks)
+        created, due = min(clocks, key=lambda c: c[1])
+        soon = overview(leadwerk.app, created + (due - created) * 0.5)
+        late = overview(leadwerk.app, created + (due - created) * 0.85)
+        after = overview(leadwerk.app, due + timedelta(seconds=1))
+    assert soon["sla"]["at_risk"] == 0
+    assert late["sla"]["at_risk"] >= 1
+    assert after["sla"]["breached"] >= 1
+    assert soon["sla"]["running"] == len(clocks)

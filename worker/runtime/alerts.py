@@ -100,7 +100,7 @@ def alert_metrics(app: App, status: dict[str, Any], now: datetime) -> dict[str, 
         "messages_failed": status["messages"]["failed"],
         "messages_pending": status["messages"]["pending"],
         "list_status": worst_list_status(list(list_statuses(app, now).values())),
-        "worker_silence": max(workers) if workers else None,
+        "worker_silence": min(workers) if workers else None,
     }
     assert set(metrics) == set(ALERT_METRICS)
     return metrics

@@ -183,7 +183,7 @@ def admin_routes(app: App) -> list[Route]:
         who, refused = guard(request)
         if refused is not None:
             # The page's script reloads the whole page, which then shows the login form.
-            return refused if refused.status_code == 404 else Response("", 401)
+            return refused if refused.status_code == 404 else Response("", 401, SECURITY_HEADERS)
         facts = await run_in_threadpool(_facts, app)
         body = _templates.get_template("admin/live.html.j2").render(**facts, csrf=who.csrf)
         return _html(body)
