@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -71,14 +72,14 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+@dataclass(frozen=True)
 class Access:
     """Who a request is: ``bearer`` (the token in the Authorization header; no CSRF check,
     as no browser sends it by itself), ``session`` (a valid cookie, with its CSRF token), or
-    nobody."""
+    nobody (None)."""
 
-    def __init__(self, kind: str | None, csrf: str = "") -> None:
-        self.kind = kind
-        self.csrf = csrf
+    kind: str | None
+    csrf: str = ""
 
     @property
     def allowed(self) -> bool:
@@ -103,15 +104,19 @@ def access(settings: Settings, request: Request) -> Access:
     return Access(None)
 
 
-def metrics_allowed(settings: Settings, request: Request) -> bool:
-    """``/metrics`` with the admin token; without one set, only from loopback."""
+def metrics_refusal(settings: Settings, request: Request) -> Response | None:
+    """Why ``/metrics`` is not shown to this request (None: it is). With an admin token set,
+    it needs the token (401); without one, it answers only to loopback (404 to the rest)."""
     if _token(settings) is not None:
-        return access(settings, request).allowed
+        if access(settings, request).allowed:
+            return None
+        return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
     host = request.client.host if request.client else ""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return False
+        loopback = False
+    return None if loopback else Response(status_code=404)
 
 
 def _html(body: str, status: int = 200, **headers: str) -> HTMLResponse:

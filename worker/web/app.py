@@ -46,7 +46,7 @@ from worker.commands.operations import accept_from_slack
 from worker.pipeline.notify import local_time_text
 from worker.runtime.alerts import AlertCollector
 from worker.runtime.app import App
-from worker.web.admin import admin_routes, metrics_allowed
+from worker.web.admin import admin_routes, metrics_refusal
 from worker.web.hooks import body_limit, receive_webhook, webhook_source
 from worker.web.links import (
     SECURITY_HEADERS,
@@ -93,10 +93,9 @@ def create_app(app: App) -> Starlette:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
-        if not metrics_allowed(settings, request):
-            if settings.admin_token is None:
-                return Response(status_code=404)
-            return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        refusal = metrics_refusal(settings, request)
+        if refusal is not None:
+            return refusal
         body = await run_in_threadpool(lambda: generate_latest() + generate_latest(outbox_metrics))
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
