@@ -258,3 +258,23 @@ def test_status_and_alerts_say_which_alert_holds_and_status_exits_1_meanwhile(
     assert alerts["queue stuck"]["firing"] is False
     text = CliRunner().invoke(cli, [*args, "alerts"], env=env).output
     assert "FIRING  dead letters: dead_letters > 0 (holds now)" in text
+
+
+def test_a_rep_on_slack_reads_the_alert_in_slack(
+    make_settings: Callable[..., Settings], config_dir: Path
+) -> None:
+    # Given Jonas, who is told on Slack (example team.yaml), hears about dead letters
+    (config_dir / "alerts.yaml").write_text(
+        "notify: [jonas]\nalerts:\n  - {name: dead letters, when: dead_letters > 0}\n",
+        encoding="utf-8",
+    )
+    settings = make_settings()
+    with running(settings) as leadwerk:
+        now = datetime.now(UTC)
+        dead_letter(leadwerk.app)
+        check_alerts(leadwerk.app, now)
+        send_all(leadwerk.app, now)
+    [posted] = [json.loads(p.read_text()) for p in settings.outbox_dir.glob("*.json")]
+    assert posted["channel"] == "U024BE7LH"
+    assert posted["text"].startswith("*[Leadwerk] ALERT: dead letters*\n")
+    assert "dead_letters > 0 holds (dead_letters = 1)" in posted["text"]

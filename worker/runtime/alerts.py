@@ -217,7 +217,8 @@ def alert_messages(
                 recipient_name=rep.name,
                 rep=person,
                 subject=subject,
-                body_text=text,
+                # a Slack message has no subject line: it leads the text there
+                body_text=f"*{subject}*\n{text}" if channel == "slack" else text,
                 message_id=f"<alert-{slug}.{episode}.{say}.{person}@{domain}>",
                 status="pending",
             )
