@@ -57,6 +57,7 @@ def test_without_an_admin_token_the_dashboard_does_not_exist_and_metrics_answer_
     settings = make_settings()
     with leadwerk_web(settings) as (_, web):
         assert web.get("/admin/").status_code == 404
+        assert web.get("/admin").status_code == 404
         assert web.get("/admin/live").status_code == 404
         assert web.post("/admin/login", data={"token": ""}).status_code == 404
         assert web.get("/metrics").status_code == 404
@@ -67,6 +68,7 @@ def test_without_an_admin_token_the_dashboard_does_not_exist_and_metrics_answer_
 
 def test_with_a_token_set_nothing_is_shown_without_it(with_token: Settings) -> None:
     with leadwerk_web(with_token, client=("127.0.0.1", 50000)) as (_, web):
+        assert web.get("/admin").headers["location"] == "/admin/"
         page = web.get("/admin/")
         assert page.status_code == 401
         assert 'name="token"' in page.text  # the login form

@@ -258,8 +258,13 @@ def admin_routes(app: App) -> list[Route]:
             return _back("retried", id=record)
         return _back("still" if still else "gone", id=record)
 
+    async def to_dashboard(request: Request) -> Response:
+        if _token(settings) is None:
+            return _not_found()
+        return RedirectResponse("/admin/", status_code=308, headers=SECURITY_HEADERS)
+
     return [
-        Route("/admin", lambda request: RedirectResponse("/admin/", status_code=308)),
+        Route("/admin", to_dashboard, methods=["GET"]),
         Route("/admin/", dashboard, methods=["GET"]),
         Route("/admin/live", live, methods=["GET"]),
         Route("/admin/static/{name}", static, methods=["GET"]),
