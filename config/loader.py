@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from config.errors import ConfigErrors, ConfigIssue
-from config.models import DisqualifyRule as DisqualifyRuleModel
-from config.models import EngagementRule as EngagementRuleModel
+from config.models import Alert as AlertModel
 from config.models import (
+    AlertsFile,
     Fallback,
     FieldsFile,
     HygieneFile,
@@ -32,6 +32,8 @@ from config.models import (
     SlaPolicy,
     TeamFile,
 )
+from config.models import DisqualifyRule as DisqualifyRuleModel
+from config.models import EngagementRule as EngagementRuleModel
 from config.models import FitRule as FitRuleModel
 from config.models import Rep as RepModel
 from config.models import RoutingRule as RoutingRuleModel
@@ -41,6 +43,7 @@ from config.settings import Settings
 from config.yamlload import YamlDoc, YamlSyntaxError, load_yaml
 from connectors.sources.base import SourceConfig
 from connectors.sources.registry import SOURCE_KINDS
+from rules.alerts import ALERT_METRICS
 from rules.calendar import WorkCalendar, parse_hours
 from rules.contact import (
     ACCOUNT_FIELDS,
@@ -95,6 +98,13 @@ class CompiledSequence:
 
 
 @dataclass(frozen=True)
+class CompiledAlert:
+    name: str
+    when: Expr
+    notify: list[str]
+
+
+@dataclass(frozen=True)
 class RuleTest:
     file: str
     line: int
@@ -122,6 +132,7 @@ class Config:
     sources: dict[str, SourceConfig]
     tests: list[RuleTest] = field(default_factory=list)
     warnings: list[ConfigIssue] = field(default_factory=list)
+    alerts: list[CompiledAlert] = field(default_factory=list)
 
     def team_of(self, rep: str) -> str | None:
         for name, team in self.team.teams.items():
@@ -297,6 +308,7 @@ def load_config(settings: Settings, with_tests: bool = False) -> Config:
     nurture_doc = c.read("nurture.yaml")
     hygiene_doc = c.read("hygiene.yaml")
     sources_doc = c.read("sources.yaml")
+    alerts_doc = c.read("alerts.yaml")
 
     fields_data = fields_doc.data if fields_doc and fields_doc.data is not None else {}
     if isinstance(fields_data, dict) and "fields" not in fields_data:
@@ -363,6 +375,7 @@ def load_config(settings: Settings, with_tests: bool = False) -> Config:
     sequences = _compile_nurture(c, nurture_doc, nurture, nurture_schema)
     hygiene = (c.model(hygiene_doc, HygieneFile) if hygiene_doc else None) or HygieneFile()
 
+    alerts = _compile_alerts(c, alerts_doc, team)
     tests = _load_tests(c, directory / "tests") if with_tests else []
 
     if c.issues:
@@ -386,6 +399,7 @@ def load_config(settings: Settings, with_tests: bool = False) -> Config:
         sources=sources,
         tests=tests,
         warnings=c.warnings,
+        alerts=alerts,
     )
 
 
@@ -595,6 +609,35 @@ def _compile_sla(
         for i, p in enumerate(model.policies)
         if p is not None
     ]
+
+
+def _compile_alerts(c: _Collector, doc: YamlDoc | None, team: TeamFile) -> list[CompiledAlert]:
+    """alerts.yaml: every `when:` over the metrics of :data:`rules.alerts.ALERT_METRICS`, and
+    everyone in a `notify:` a rep or manager of team.yaml."""
+    if doc is None:
+        return []
+    data = doc.data if isinstance(doc.data, dict) else {}
+    notify = data.get("notify")
+    model = c.model(doc, AlertsFile) or AlertsFile.model_construct(
+        notify=[str(n) for n in notify] if isinstance(notify, list) else [],
+        alerts=_valid_items(doc, "alerts", AlertModel),
+    )
+    schema = Schema(ALERT_METRICS)
+    _unique_names(c, doc, model.alerts, ("alerts",))
+    for index, name in enumerate(model.notify):
+        _rep_reference(c, doc, ("notify", index), name, team)
+    compiled = []
+    for index, alert in enumerate(model.alerts):
+        if alert is None:
+            continue
+        for n, name in enumerate(alert.notify or []):
+            _rep_reference(c, doc, ("alerts", index, "notify", n), name, team)
+        when = c.expr(doc, ("alerts", index, "when"), alert.when, schema)
+        notify = list(alert.notify) if alert.notify is not None else list(model.notify)
+        if not notify:
+            c.add(doc, ("alerts", index), f"alert '{alert.name}' tells nobody: add notify:")
+        compiled.append(CompiledAlert(alert.name, when, notify))
+    return compiled
 
 
 def _compile_nurture(

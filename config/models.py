@@ -203,6 +203,21 @@ class HygieneFile(Strict):
     lists: ListHealth = Field(default_factory=ListHealth)
 
 
+# --- alerts.yaml --------------------------------------------------------------------------
+
+
+class Alert(Strict):
+    name: str
+    when: str
+    # who hears about this alert; the file's `notify:` when not given
+    notify: list[str] | None = None
+
+
+class AlertsFile(Strict):
+    notify: list[str] = Field(default_factory=list)
+    alerts: list[Alert] = Field(default_factory=list)
+
+
 # --- tests/*.yaml -------------------------------------------------------------------------
 
 

@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     # window in one digest message at its end (0: every lead in a message of its own).
     digest_after: int = Field(default=0, ge=0)
     digest_window: Duration = timedelta(seconds=60)
+    # Opens /admin/ and /metrics (a bearer token, or the dashboard's login form); unset,
+    # /admin/ answers 404 and /metrics answers only on loopback.
+    admin_token: SecretStr | None = None
 
     @classmethod
     def settings_customise_sources(

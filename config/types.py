@@ -9,10 +9,11 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
 
+from rules.expr import DURATION_UNITS
 from rules.nurture import Delay, parse_delay
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_UNITS = DURATION_UNITS
 
 
 def parse_duration(value: Any) -> timedelta:

@@ -5,7 +5,9 @@ One small, safe language everywhere: fields of the contact, the event and its ac
 list ``lists.NAME`` or a list field, ``matches`` (a regex search in RE2 syntax, see below;
 case-insensitive with ``(?i)``), ``is none`` / ``is not none`` and ``days_since(field)``.
 Literals are strings in double or single quotes, ints, floats, ``true``/``false`` (also
-``True``/``False``) and ``none``.
+``True``/``False``) and ``none``; durations (``90s``, ``5m``, ``4h``, ``30d``, ``2w``) and
+percentages (``20%``) compare with fields of their own type only, so ``queue_age > 5m`` reads
+seconds and ``rate > 20%`` a share.
 
 An expression is parsed and type-checked once, when the rule file loads, and compiled into
 Python closures that are evaluated for every contact and event. Nothing in an expression is
@@ -44,6 +46,7 @@ from typing import Any, Final, NoReturn, Protocol, Self
 import re2
 
 __all__ = [
+    "DURATION_UNITS",
     "Context",
     "EvalContext",
     "Expr",
@@ -65,6 +68,20 @@ class FieldType(enum.Enum):
     DATETIME = "datetime"
     LIST = "list"
     ANY = "any"
+    DURATION = "duration"  # seconds, written with a unit: 90s, 5m, 4h, 30d, 2w
+    PERCENT = "percent"  # a share, written as a percentage: 20% is 0.2
+
+
+# Seconds per unit of a duration literal; ``%`` divides by a hundred.
+DURATION_UNITS: Final[dict[str, float]] = {
+    "ms": 0.001,
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+    "d": 86400,
+    "w": 604800,
+}
+_NUMBERS: Final = frozenset({FieldType.NUMBER, FieldType.DURATION, FieldType.PERCENT})
 
 
 @dataclass(frozen=True)
@@ -257,6 +274,8 @@ _NORMALIZE: Final[dict[FieldType, Callable[[Any], Any]]] = {
     FieldType.BOOL: _as_bool,
     FieldType.DATETIME: _to_datetime,
     FieldType.ANY: _identity,
+    FieldType.DURATION: _to_number,
+    FieldType.PERCENT: _to_number,
 }
 
 _SECONDS_PER_DAY: Final = 86400.0
@@ -625,6 +644,7 @@ _TOKEN: Final = re.compile(
     r"""
       (?P<space>\s+)
     | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
+    | (?P<quantity>(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:ms|s|m|h|d|w|%)(?![\w%]))
     | (?P<number>(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d[\d_]*)?)
     | (?P<name>[^\W\d]\w*)
     | (?P<op>==|!=|<=|>=|[<>()\[\],.-])
@@ -669,10 +689,10 @@ _LIST_PREFIX: Final = "lists"
 
 @dataclass(frozen=True, slots=True)
 class _Token:
-    kind: str  # "name", "string", "number", "keyword" or "op"
+    kind: str  # "name", "string", "number", "quantity", "keyword" or "op"
     text: str  # as written
     start: int  # offset in the source
-    value: Any = None  # the decoded string or number
+    value: Any = None  # the decoded string or number; a quantity's (number, FieldType)
 
     @property
     def ends_value(self) -> bool:
@@ -689,6 +709,14 @@ def _decode_number(text: str) -> int | float:
     if any(ch in text for ch in ".eE"):
         return float(text)
     return int(text)
+
+
+def _decode_quantity(text: str) -> tuple[float, FieldType]:
+    """``5m`` as (300.0 seconds, DURATION); ``20%`` as (0.2, PERCENT)."""
+    if text.endswith("%"):
+        return _decode_number(text[:-1]) / 100, FieldType.PERCENT
+    unit = text.lstrip("0123456789._")
+    return _decode_number(text[: -len(unit)]) * DURATION_UNITS[unit], FieldType.DURATION
 
 
 class _Rejected(Exception):
@@ -856,6 +884,8 @@ class _Compiler:
             except ValueError:
                 self.report(start, f"'{text}' is not a number")
                 return None
+        if kind == "quantity":
+            return _Token(kind, text, start, _decode_quantity(text))
         if kind == "op":
             return _Token(kind, text, start)
         # A word after a dot is always part of a field name, so `event.type` or `event.in`
@@ -891,7 +921,7 @@ class _Compiler:
         return True
 
     def python_text(self, index: int, token: _Token) -> str:
-        if token.kind in ("name", "string", "number"):
+        if token.kind in ("name", "string", "number", "quantity"):
             return f"_{index}"
         if token.kind == "keyword":
             return _KEYWORDS[token.text]
@@ -1003,6 +1033,10 @@ class _Compiler:
         )
         if FieldType.DATETIME in (left.type, right.type):
             message += "; compare days_since(field) with a number of days"
+        elif (left if blame is right else right).type is FieldType.DURATION:
+            message += "; write a duration with its unit, like 90s, 5m or 4h"
+        elif (left if blame is right else right).type is FieldType.PERCENT:
+            message += "; write a share as a percentage, like 20%"
         self.fail(blame.node, message)
 
     def is_none(self, left_node: ast.expr, negate: bool, right_node: ast.expr) -> Test:
@@ -1077,6 +1111,9 @@ class _Compiler:
             token = self.placeholder(node.id)
             if token.kind == "name":
                 return self.name([token], node)
+            if token.kind == "quantity":
+                number, kind = token.value
+                return _Value("literal", kind, node, token.text, constant=number)
             kind = FieldType.STRING if token.kind == "string" else FieldType.NUMBER
             return _Value("literal", kind, node, token.text, constant=token.value)
         if isinstance(node, ast.Constant):
@@ -1186,7 +1223,7 @@ def _comparison(left: _Value, right: _Value, common: FieldType, symbol: str) -> 
                 value is not None and constant is not None and compare(value, constant)
             )
         assert left.get is not None
-        if common is FieldType.NUMBER:
+        if common in _NUMBERS:
             return _number_vs_constant(left.get, compare, constant)
         if common is FieldType.STRING and symbol in ("==", "!="):
             return _string_equals(left.get, constant, negate=symbol == "!=")

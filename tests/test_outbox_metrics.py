@@ -49,7 +49,8 @@ def test_metrics_and_status_count_messages_sent_failed_waiting_and_resent_after_
             ]
         )
     try:
-        with TestClient(create_app(app)) as web:
+        # Prometheus on the same host: /metrics answers on loopback while no admin token is set
+        with TestClient(create_app(app), client=("127.0.0.1", 50000)) as web:
             scraped = web.get("/metrics")
     finally:
         app.close()

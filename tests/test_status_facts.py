@@ -43,7 +43,7 @@ def status(config_dir: Path, settings: Settings, *options: str) -> Any:
 
 
 def scrape(app: App) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with TestClient(create_app(app)) as web:
+    with TestClient(create_app(app), client=("127.0.0.1", 50000)) as web:  # loopback: no token
         text = web.get("/metrics").text
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value

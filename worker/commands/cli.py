@@ -799,11 +799,13 @@ def status(
     config: ConfigOpt = None,
 ) -> None:
     """Queue depths and ages, dead letters, quarantine, SLA clocks, sources, heartbeats,
-    contacts and MQLs, the rules in force. Exits 1 when unhealthy: the store does not
-    answer, or (with Redis) Redis does not, or no worker or no clock is alive."""
+    contacts and MQLs, the rules in force, the clock leader and the alerts. Exits 1 when
+    unhealthy: the store does not answer, or (with Redis) Redis does not, or no worker or no
+    clock is alive, or an alert of alerts.yaml holds."""
     from config.errors import ConfigErrors
     from config.loader import load_config
-    from worker.commands.status import collect_status, render_status
+    from worker.commands.overview import overview, render_overview
+    from worker.commands.status import render_status
 
     settings = _settings(config)
     try:
@@ -812,8 +814,11 @@ def status(
         _err(exc.render())
         raise typer.Exit(_status_of_broken_rules(settings, exc, as_json)) from None
     application = _open(settings, loaded, exit_code=1)
-    data = collect_status(application)
-    _echo(json.dumps(data, indent=2, default=_iso) if as_json else render_status(data))
+    data = overview(application, datetime.now(UTC))
+    if as_json:
+        _echo(json.dumps(data, indent=2, default=_iso))
+    else:
+        _echo(render_status(data, render_overview(data)))
     raise typer.Exit(0 if data["healthy"] else 1)
 
 
@@ -836,6 +841,33 @@ def _status_of_broken_rules(settings: Settings, errors: Any, as_json: bool) -> i
         _echo(f"the rules in {settings.config_dir} do not load: {len(errors.issues)} error(s)")
         _echo("\n".join(render_rules(facts["rules"])))
     return 1
+
+
+@app.command()
+def alerts(
+    as_json: Annotated[bool, JsonOpt] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """The alerts of alerts.yaml: whether each holds now, and what the last check said."""
+    from worker.commands.status import collect_status
+    from worker.runtime.alerts import alert_metrics, alert_views
+
+    settings = _settings(config)
+    application = _open(settings, _config(settings))
+    now = datetime.now(UTC)
+    views = alert_views(
+        application, alert_metrics(application, collect_status(application, now), now)
+    )
+    if as_json:
+        _echo(json.dumps([v.as_dict() for v in views], indent=2, default=_iso))
+        return
+    if not views:
+        _echo("no alerts: describe them in alerts.yaml")
+    for v in views:
+        state = "FIRING" if v.firing else "ok"
+        since = f" since {_iso(v.since)}" if v.since else ""
+        now_text = "holds now" if v.holds else "does not hold now"
+        _echo(f"{state:6}  {v.name}: {v.when} ({now_text}){since}; tells {', '.join(v.notify)}")
 
 
 @dlq_app.command("list")

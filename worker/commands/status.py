@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -264,7 +265,8 @@ def _oldest(age: float | None) -> str:
     return "" if age is None else f" (oldest {age} s)"
 
 
-def render_status(data: dict[str, Any]) -> str:
+def render_status(data: dict[str, Any], more: Sequence[str] = ()) -> str:
+    """The status for a person; ``more`` (the dashboard's facts) goes before the verdict."""
     lines = [f"Leadwerk status at {data['at']:%Y-%m-%d %H:%M:%S %Z}"]
     broker = data["broker"]
     if broker.get("queues"):
@@ -309,6 +311,10 @@ def render_status(data: dict[str, Any]) -> str:
             + ("" if h["live"] else " (not alive)")
         )
     lines.extend(render_process_facts(data))
+    lines.extend(more)
+    lines.append(
+        "  health: ok" if data["healthy"] else "  health: UNHEALTHY: " + "; ".join(data["problems"])
+    )
     return "\n".join(lines)
 
 
@@ -335,7 +341,4 @@ def render_process_facts(data: dict[str, Any]) -> list[str]:
             + (f"{when:%Y-%m-%d %H:%M:%S %Z} ({hook['age_s']} s ago)" if when else "never")
         )
     lines.extend(render_rules(data["rules"]))
-    lines.append(
-        "  health: ok" if data["healthy"] else "  health: UNHEALTHY: " + "; ".join(data["problems"])
-    )
     return lines

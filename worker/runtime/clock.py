@@ -30,6 +30,7 @@ from worker.pipeline.nurture import enqueue_due_steps
 from worker.pipeline.poll import import_inboxes, is_pulled, poll_source
 from worker.pipeline.sla import enqueue_due_timers
 from worker.pipeline.sweep import enqueue, find_pending
+from worker.runtime.alerts import check_alerts
 from worker.runtime.app import App
 from worker.runtime.processes import HEARTBEAT_S
 from worker.runtime.reload import on_reload
@@ -51,6 +52,10 @@ return 0
 """
 
 
+def lease_key(app: App) -> str:
+    return f"leadwerk-{app.settings.redis_namespace}:clock-leader"
+
+
 class Leadership:
     def __init__(self, app: App, lease_ms: int = LEASE_MS) -> None:
         self.app = app
@@ -62,7 +67,7 @@ class Leadership:
 
             self._client = redis.Redis.from_url(app.settings.redis_url, socket_timeout=2)
             self._extend = self._client.register_script(_EXTEND_IF_MINE)
-        self.key = f"leadwerk-{app.settings.redis_namespace}:clock-leader"
+        self.key = lease_key(app)
         self.leading = self._client is None
 
     def renew(self) -> bool:
@@ -89,6 +94,23 @@ class Leadership:
         except Exception as exc:  # the lease then simply runs out
             log.warning("clock could not give up the lead (%s)", exc)
         self.leading = False
+
+
+def clock_leader(app: App) -> str | None:
+    """Which clock leads now (``host:pid:...``), as the lease in Redis says; without Redis,
+    the single process's own clock. None when no clock holds the lease."""
+    if not app.settings.redis_url:
+        return "single-process mode: the clock of `leadwerk run`"
+    import redis
+
+    client = redis.Redis.from_url(app.settings.redis_url, socket_timeout=2)
+    try:
+        holder = client.get(lease_key(app))
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    return holder.decode() if holder else None
 
 
 def heartbeat(app: App, process: str, kind: str) -> None:
@@ -205,6 +227,13 @@ def start_clock(app: App, background: bool) -> BaseScheduler:
         "interval",
         seconds=10,
         id="inboxes",
+    )
+    scheduler.add_job(
+        _when_leading(leader, lambda: check_alerts(app, datetime.now(UTC))),
+        "interval",
+        seconds=60,
+        id="alerts",
+        max_instances=1,
     )
     scheduler.add_job(
         lambda: heartbeat(app, leader.identity, "clock"),

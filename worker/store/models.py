@@ -420,6 +420,20 @@ class NurturePause(Base):
     paused_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+class AlertState(Base):
+    """One alert of alerts.yaml as the last check left it. ``episode`` counts the times it
+    started to fire: the keys of its messages carry it, so no episode is announced twice."""
+
+    __tablename__ = "alert_states"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    firing: Mapped[bool] = mapped_column(Boolean, default=False)
+    episode: Mapped[int] = mapped_column(Integer, default=0)
+    since: Mapped[datetime | None] = mapped_column(UtcDateTime)  # when it last changed
+    checked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    value: Mapped[str | None] = mapped_column(Text)  # the facts it read, for the admin
+
+
 # The tables as Core sees them, for the prebuilt statements of the hot path.
 CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
 EVENTS: Table = Event.__table__  # type: ignore[assignment]

@@ -1,4 +1,5 @@
-"""The web process: webhooks in, link pages, Slack buttons, /healthz, /readyz, /metrics.
+"""The web process: webhooks in, link pages, Slack buttons, /healthz, /readyz, /metrics,
+and the admin dashboard (/admin/, worker.web.admin).
 
 Handlers never block the event loop: whatever touches the store, Redis or another server runs
 in the thread pool, so a row lock one request waits for never stalls another's webhook.
@@ -44,8 +45,10 @@ from connectors.notify.slack_actions import (
 )
 from worker.commands.operations import accept_from_slack
 from worker.pipeline.notify import local_time_text
+from worker.runtime.alerts import AlertCollector
 from worker.runtime.app import App
 from worker.runtime.processes import StopSignal
+from worker.web.admin import admin_routes, metrics_refusal
 from worker.web.digest import digest_routes
 from worker.web.hooks import body_limit, receive_webhook, webhook_source
 from worker.web.links import (
@@ -77,6 +80,7 @@ WEBHOOKS = Counter(
 def create_app(app: App) -> Starlette:
     settings = app.settings
     outbox_metrics = store_registry(app.store, app)
+    outbox_metrics.register(AlertCollector(app))
 
     async def healthz(request: Request) -> Response:
         """Liveness: the process answers. It reads nothing, so it never fails on a store
@@ -92,6 +96,9 @@ def create_app(app: App) -> Starlette:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
+        refusal = metrics_refusal(settings, request)
+        if refusal is not None:
+            return refusal
         body = await run_in_threadpool(lambda: generate_latest() + generate_latest(outbox_metrics))
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
@@ -201,6 +208,7 @@ def create_app(app: App) -> Starlette:
             Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
             Route("/slack/actions", slack_actions, methods=["POST"]),
             *digest_routes(app),
+            *admin_routes(app),
         ]
     )
 
