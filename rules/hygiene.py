@@ -109,10 +109,10 @@ def list_status(current: str, bounce_rate: float, warn: float, suspend: float) -
 
 
 def bounce_rate(hard: int, sent: int) -> float:
-    """Hard bounces per sent e-mail; hard bounces of mail sent before the window still count,
-    so the rate never divides by fewer sends than bounces."""
-    denominator = max(sent, hard)
-    return hard / denominator if denominator else 0.0
+    """Hard bounces per e-mail sent in the window. A list not mailed in the window has no rate
+    (its late bounces alone suspend nothing); bounces of mail sent just before the window may
+    outnumber its sends, so the rate is capped at 1."""
+    return min(hard / sent, 1.0) if sent else 0.0
 
 
 def expected_bad(decay_per_month: float, months: float) -> float:
