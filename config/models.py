@@ -226,6 +226,8 @@ class WebhookBounces(Strict):
     # header's value). SES signs with Amazon's certificate and needs no secret.
     secret_env: str | None = None
     topic_arn: str | None = None  # SES: only notifications of this SNS topic are taken
+    # SES: the host the SNS signing certificate must come from (always over https).
+    signing_cert_host: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
 
 
 BounceSource = Annotated[MaildirBounces | ImapBounces | WebhookBounces, Field(discriminator="kind")]

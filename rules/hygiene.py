@@ -33,6 +33,18 @@ def normalise_status(status: str | None) -> str | None:
     return match.group(1) if match else None
 
 
+def best_status(status: str | None, text: str | None) -> str | None:
+    """The status code, the more specific one where ``status`` is generic (``5.0.0``, as
+    Exim and some ESPs report) and the SMTP reply in ``text`` says more (``550 5.1.1``)."""
+    code = normalise_status(status)
+    from_text = normalise_status(text)
+    if code is None:
+        return from_text
+    if from_text and code.endswith(".0.0") and from_text[0] == code[0]:
+        return from_text
+    return code
+
+
 def classify(status: str | None, action: str | None = None) -> str:
     """The kind of a report by its status code (RFC 3463) and action (RFC 3464).
 

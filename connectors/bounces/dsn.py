@@ -22,7 +22,7 @@ from email.message import Message
 from email.utils import parsedate_to_datetime
 
 from connectors.bounces.base import BounceReport
-from rules.hygiene import STATUS_IN_TEXT, UNPARSEABLE, classify, normalise_status
+from rules.hygiene import STATUS_IN_TEXT, UNPARSEABLE, best_status, classify
 
 
 class UnparseableDsn(ValueError):
@@ -66,18 +66,6 @@ def _address(value: str | None) -> str | None:
     text = value.split(";", 1)[1] if ";" in value else value
     match = _ADDRESS.search(text.strip())
     return match.group(1).lower() if match else None
-
-
-def _status(status: str | None, diagnostic: str | None) -> str | None:
-    """The status code, the more specific one where ``Status`` is generic (``5.0.0``) and
-    the SMTP reply in ``Diagnostic-Code`` says more (``550 5.1.1``)."""
-    code = normalise_status(status)
-    from_text = normalise_status(diagnostic)
-    if code is None:
-        return from_text
-    if from_text and code.endswith(".0.0") and from_text[0] == code[0]:
-        return from_text
-    return code
 
 
 def _header(block: Message, name: str) -> str | None:
@@ -151,7 +139,7 @@ def parse_dsn(raw: bytes) -> Dsn:
                 DsnRecipient(
                     address,
                     _header(block, "Action"),
-                    _status(_header(block, "Status"), diagnostic),
+                    best_status(_header(block, "Status"), diagnostic),
                     diagnostic,
                 )
             )

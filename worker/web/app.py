@@ -41,6 +41,7 @@ from worker.pipeline.notify import local_time_text
 from worker.runtime.app import App
 from worker.store.models import Assignment, Contact
 from worker.web.accept import AcceptLinkError, verify_accept
+from worker.web.bounces import receive_bounces
 from worker.web.hooks import body_limit, receive_webhook, webhook_source
 from worker.web.metrics import store_registry
 
@@ -83,6 +84,17 @@ def create_app(app: App) -> Starlette:
             receive_webhook, app, name, request.headers, body, datetime.now(UTC)
         )
         return _answer(name, answer.outcome, answer.status, answer.detail)
+
+    async def bounces(request: Request) -> Response:
+        provider = request.path_params["provider"]
+        body = await _read_body(request, settings.max_body_bytes)
+        if body is None:
+            return _answer("bounces", "too_large", 413, "body too large")
+        answer = await run_in_threadpool(
+            receive_bounces, app, provider, request.headers, body, datetime.now(UTC)
+        )
+        label = f"bounces:{provider}" if answer.status != 404 else "bounces:unknown"
+        return _answer(label, answer.outcome, answer.status, answer.detail)
 
     async def accept(request: Request) -> Response:
         try:
@@ -154,6 +166,7 @@ def create_app(app: App) -> Starlette:
             Route("/healthz", healthz),
             Route("/metrics", metrics),
             Route("/hooks/{source}", hook, methods=["POST"]),
+            Route("/bounces/{provider}", bounces, methods=["POST"]),
             Route("/accept/{token}", accept, methods=["GET"]),
             Route("/slack/actions", slack_actions, methods=["POST"]),
         ]
