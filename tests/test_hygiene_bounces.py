@@ -13,9 +13,11 @@ from sqlalchemy import select
 
 from config.settings import Settings
 from connectors.bounces.dsn import dsn_reports
+from connectors.errors import RetriableError
 from rules.hygiene import classify, next_state
 from tests.hygiene_helpers import (
     DSN,
+    HYGIENE_YAML,
     add_contact,
     address_state,
     cli,
@@ -24,8 +26,9 @@ from tests.hygiene_helpers import (
     maildir_with,
     sent_nurture,
 )
-from worker.pipeline.hygiene import import_bounces, suppressed
-from worker.runtime.app import App
+from tests.servers.imap import ImapServer
+from worker.pipeline.hygiene import import_bounce_sources, import_bounces, suppressed
+from worker.runtime.app import App, init_app
 from worker.store.models import BounceEvent, Contact
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -257,3 +260,48 @@ def test_import_bounces_prints_the_counts_and_the_unparseable_file(
     assert out["unparseable_files"][0]["file"] == "vacation_autoreply.eml"
     text = cli(app, config_dir, "hygiene", "import-bounces", str(folder))
     assert "read 0" in text.output
+
+
+def test_dsns_in_an_imap_folder_are_read_once_and_flagged(
+    config_dir: Path, make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    corpus = [(DSN / n).read_bytes() for n in ("exim_user_unknown.eml", "vacation_autoreply.eml")]
+    with ImapServer("bounces@leadwerk.example.com", "pa ss", corpus) as imap:
+        (config_dir / "hygiene.yaml").write_text(
+            HYGIENE_YAML
+            + "bounce_sources:\n"
+            + f"  - {{kind: imap, host: 127.0.0.1, port: {imap.port}, ssl: false,"
+            + " user_env: BOUNCE_USER, password_env: BOUNCE_PASSWORD}\n"
+        )
+        env = {"BOUNCE_USER": "bounces@leadwerk.example.com", "BOUNCE_PASSWORD": "pa ss"}
+        app = init_app(make_settings(database_url=database_url, env=env))
+        try:
+            add_contact(app, "tom.becker@oldcorp.example", "fair", ARRIVED)
+            first = import_bounce_sources(app.store, app.config, NOW)
+            again = import_bounce_sources(app.store, app.config, NOW)
+        finally:
+            app.close()
+    assert (first.read, first.hard, len(first.unparseable_files)) == (2, 1, 1)
+    assert first.unparseable_files[0]["file"] == "imap://127.0.0.1/INBOX/2"
+    assert imap.flags == {1: {"\\Flagged"}, 2: {"\\Flagged"}}
+    assert again.read == 0
+
+
+def test_a_wrong_imap_password_is_a_passing_error_naming_the_host(
+    config_dir: Path, make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    with ImapServer("bounces", "right", []) as imap:
+        (config_dir / "hygiene.yaml").write_text(
+            HYGIENE_YAML
+            + "bounce_sources:\n"
+            + f"  - {{kind: imap, host: 127.0.0.1, port: {imap.port}, ssl: false,"
+            + " user_env: BOUNCE_USER, password_env: BOUNCE_PASSWORD}\n"
+        )
+        env = {"BOUNCE_USER": "bounces", "BOUNCE_PASSWORD": "wrong"}
+        app = init_app(make_settings(database_url=database_url, env=env))
+        try:
+            with pytest.raises(RetriableError, match=r"IMAP 127\.0\.0\.1") as raised:
+                import_bounce_sources(app.store, app.config, NOW)
+        finally:
+            app.close()
+    assert "wrong" not in str(raised.value)

@@ -24,8 +24,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from config.loader import Config
+from config.models import ImapBounces, MaildirBounces
+from config.settings import env_secret
 from connectors.bounces.base import BounceReport
 from connectors.bounces.dsn import dsn_reports
+from connectors.bounces.imap import imap_folder
 from rules.contact import mask_email
 from rules.hygiene import (
     BOUNCE_KINDS,
@@ -250,6 +253,49 @@ def import_bounces(store: Store, config: Config, folder: Path, now: datetime) ->
         os.replace(path, done / path.name.split(":", 1)[0])
     if total.read:
         check_lists(store, config, now)
+    return total
+
+
+def import_imap(store: Store, config: Config, source: ImapBounces, now: datetime) -> ImportResult:
+    """Read the unflagged DSNs of an IMAP folder once: record each, then flag it."""
+    total = ImportResult()
+    user, password = env_secret(source.user_env), env_secret(source.password_env)
+    if not user or not password:
+        log.error(
+            "bounces from IMAP %s: set %s and %s", source.host, source.user_env, source.password_env
+        )
+        return total
+    with imap_folder(source, user, password) as folder:
+        for uid in folder.unread():
+            raw = folder.fetch(uid)
+            if raw is None:
+                continue
+            name = f"imap://{source.host}/{source.folder}/{uid.decode()}"
+            _add(total, record_reports(store, config, dsn_reports(raw, "imap", name), now))
+            total.read += 1
+            folder.flag(uid)
+    if total.read:
+        check_lists(store, config, now)
+    return total
+
+
+def import_bounce_sources(store: Store, config: Config, now: datetime) -> ImportResult:
+    """The clock's job: every Maildir and IMAP folder of ``bounce_sources``, once."""
+    total = ImportResult()
+    for source in config.hygiene.bounce_sources:
+        if isinstance(source, MaildirBounces):
+            folder = config.directory.parent / source.path
+            if folder.is_dir():
+                part = import_bounces(store, config, folder, now)
+            else:
+                log.warning("bounce folder %s does not exist", folder)
+                continue
+        elif isinstance(source, ImapBounces):
+            part = import_imap(store, config, source, now)
+        else:
+            continue
+        _add(total, part)
+        total.read += part.read
     return total
 
 
