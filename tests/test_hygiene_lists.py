@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
+from starlette.testclient import TestClient
 
 from config.settings import Settings
 from connectors.bounces.base import BounceReport
@@ -23,7 +25,9 @@ from worker.pipeline.hygiene import (
     sweep_stale,
 )
 from worker.runtime.app import App
+from worker.runtime.clock import start_clock
 from worker.store.models import Contact, Event, Message
+from worker.web.app import create_app
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 REPORT_FIELDS = {
@@ -213,3 +217,37 @@ def test_the_report_reads_only(app: App) -> None:
     with app.store.session() as session:
         assert not list_suspended(session, contacts[0])
     assert owner_messages(app) == []
+
+
+def test_metrics_show_each_lists_figures_and_status(app: App) -> None:
+    now = datetime.now(UTC)
+    contacts = mailed_list(app, "webinar", now - timedelta(days=40), 10, now - timedelta(days=2))
+    hard_bounces(app, contacts[:1], now - timedelta(days=1))
+    with TestClient(create_app(app)) as web:
+        scraped = web.get("/metrics")
+    samples = {
+        (s.name, s.labels.get("list"), s.labels.get("status")): s.value
+        for family in text_string_to_metric_families(scraped.text)
+        for s in family.samples
+        if s.name.startswith("leadwerk_list_")
+    }
+    assert samples[("leadwerk_list_sent", "webinar", None)] == 10
+    assert samples[("leadwerk_list_hard", "webinar", None)] == 1
+    assert samples[("leadwerk_list_bounce_rate", "webinar", None)] == pytest.approx(0.1)
+    assert samples[("leadwerk_list_status", "webinar", "suspended")] == 1
+    assert samples[("leadwerk_list_status", "webinar", "ok")] == 0
+
+
+def test_the_clock_runs_the_list_check_every_check_every(app: App) -> None:
+    now = datetime.now(UTC)
+    contacts = mailed_list(app, "expo", now - timedelta(days=40), 10, now - timedelta(days=2))
+    hard_bounces(app, contacts[:1], now - timedelta(days=1))
+    scheduler = start_clock(app, background=True)
+    try:
+        job = scheduler.get_job("hygiene")
+        assert job.trigger.interval == timedelta(days=1)
+        job.func()  # the tick, without waiting a day for it
+    finally:
+        scheduler.shutdown(wait=False)
+    with app.store.session() as session:
+        assert list_suspended(session, contacts[3])

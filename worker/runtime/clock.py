@@ -18,6 +18,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connectors.errors import ConnectorError
+from worker.pipeline.hygiene import check_interval, import_bounce_sources, run_checks
 from worker.pipeline.poll import import_inboxes, is_pulled, poll_source
 from worker.pipeline.sla import enqueue_due_timers
 from worker.pipeline.sweep import enqueue, find_pending
@@ -117,6 +118,21 @@ def start_clock(app: App, background: bool) -> BaseScheduler:
         id="inboxes",
         max_instances=1,
     )
+    scheduler.add_job(
+        leading(lambda: run_checks(app.store, app.config)),
+        "interval",
+        seconds=check_interval(app.config).total_seconds(),
+        id="hygiene",
+        max_instances=1,
+    )
+    if app.config.hygiene.bounce_sources:
+        scheduler.add_job(
+            leading(lambda: import_bounce_sources(app.store, app.config, datetime.now(UTC))),
+            "interval",
+            seconds=60,
+            id="bounces",
+            max_instances=1,
+        )
     scheduler.add_job(
         lambda: heartbeat(app, leader.identity, "clock"),
         "interval",

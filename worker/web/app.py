@@ -43,6 +43,7 @@ from worker.store.models import Assignment, Contact
 from worker.web.accept import AcceptLinkError, verify_accept
 from worker.web.bounces import receive_bounces
 from worker.web.hooks import body_limit, receive_webhook, webhook_source
+from worker.web.hygiene_metrics import ListCollector
 from worker.web.metrics import store_registry
 
 log = logging.getLogger("leadwerk.web")
@@ -58,6 +59,7 @@ WEBHOOKS = Counter(
 def create_app(app: App) -> Starlette:
     settings = app.settings
     outbox_metrics = store_registry(app.store)
+    outbox_metrics.register(ListCollector(app))
 
     async def healthz(request: Request) -> Response:
         try:
