@@ -32,7 +32,6 @@ from connectors.bounces.imap import imap_folder
 from rules.contact import mask_email
 from rules.hygiene import (
     BOUNCE_KINDS,
-    DELIVERED,
     HARD,
     LIST_SEVERITY,
     OK,
@@ -62,6 +61,8 @@ log = logging.getLogger("leadwerk.hygiene")
 
 NURTURE_PURPOSE = "nurture"
 DONE_FOLDER = "done"
+FILES_PER_BATCH = 200
+REPORTS_PER_STATEMENT = 500
 
 
 @dataclass
@@ -110,91 +111,139 @@ def record_reports(
     store: Store, config: Config, reports: Iterable[BounceReport], now: datetime
 ) -> ImportResult:
     """Store each report once, move its address along, and count what happened. One
-    transaction for all of them: a batch is taken in whole or not at all."""
+    transaction for all of them: a batch is taken in whole or not at all. Reports are matched
+    and inserted a chunk at a time (two lookups and one insert per chunk, not per report)."""
     result = ImportResult()
+    pending = list(reports)
     with store.session() as session:
-        for report in reports:
-            _record(session, store, config, report, now, result)
+        for start in range(0, len(pending), REPORTS_PER_STATEMENT):
+            chunk = pending[start : start + REPORTS_PER_STATEMENT]
+            _record_chunk(session, store, config, chunk, now, result)
     return result
 
 
-def _record(
+def _record_chunk(
     session: Session,
     store: Store,
     config: Config,
-    report: BounceReport,
+    reports: list[BounceReport],
     now: datetime,
     result: ImportResult,
 ) -> None:
-    contact_id, outbox_id = _match(session, report)
-    inserted = session.execute(
-        _insert(store)(BounceEvent)
-        .values(
-            key=report.key[:300],
-            origin=report.origin,
-            kind=report.kind,
-            status_code=report.status,
-            recipient=report.recipient,
-            contact_id=contact_id,
-            message_id=outbox_id,
-            file=report.file,
-            detail=(report.detail or "")[:2000] or None,
-            occurred_at=_utc(report.occurred_at, now),
-            received_at=now,
+    matches = _match(session, reports)
+    rows = [
+        {
+            "key": report.key[:300],
+            "origin": report.origin,
+            "kind": report.kind,
+            "status_code": report.status,
+            "recipient": report.recipient,
+            "contact_id": contact_id,
+            "message_id": outbox_id,
+            "file": report.file,
+            "detail": (report.detail or "")[:2000] or None,
+            "occurred_at": _utc(report.occurred_at, now),
+            "received_at": now,
+        }
+        for report, (contact_id, outbox_id) in zip(reports, matches, strict=True)
+    ]
+    inserted = dict(
+        session.execute(
+            _insert(store)(BounceEvent)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(BounceEvent.key, BounceEvent.id)
+        ).all()
+    )
+    states = _address_states(session, {r["contact_id"] for r in rows if r["contact_id"]}, now)
+    for report, row in zip(reports, rows, strict=True):
+        event_id = inserted.pop(row["key"], None)  # a key twice in one chunk counts once
+        if event_id is None:
+            result.duplicates += 1
+        elif report.kind == UNPARSEABLE:
+            result.unparseable_files.append({"file": report.file, "reason": report.detail})
+            log.warning("unparseable bounce %s: %s", report.file or report.key, report.detail)
+        elif row["contact_id"] is None:
+            result.unmatched += 1
+            log.info("bounce for an address no contact has: %s", mask_email(report.recipient))
+        else:
+            setattr(result, report.kind, getattr(result, report.kind) + 1)
+            _move_address(session, config, states[row["contact_id"]], report, event_id, now)
+
+
+def _match(session: Session, reports: list[BounceReport]) -> list[tuple[int | None, int | None]]:
+    """The contact and outbox message each report is about: the message by the Message-ID
+    the report quotes, the contact by that message or else by the address."""
+    ids = {r.message_id for r in reports if r.message_id}
+    outbox = (
+        {
+            row.message_id: row
+            for row in session.execute(
+                select(Message.message_id, Message.id, Message.contact_id, Message.recipient).where(
+                    Message.message_id.in_(ids)
+                )
+            )
+        }
+        if ids
+        else {}
+    )
+    emails = {r.recipient for r in reports if r.recipient}
+    contacts = (
+        dict(
+            session.execute(
+                select(Contact.email, Contact.id).where(Contact.email.in_(emails))
+            ).all()
         )
-        .on_conflict_do_nothing(index_elements=["key"])
-        .returning(BounceEvent.id)
-    ).scalar()
-    if inserted is None:
-        result.duplicates += 1
-        return
-    if report.kind == UNPARSEABLE:
-        result.unparseable_files.append({"file": report.file, "reason": report.detail})
-        log.warning("unparseable bounce %s: %s", report.file or report.key, report.detail)
-        return
-    if contact_id is None:
-        result.unmatched += 1
-        log.info("bounce for an address no contact has: %s", mask_email(report.recipient))
-        return
-    if report.kind in BOUNCE_KINDS or report.kind == DELIVERED:
-        setattr(result, report.kind, getattr(result, report.kind) + 1)
-    _move_address(session, config, contact_id, report, inserted, now)
+        if emails
+        else {}
+    )
+    matches: list[tuple[int | None, int | None]] = []
+    for report in reports:
+        sent = outbox.get(report.message_id) if report.message_id else None
+        if (
+            sent is not None
+            and sent.contact_id is not None
+            and (report.recipient is None or sent.recipient.lower() == report.recipient)
+        ):
+            matches.append((sent.contact_id, sent.id))
+        else:
+            contact = contacts.get(report.recipient) if report.recipient else None
+            matches.append((contact, sent.id if sent is not None else None))
+    return matches
 
 
-def _match(session: Session, report: BounceReport) -> tuple[int | None, int | None]:
-    """The contact and outbox message a report is about: the message by the Message-ID the
-    report quotes, the contact by that message or else by the address."""
-    outbox = None
-    if report.message_id:
-        outbox = session.execute(
-            select(Message.id, Message.contact_id, Message.recipient)
-            .where(Message.message_id == report.message_id)
-            .limit(1)
-        ).first()
-    if (
-        outbox is not None
-        and outbox.contact_id is not None
-        and (report.recipient is None or outbox.recipient.lower() == report.recipient)
-    ):
-        return outbox.contact_id, outbox.id
-    contact_id = None
-    if report.recipient:
-        contact_id = session.scalar(select(Contact.id).where(Contact.email == report.recipient))
-    return contact_id, outbox.id if outbox is not None else None
+def _address_states(
+    session: Session, contact_ids: set[int], now: datetime
+) -> dict[int, AddressState]:
+    """The address states of these contacts, locked (in id order, as every writer takes
+    them), with a fresh ``ok`` state for a contact that has none yet."""
+    if not contact_ids:
+        return {}
+    states = {
+        state.contact_id: state
+        for state in session.scalars(
+            select(AddressState)
+            .where(AddressState.contact_id.in_(sorted(contact_ids)))
+            .order_by(AddressState.contact_id)
+            .with_for_update()
+        )
+    }
+    for contact_id in sorted(contact_ids - set(states)):
+        states[contact_id] = AddressState(
+            contact_id=contact_id, state=OK, soft_in_row=0, changed_at=now
+        )
+        session.add(states[contact_id])
+    return states
 
 
 def _move_address(
     session: Session,
     config: Config,
-    contact_id: int,
+    state: AddressState,
     report: BounceReport,
     event_id: int,
     now: datetime,
 ) -> None:
-    state = session.get(AddressState, contact_id, with_for_update=True)
-    if state is None:
-        state = AddressState(contact_id=contact_id, state=OK, soft_in_row=0, changed_at=now)
-        session.add(state)
     step = next_state(
         state.state,
         state.soft_in_row,
@@ -205,7 +254,7 @@ def _move_address(
     if step.cause is not None:
         session.add(
             AddressChange(
-                contact_id=contact_id,
+                contact_id=state.contact_id,
                 from_state=state.state,
                 to_state=step.state,
                 cause=f"{step.cause} ({report.origin})",
@@ -215,7 +264,6 @@ def _move_address(
         )
         state.changed_at = now
     state.state, state.soft_in_row = step.state, step.soft_in_row
-    session.flush()
 
 
 # --- Maildir --------------------------------------------------------------------------------
@@ -236,21 +284,35 @@ def waiting_dsn_files(folder: Path) -> Iterator[Path]:
 def import_bounces(store: Store, config: Config, folder: Path, now: datetime) -> ImportResult:
     """Read every DSN waiting in ``folder`` once: record it, then move it to ``done/``.
 
-    A file is recorded before it is moved; a crash in between leaves it to be read again,
-    and its key makes the second reading count nothing."""
+    Files are recorded in batches of :data:`FILES_PER_BATCH`, one transaction each, and moved
+    once their batch is committed; a crash in between leaves them to be read again, and their
+    keys make the second reading count nothing."""
     total = ImportResult()
     done = folder / DONE_FOLDER
+    batch: list[Path] = []
+    reports: list[BounceReport] = []
+
+    def flush() -> None:
+        _add(total, record_reports(store, config, reports, now))
+        done.mkdir(exist_ok=True)
+        for path in batch:
+            os.replace(path, done / path.name.split(":", 1)[0])
+        total.read += len(batch)
+        batch.clear()
+        reports.clear()
+
     for path in waiting_dsn_files(folder):
         try:
             raw = path.read_bytes()
         except OSError as exc:
             log.warning("cannot read %s: %s", path, exc.strerror)
             continue
-        result = record_reports(store, config, dsn_reports(raw, "maildir", path.name), now)
-        _add(total, result)
-        total.read += 1
-        done.mkdir(exist_ok=True)
-        os.replace(path, done / path.name.split(":", 1)[0])
+        reports.extend(dsn_reports(raw, "maildir", path.name))
+        batch.append(path)
+        if len(batch) >= FILES_PER_BATCH:
+            flush()
+    if batch:
+        flush()
     if total.read:
         check_lists(store, config, now)
     return total
@@ -603,8 +665,8 @@ def check_lists(store: Store, config: Config, now: datetime) -> list[ListFigures
 
 
 def owner_message(config: Config, owner: str, figure: ListFigures, now: datetime) -> Message:
-    """The outbox e-mail telling a list's owner it was warned or suspended; its key makes it
-    one message per list, status and day."""
+    """The outbox e-mail telling a list's owner it was warned or suspended: one per entry into
+    the status (the list's ``told`` keeps it from being repeated), keyed by its moment."""
     rep = config.team.reps[owner]
     rate = f"{figure.bounce_rate * 100:.1f}%"
     lists_cfg = config.hygiene.lists
@@ -630,7 +692,7 @@ def owner_message(config: Config, owner: str, figure: ListFigures, now: datetime
         f"{figure.expected_bad * 100:.0f}% of such a list is expected to have gone bad.\n\n"
         "leadwerk hygiene report shows every list.\n"
     )
-    day = now.strftime("%Y%m%d")
+    day = now.strftime("%Y%m%dT%H%M%S.%f")
     safe = "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in figure.name)
     return Message(
         key=f"hygiene:{figure.name}:{figure.status}:{day}",

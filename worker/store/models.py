@@ -209,7 +209,11 @@ class Message(Base):
     message that went out by e-mail instead). ``retry_at``: not due before then."""
 
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_status", "status"),)
+    __table_args__ = (
+        Index("ix_messages_status", "status"),
+        # A bounce names the Message-ID it is about.
+        Index("ix_messages_message_id", "message_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(300), unique=True)

@@ -1,5 +1,8 @@
 """list hygiene: bounce events, address states with their history, list states, stale flag
 
+A bounce names the Message-ID it is about; the index on messages.message_id keeps matching
+it from scanning the whole outbox.
+
 Revision ID: 0015
 Revises: 0005
 """
@@ -18,6 +21,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_index("ix_messages_message_id", "messages", ["message_id"])
     with op.batch_alter_table("contacts") as batch:
         batch.add_column(sa.Column("stale_since", UtcDateTime(), nullable=True))
     op.create_table(
@@ -101,3 +105,4 @@ def downgrade() -> None:
     op.drop_table("bounce_events")
     with op.batch_alter_table("contacts") as batch:
         batch.drop_column("stale_since")
+    op.drop_index("ix_messages_message_id", table_name="messages")
