@@ -25,15 +25,15 @@ _STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
 STATUS_IN_TEXT = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 
 
-def normalise_status(status: str | None) -> str | None:
+def normalise_status(status: object) -> str | None:
     """``5.1.1`` from ``5.1.1 (bad destination mailbox)`` or ``#5.1.1``; None if none."""
-    if not status:
+    if status is None or status == "":
         return None
-    match = STATUS_IN_TEXT.search(status)
+    match = STATUS_IN_TEXT.search(str(status))
     return match.group(1) if match else None
 
 
-def best_status(status: str | None, text: str | None) -> str | None:
+def best_status(status: object, text: object) -> str | None:
     """The status code, the more specific one where ``status`` is generic (``5.0.0``, as
     Exim and some ESPs report) and the SMTP reply in ``text`` says more (``550 5.1.1``)."""
     code = normalise_status(status)

@@ -248,3 +248,28 @@ def test_an_sns_subscription_is_confirmed(bounces: Bounces) -> None:
 
 def test_a_provider_not_configured_is_not_found(bounces: Bounces) -> None:
     assert bounces.post("sparkpost", b"[]").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [{"event": "bounce", "status": 5, "email": 7, "timestamp": 1e300, "reason": {"x": 1}}],
+        [{"event": "bounce"}, "text", None, {"event": "delivered", "email": "x@y.example"}],
+        [{"event": "bounce", "email": "eva.mueller@bigcorp.de", "status": "5.1.1"}] * 2,
+    ],
+)
+def test_signed_sendgrid_events_of_odd_shapes_are_taken_without_an_error(
+    bounces: Bounces, events: list[object]
+) -> None:
+    body = json.dumps(events).encode()
+    answer = bounces.post("sendgrid", body, **sendgrid_signature(body))
+    assert answer.status_code == 202, answer.text
+
+
+def test_a_signed_body_that_is_no_json_is_a_bad_request(bounces: Bounces) -> None:
+    body = b"\xff\xfe not json"
+    answer = bounces.post("postmark", body, Authorization=basic(POSTMARK_SECRET))
+    assert answer.status_code == 400 and bounces.stored() == 0
+    weird = json.dumps({"RecordType": "Bounce", "Type": "HardBounce", "Details": [1], "ID": {}})
+    answer = bounces.post("postmark", weird.encode(), Authorization=basic(POSTMARK_SECRET))
+    assert answer.status_code == 202, answer.text

@@ -66,9 +66,33 @@ def _message_id(value: Any) -> str | None:
     return text if text.startswith("<") else f"<{text}>"
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    """A sender's object, or an empty one where it sent something else."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)[:2000]
+
+
+def _key(prefix: str, event_id: Any, event: Any) -> str:
+    """The provider's event id, or (an event without one) the hash of the event itself."""
+    if isinstance(event_id, str | int) and str(event_id):
+        return f"{prefix}:{event_id}"
+    digest = hashlib.sha256(json.dumps(event, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{prefix}:sha256:{digest}"
+
+
 def _when(value: Any) -> datetime | None:
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
     if isinstance(value, str):
         try:
             return datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -145,13 +169,13 @@ class SendGrid(BounceProvider):
                 continue
             found.append(
                 BounceReport(
-                    key=f"sendgrid:{event.get('sg_event_id')}",
+                    key=_key("sendgrid", event.get("sg_event_id"), event),
                     origin=self.name,
                     kind=kind,
                     recipient=_email(event.get("email")),
                     status=status,
                     message_id=_message_id(event.get("smtp-id")),
-                    detail=event.get("reason"),
+                    detail=_str(event.get("reason")),
                     occurred_at=_when(event.get("timestamp")),
                 )
             )
@@ -175,13 +199,13 @@ class Mailgun(BounceProvider):
 
     def reports(self, body: bytes) -> list[BounceReport]:
         data = _json(body)
-        event = data.get("event-data") if isinstance(data, dict) else None
+        event = _dict(data).get("event-data")
         if not isinstance(event, dict):
             raise PayloadError("no event-data in the Mailgun event")
         name = event.get("event")
         status = detail = None
         if name == "failed":
-            delivery = event.get("delivery-status") or {}
+            delivery = _dict(event.get("delivery-status"))
             detail = " ".join(
                 str(delivery.get(k) or "") for k in ("code", "message", "description")
             ).strip()
@@ -191,10 +215,10 @@ class Mailgun(BounceProvider):
             kind = DELIVERED
         else:
             return []
-        headers = (event.get("message") or {}).get("headers") or {}
+        headers = _dict(_dict(event.get("message")).get("headers"))
         return [
             BounceReport(
-                key=f"mailgun:{event.get('id')}",
+                key=_key("mailgun", event.get("id"), event),
                 origin=self.name,
                 kind=kind,
                 recipient=_email(event.get("recipient")),
@@ -246,7 +270,7 @@ class Postmark(BounceProvider):
         record = event.get("RecordType")
         recipient = _email(event.get("Email") or event.get("Recipient"))
         if record == "Delivery":
-            key = f"postmark:delivery:{event.get('MessageID')}:{recipient}"
+            key = _key("postmark:delivery", f"{event.get('MessageID')}:{recipient}", event)
             return [
                 BounceReport(
                     key,
@@ -264,12 +288,12 @@ class Postmark(BounceProvider):
         status = best_status(None, event.get("Details"))
         return [
             BounceReport(
-                key=f"postmark:{event.get('ID')}",
+                key=_key("postmark", event.get("ID"), event),
                 origin=self.name,
                 kind=_kind(status, fallback) if fallback != POLICY else POLICY,
                 recipient=recipient,
                 status=status,
-                detail=event.get("Details") or event.get("Description"),
+                detail=_str(event.get("Details") or event.get("Description")),
                 occurred_at=_when(event.get("BouncedAt")),
             )
         ]
@@ -354,14 +378,14 @@ class Ses(BounceProvider):
 
     def subscribe_url(self, body: bytes) -> str | None:
         """For a verified SubscriptionConfirmation: the URL that confirms it."""
-        message = _json(body)
+        message = _dict(_json(body))
         if message.get("Type") != "SubscriptionConfirmation":
             return None
         url = message.get("SubscribeURL")
         return url if self.allowed_url(url) else None
 
     def reports(self, body: bytes) -> list[BounceReport]:
-        envelope = _json(body)
+        envelope = _dict(_json(body))
         if envelope.get("Type") != "Notification":
             return []
         inner = envelope.get("Message")
@@ -369,13 +393,13 @@ class Ses(BounceProvider):
         if not isinstance(message, dict):
             raise PayloadError("the SNS message holds no SES notification")
         kind = message.get("notificationType") or message.get("eventType")
-        mail = message.get("mail") or {}
-        message_id = _message_id((mail.get("commonHeaders") or {}).get("messageId"))
+        mail = _dict(message.get("mail"))
+        message_id = _message_id(_dict(mail.get("commonHeaders")).get("messageId"))
         if kind == "Bounce":
-            bounce = message.get("bounce") or {}
+            bounce = _dict(message.get("bounce"))
             fallback = HARD if bounce.get("bounceType") == "Permanent" else SOFT
             found = []
-            for rec in bounce.get("bouncedRecipients") or []:
+            for rec in map(_dict, _list(bounce.get("bouncedRecipients"))):
                 recipient = _email(rec.get("emailAddress"))
                 status = best_status(rec.get("status"), rec.get("diagnosticCode"))
                 found.append(
@@ -386,13 +410,13 @@ class Ses(BounceProvider):
                         recipient=recipient,
                         status=status,
                         message_id=message_id,
-                        detail=rec.get("diagnosticCode") or bounce.get("bounceSubType"),
+                        detail=_str(rec.get("diagnosticCode") or bounce.get("bounceSubType")),
                         occurred_at=_when(bounce.get("timestamp")),
                     )
                 )
             return found
         if kind == "Delivery":
-            delivery = message.get("delivery") or {}
+            delivery = _dict(message.get("delivery"))
             return [
                 BounceReport(
                     key=f"ses:delivery:{mail.get('messageId')}:{_email(r)}",
@@ -402,7 +426,7 @@ class Ses(BounceProvider):
                     message_id=message_id,
                     occurred_at=_when(delivery.get("timestamp")),
                 )
-                for r in delivery.get("recipients") or []
+                for r in _list(delivery.get("recipients"))
             ]
         return []
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, exists, func, or_, select, update
+from sqlalchemy import Connection, and_, case, exists, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -446,6 +446,14 @@ def resume_list(store: Store, name: str, now: datetime, by: str) -> bool:
 # --- stale contacts -------------------------------------------------------------------------
 
 
+def _no_jit(session: Session, store: Store) -> None:
+    """PostgreSQL compiles a query it estimates as costly (these scan every contact) before
+    running it; at a million contacts the compiling took longer than it saved (bench/
+    bench_hygiene.py), so the sweep's transaction runs without."""
+    if store.dialect == "postgresql":
+        session.execute(text("SET LOCAL jit = off"))
+
+
 def stale_condition(cutoff: datetime) -> Any:
     """No engagement since ``cutoff``: arrived before it and no event since."""
     recent = exists().where(Event.contact_id == Contact.id, Event.occurred_at >= cutoff)
@@ -460,6 +468,7 @@ def sweep_stale(store: Store, config: Config, now: datetime) -> int:
         return 0
     is_stale = stale_condition(now - stale.no_engagement_for)
     with store.session() as session:
+        _no_jit(session, store)
         changed = session.execute(
             update(Contact)
             .where(
@@ -565,6 +574,7 @@ def list_figures(store: Store, config: Config, now: datetime) -> list[ListFigure
     window_start = now - lists_cfg.window
     month = _month(store, Contact.created_at)
     with store.session() as session:
+        _no_jit(session, store)
         states = {s.name: s for s in session.scalars(select(ListState))}
         sizes = session.execute(
             select(Contact.source, month, func.count(), func.count(Contact.stale_since))
