@@ -27,9 +27,10 @@ from tests.hygiene_helpers import (
     sent_nurture,
 )
 from tests.servers.imap import ImapServer
+from worker.commands.erasure import forget
 from worker.pipeline.hygiene import import_bounce_sources, import_bounces, suppressed
 from worker.runtime.app import App, init_app
-from worker.store.models import BounceEvent, Contact
+from worker.store.models import AddressChange, AddressState, BounceEvent, Contact
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -305,3 +306,17 @@ def test_a_wrong_imap_password_is_a_passing_error_naming_the_host(
         finally:
             app.close()
     assert "wrong" not in str(raised.value)
+
+
+def test_forgetting_a_person_erases_their_bounces_and_address_history(
+    app: App, tmp_path: Path
+) -> None:
+    add_contact(app, "eva.mueller@bigcorp.de", "ebook-downloads", ARRIVED)
+    folder = maildir_with(tmp_path / "b", "postfix_user_unknown.eml", "qmail_no_mailbox.eml")
+    import_bounces(app.store, app.config, folder, NOW)
+    forget(app, "eva.mueller@bigcorp.de")
+    forget(app, "jan.vogel@kleinfirma.example")  # known only from an unmatched bounce
+    with app.store.session() as session:
+        assert session.scalars(select(BounceEvent)).all() == []
+        assert session.scalars(select(AddressChange)).all() == []
+        assert session.scalars(select(AddressState)).all() == []

@@ -16,7 +16,7 @@ from sqlalchemy import String, cast, delete, func, select
 
 from rules.contact import FieldError, mask_email, normalise_email
 from worker.runtime.app import App
-from worker.store.models import Contact, Event, Message, Quarantine
+from worker.store.models import BounceEvent, Contact, Event, Message, Quarantine
 
 log = logging.getLogger("leadwerk.erasure")
 
@@ -57,6 +57,8 @@ def forget(app: App, email: str) -> Erased:
             erased.outbox_files += _remove_outbox_files(Path(app.settings.outbox_dir), contact.id)
             session.delete(contact)
             erased.contacts += 1
+        # Bounce reports name the address too, also those no contact matched.
+        session.execute(delete(BounceEvent).where(BounceEvent.recipient == address.lower()))
         # The address as a whole JSON string value, so lisa@x.de survives forgetting a@x.de.
         pattern = f'%"{address.lower()}"%'
         erased.quarantined = (
