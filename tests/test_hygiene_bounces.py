@@ -238,15 +238,20 @@ def test_three_soft_bounces_without_a_delivery_make_an_address_hard(
     app: App, tmp_path: Path
 ) -> None:
     add_contact(app, "paul.schmidt@mittelstand-gmbh.de", "ebook-downloads", ARRIVED)
-    folder = tmp_path / "b"
-    for index in range(3):
-        maildir_with(folder)
-        raw = (DSN / "postfix_mailbox_full.eml").read_bytes()
-        (folder / "new" / f"full-{index}.eml").write_bytes(raw + f"\n{index}\n".encode())
-        import_bounces(app.store, app.config, folder, NOW + timedelta(days=index))
+    folder = maildir_with(tmp_path / "b")
+    raw = (DSN / "postfix_mailbox_full.eml").read_bytes()
+    for step in range(1, 4):  # three mailings, each bounced: mailbox full
+        mailing = raw.replace(b"nurture-102.s1@", b"nurture-102.s%d@" % step)
+        (folder / "new" / f"full-{step}.eml").write_bytes(mailing)
+        import_bounces(app.store, app.config, folder, NOW + timedelta(days=step))
         assert address_state(app, "paul.schmidt@mittelstand-gmbh.de") == (
-            "hard" if index == 2 else "soft"
+            "hard" if step == 3 else "soft"
         )
+    assert history(app, "paul.schmidt@mittelstand-gmbh.de")[-1] == (
+        "soft",
+        "hard",
+        "3 soft bounces in a row without a delivery (last 5.2.2) (maildir)",
+    )
 
 
 def test_import_bounces_prints_the_counts_and_the_unparseable_file(
@@ -320,3 +325,20 @@ def test_forgetting_a_person_erases_their_bounces_and_address_history(
         assert session.scalars(select(BounceEvent)).all() == []
         assert session.scalars(select(AddressChange)).all() == []
         assert session.scalars(select(AddressState)).all() == []
+
+
+def test_repeated_delay_notices_for_one_message_count_as_one_soft_bounce(
+    app: App, tmp_path: Path
+) -> None:
+    add_contact(app, "lena.wolf@slowmail.example", "ebook-downloads", ARRIVED)
+    folder = maildir_with(tmp_path / "b")
+    raw = (DSN / "exim_delayed.eml").read_bytes()
+    for hours in (24, 48, 72):  # Exim warns again while the message waits in its queue
+        notice = raw.replace(b"delayed 24 hours", b"delayed %d hours" % hours)
+        (folder / "new" / f"delay-{hours}.eml").write_bytes(notice)
+    result = import_bounces(app.store, app.config, folder, NOW)
+    assert result.soft == 3
+    assert address_state(app, "lena.wolf@slowmail.example") == "soft"
+    assert history(app, "lena.wolf@slowmail.example") == [
+        ("ok", "soft", "soft bounce 4.7.1 (maildir)")
+    ]

@@ -32,9 +32,11 @@ from connectors.bounces.imap import imap_folder
 from rules.contact import mask_email
 from rules.hygiene import (
     BOUNCE_KINDS,
+    DELIVERED,
     HARD,
     LIST_SEVERITY,
     OK,
+    SOFT,
     SUSPENDED,
     UNPARSEABLE,
     WARN,
@@ -244,6 +246,12 @@ def _move_address(
     event_id: int,
     now: datetime,
 ) -> None:
+    if report.kind == SOFT and report.message_id:
+        if report.message_id == state.last_soft_for:
+            return  # another "still delayed" notice for the same message
+        state.last_soft_for = report.message_id
+    elif report.kind in (HARD, DELIVERED):
+        state.last_soft_for = None
     step = next_state(
         state.state,
         state.soft_in_row,

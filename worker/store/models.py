@@ -351,7 +351,8 @@ class BounceEvent(Base):
 
 class AddressState(Base):
     """Where an address stands after its bounces: ok | soft | hard, and the soft bounces in a
-    row since its last delivery."""
+    row since its last delivery. ``last_soft_for`` is the Message-ID the last soft bounce was
+    about: mail servers repeat "still delayed" notices for one message, which count once."""
 
     __tablename__ = "address_states"
 
@@ -360,6 +361,7 @@ class AddressState(Base):
     )
     state: Mapped[str] = mapped_column(String(10), default="ok")
     soft_in_row: Mapped[int] = mapped_column(Integer, default=0)
+    last_soft_for: Mapped[str | None] = mapped_column(String(300))
     changed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 

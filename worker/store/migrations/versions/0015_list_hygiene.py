@@ -61,6 +61,7 @@ def upgrade() -> None:
         ),
         sa.Column("state", sa.String(10), nullable=False),
         sa.Column("soft_in_row", sa.Integer(), nullable=False),
+        sa.Column("last_soft_for", sa.String(300), nullable=True),
         sa.Column("changed_at", UtcDateTime(), nullable=False),
     )
     op.create_table(
