@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from config.settings import Settings
 from connectors.bounces.base import BounceReport
 from tests.hygiene_helpers import add_contact, cli, hygiene_app, sent_nurture
+from tests.servers.smtp import SmtpServer
 from worker.pipeline.hygiene import (
     check_lists,
     list_figures,
@@ -24,6 +25,8 @@ from worker.pipeline.hygiene import (
     record_reports,
     sweep_stale,
 )
+from worker.pipeline.notify import send_message
+from worker.pipeline.sweep import find_pending
 from worker.runtime.app import App
 from worker.runtime.clock import start_clock
 from worker.store.models import Contact, Event, Message
@@ -251,3 +254,32 @@ def test_the_clock_runs_the_list_check_every_check_every(app: App) -> None:
         scheduler.shutdown(wait=False)
     with app.store.session() as session:
         assert list_suspended(session, contacts[3])
+
+
+def test_the_owner_hears_of_a_suspension_by_e_mail(
+    config_dir: Path, make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    with (
+        SmtpServer() as smtp,
+        hygiene_app(config_dir, make_settings, database_url, LEADWERK_SMTP_URL=smtp.url) as app,
+    ):
+        contacts = mailed_list(
+            app, "expo", datetime(2026, 8, 1, tzinfo=UTC), 10, NOW - timedelta(days=5)
+        )
+        hard_bounces(app, contacts[:1], NOW - timedelta(days=4))
+        check_lists(app.store, app.config, NOW)
+        pending = find_pending(app.store, NOW + timedelta(minutes=1)).messages
+        assert len(pending) == 2  # the source list and its month
+        for message_id in pending:
+            assert send_message(app, message_id, NOW).status == "sent"
+        mails = smtp.wait_for(2)
+    subjects = sorted(m.message["Subject"] for m in mails)
+    assert subjects == [
+        "List expo suspended: 10.0% hard bounces",
+        "List expo/2026-08 suspended: 10.0% hard bounces",
+    ]
+    assert {tuple(m.rcpt_tos) for m in mails} == {("anna.schulz@example.com",)}
+    assert (
+        "leadwerk hygiene resume expo/2026-08"
+        in mails[0].message.get_content() + mails[1].message.get_content()
+    )

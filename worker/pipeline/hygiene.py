@@ -724,6 +724,7 @@ def owner_message(config: Config, owner: str, figure: ListFigures, now: datetime
         body_text=body,
         message_id=f"<hygiene-{safe}.{figure.status}.{day}@{message_id_domain(config)}>",
         status="pending",
+        created_at=now,
     )
 
 
