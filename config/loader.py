@@ -374,6 +374,8 @@ def load_config(settings: Settings, with_tests: bool = False) -> Config:
     nurture = (c.model(nurture_doc, NurtureFile) if nurture_doc else None) or NurtureFile()
     sequences = _compile_nurture(c, nurture_doc, nurture, nurture_schema)
     hygiene = (c.model(hygiene_doc, HygieneFile) if hygiene_doc else None) or HygieneFile()
+    if hygiene_doc is not None:
+        _check_hygiene(c, hygiene_doc, hygiene, team)
 
     alerts = _compile_alerts(c, alerts_doc, team)
     tests = _load_tests(c, directory / "tests") if with_tests else []
@@ -684,6 +686,34 @@ def _missing_template_parts(directory: Path, template: str | None) -> list[str]:
         for part in ("subject", "txt")
         if not any((folder / f"{template}.{part}.j2").is_file() for folder in folders)
     ]
+
+
+def _check_hygiene(c: _Collector, doc: YamlDoc, model: HygieneFile, team: TeamFile) -> None:
+    """The list owner must be a rep (the one told on warn and suspend); a webhook that is
+    signed with a secret must name the variable holding it."""
+    lists = model.lists
+    if lists.owner is not None:
+        _rep_reference(c, doc, ("lists", "owner"), lists.owner, team)
+    if lists.suspend_bounce_rate < lists.warn_bounce_rate:
+        c.add(
+            doc,
+            ("lists", "suspend_bounce_rate"),
+            "suspend_bounce_rate is below warn_bounce_rate: a list would be suspended unwarned",
+        )
+    seen: set[str] = set()
+    for index, source in enumerate(model.bounce_sources):
+        if source.kind != "webhook":
+            continue
+        if source.provider in seen:
+            c.add(doc, ("bounce_sources", index, "provider"), f"{source.provider} named twice")
+        seen.add(source.provider)
+        if source.provider != "ses" and not source.secret_env:
+            c.add(
+                doc,
+                ("bounce_sources", index),
+                f"a {source.provider} webhook needs secret_env: (the variable holding its "
+                "signing secret); unsigned events are never taken",
+            )
 
 
 def _load_sources(c: _Collector, doc: YamlDoc | None) -> dict[str, SourceConfig]:

@@ -6,7 +6,7 @@ Expressions stay text here; ``config.loader`` compiles them against the field sc
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -183,7 +183,7 @@ class NurtureFile(Strict):
 
 
 class Bounces(Strict):
-    soft_to_hard_after: Count = 3
+    soft_to_hard_after: Count = Field(default=3, ge=1)
 
 
 class Stale(Strict):
@@ -194,13 +194,50 @@ class Stale(Strict):
 class ListHealth(Strict):
     warn_bounce_rate: Percent = 0.02
     suspend_bounce_rate: Percent = 0.05
+    window: Duration = timedelta(days=30)
+    touch_every: Duration = timedelta(days=60)
     check_every: Duration | None = None
+    owner: str | None = None  # a rep of team.yaml, told on warn and suspend
+
+
+class MaildirBounces(Strict):
+    kind: Literal["maildir"]
+    path: str
+
+
+class ImapBounces(Strict):
+    kind: Literal["imap"]
+    host: str
+    port: Count = 993
+    ssl: bool = True
+    folder: str = "INBOX"
+    user_env: str
+    password_env: str
+
+
+BounceProvider = Literal["sendgrid", "mailgun", "postmark", "ses"]
+
+
+class WebhookBounces(Strict):
+    kind: Literal["webhook"]
+    provider: BounceProvider
+    # SendGrid: the verification key (base64 public key); Mailgun: the HTTP webhook signing
+    # key; Postmark: the password of the webhook's basic auth (or the X-Leadwerk-Token
+    # header's value). SES signs with Amazon's certificate and needs no secret.
+    secret_env: str | None = None
+    topic_arn: str | None = None  # SES: only notifications of this SNS topic are taken
+    # SES: the host the SNS signing certificate must come from (always over https).
+    signing_cert_host: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
+
+
+BounceSource = Annotated[MaildirBounces | ImapBounces | WebhookBounces, Field(discriminator="kind")]
 
 
 class HygieneFile(Strict):
     bounces: Bounces = Field(default_factory=Bounces)
     stale: Stale | None = None
     lists: ListHealth = Field(default_factory=ListHealth)
+    bounce_sources: list[BounceSource] = Field(default_factory=list)
 
 
 # --- alerts.yaml --------------------------------------------------------------------------

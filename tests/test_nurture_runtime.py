@@ -26,16 +26,18 @@ from typer.testing import CliRunner
 
 from config.settings import Settings
 from connectors.sources.base import RawRecord, SourceConfig
+from tests.hygiene_helpers import maildir_with
 from tests.pipeline_helpers import Running, running
 from tests.servers.smtp import SmtpServer
 from worker.commands.cli import app as cli
 from worker.commands.erasure import forget
 from worker.pipeline.actors import simulate_clock
+from worker.pipeline.hygiene import import_bounces, resume_list
 from worker.pipeline.ingest import ingest_records
 from worker.pipeline.nurture import claim_due_steps, pause, resume, run_step, status
 from worker.runtime.app import App, init_app
 from worker.runtime.embedded import drain
-from worker.store.models import Message, NurtureEnrolment, NurtureRefusal
+from worker.store.models import ListState, Message, NurtureEnrolment, NurtureRefusal
 from worker.web.app import create_app
 
 MONDAY = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
@@ -441,4 +443,43 @@ def test_a_contact_silent_for_longer_than_the_stale_limit_leaves_a_sequence_that
         pass_at(leadwerk, FRIDAY)
         [enrolment] = enrolments(leadwerk.app)
     assert (enrolment.status, enrolment.exit_reason) == ("exited", "stale")
+    assert len(smtp.messages) == 1
+
+
+def test_a_hard_bounce_ends_the_sequence_before_its_next_email(
+    leadwerk: Running, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    # Given a contact who got the first e-mail of ebook-followup on Tuesday
+    add_event(leadwerk.app, "eva.mueller@bigcorp.de", "ebook", MONDAY)
+    pass_at(leadwerk, MONDAY)
+    pass_at(leadwerk, TUESDAY)
+    assert len(smtp.messages) == 1
+    # When the mail server's DSN says the mailbox does not exist (5.1.1, a hard bounce)
+    folder = maildir_with(tmp_path / "bounces", "postfix_user_unknown.eml")
+    result = import_bounces(leadwerk.app.store, leadwerk.app.config, folder, TUESDAY)
+    assert result.hard == 1
+    # Then Friday's step is not sent: the sequence ends on its exit_when `bounced`
+    pass_at(leadwerk, FRIDAY + timedelta(hours=2))
+    assert len(smtp.messages) == 1
+    [enrolment] = enrolments(leadwerk.app)
+    assert (enrolment.status, enrolment.exit_reason) == ("exited", "bounced")
+
+
+def test_a_suspended_lists_next_email_waits_until_the_list_is_resumed(
+    leadwerk: Running, smtp: SmtpServer
+) -> None:
+    # Given a contact of the list test-ebook, enrolled on Monday
+    add_event(leadwerk.app, "eva@mb-nord.de", "ebook", MONDAY)
+    pass_at(leadwerk, MONDAY)
+    # When its list is suspended for bouncing too much before the first step is due
+    with leadwerk.app.store.session() as session:
+        session.add(ListState(name="test-ebook", status="suspended", changed_at=MONDAY))
+    pass_at(leadwerk, TUESDAY + timedelta(hours=1))
+    # Then nothing is sent and the step waits, still active
+    assert subjects(smtp) == []
+    [enrolment] = enrolments(leadwerk.app)
+    assert (enrolment.status, enrolment.step) == ("active", 1)
+    # And once an admin resumes the list, the step goes out at its next look
+    assert resume_list(leadwerk.app.store, "test-ebook", TUESDAY, "admin")
+    pass_at(leadwerk, enrolment.next_due_at)
     assert len(smtp.messages) == 1

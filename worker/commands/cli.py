@@ -1178,5 +1178,99 @@ def _nurture_app(config: Path | None, sequence: str) -> Any:
     return application
 
 
+hygiene_app = typer.Typer(
+    help="List hygiene: bounces, list health, suppressed addresses.", no_args_is_help=True
+)
+app.add_typer(hygiene_app, name="hygiene")
+
+
+@hygiene_app.command("import-bounces")
+def hygiene_import(
+    path: Annotated[Path, typer.Argument(help="A Maildir or a folder of .eml files.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    now: Annotated[str | None, typer.Option(help="Record as of this ISO 8601 time.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Read the DSNs waiting in PATH once; each is moved to PATH/done/ when recorded."""
+    from worker.commands.hygiene import describe_import
+    from worker.pipeline.hygiene import import_bounces
+
+    if not path.is_dir():
+        _err(f"{path} is not a folder (a Maildir or a folder of .eml files)")
+        raise typer.Exit(2)
+    at = _now_option(now)
+    settings = _settings(config)
+    application = _open(settings, _config(settings))
+    result = import_bounces(application.store, application.config, path, at)
+    _echo(json.dumps(result.as_dict()) if as_json else describe_import(str(path), result))
+
+
+@hygiene_app.command("report")
+def hygiene_report(
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list, worst first.")] = False,
+    now: Annotated[str | None, typer.Option(help="As of this ISO 8601 time.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Per list (source, and source/YYYY-MM): size, age, expected decay, bounces, status."""
+    from worker.commands.hygiene import render_report, report_json
+    from worker.pipeline.hygiene import list_figures
+
+    at = _now_option(now)
+    settings = _settings(config)
+    application = _open(settings, _config(settings))
+    figures = list_figures(application.store, application.config, at)
+    _echo(json.dumps(report_json(figures), indent=2) if as_json else render_report(figures))
+
+
+@hygiene_app.command("restore")
+def hygiene_restore(
+    email: Annotated[str, typer.Argument(help="The address to take as deliverable again.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Reverse an address's bounce classification; its history is kept and shown."""
+    import getpass
+
+    from worker.commands.hygiene import change_line
+    from worker.pipeline.hygiene import restore
+
+    settings = _settings(config)
+    application = _open(settings, _config(settings))
+    history = restore(
+        application.store, email.strip().lower(), datetime.now(UTC), getpass.getuser()
+    )
+    if history is None:
+        _err("nobody with that e-mail address is stored")
+        raise typer.Exit(1)
+    for change in history:
+        _echo(change_line(change))
+    _echo(f"{email.strip().lower()} is ok: nurture e-mail may reach it again")
+
+
+@hygiene_app.command("resume")
+def hygiene_resume(
+    name: Annotated[str, typer.Argument(help="A suspended list: source or source/YYYY-MM.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Mail a suspended list again; its bounce rate counts from now on."""
+    import getpass
+
+    from worker.pipeline.hygiene import resume_list
+
+    settings = _settings(config)
+    application = _open(settings, _config(settings))
+    if not resume_list(application.store, name, datetime.now(UTC), getpass.getuser()):
+        _err(f"list '{name}' is not suspended (leadwerk hygiene report shows every list)")
+        raise typer.Exit(1)
+    _echo(f"{name} resumed: nurture e-mail to it goes out again")
+
+
+def _now_option(value: str | None) -> datetime:
+    try:
+        return _parse_now(value)
+    except ValueError as exc:
+        _err(f"--now: {exc}")
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
     app()

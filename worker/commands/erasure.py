@@ -18,7 +18,7 @@ from sqlalchemy import String, cast, delete, func, select
 from rules.contact import FieldError, mask_email, normalise_email
 from worker.pipeline.digest import forget_in_digests
 from worker.runtime.app import App
-from worker.store.models import Contact, Event, Message, Quarantine
+from worker.store.models import BounceEvent, Contact, Event, Message, Quarantine
 
 log = logging.getLogger("leadwerk.erasure")
 
@@ -60,6 +60,8 @@ def forget(app: App, email: str) -> Erased:
             forget_in_digests(session, contact.id)
             session.delete(contact)
             erased.contacts += 1
+        # Bounce reports name the address too, also those no contact matched.
+        session.execute(delete(BounceEvent).where(BounceEvent.recipient == address.lower()))
         # The address as a whole JSON string value, so lisa@x.de survives forgetting a@x.de.
         pattern = f'%"{address.lower()}"%'
         erased.quarantined = (

@@ -40,6 +40,7 @@ from rules.nurture import (
     window_zone,
 )
 from rules.scoring import contact_view
+from worker.pipeline.hygiene import hard_bounced, list_suspended, suppressed
 from worker.pipeline.notify import (
     _html_env,
     channel_for,
@@ -137,6 +138,7 @@ def nurture_view(
     events: Iterable[Event],
     now: datetime,
     mql: bool | None = None,
+    bounced: bool = False,
 ) -> dict[str, Any]:
     """The contact as nurture's expressions read it: fields, score, stage and nurture flags.
 
@@ -159,16 +161,19 @@ def nurture_view(
     stale_after = config.hygiene.stale.no_engagement_for if config.hygiene.stale else None
     view["replied"] = replied or bool(coerce_bool("replied", contact.fields.get("replied")))
     view["unsubscribed"] = contact.unsubscribed_at is not None
-    view["bounced"] = False
+    view["bounced"] = bounced
     view["stale"] = bool(stale_after and last_event and now - last_event > stale_after)
     return view
 
 
 def is_suppressed(connection: Connection, contact: Contact) -> bool:
-    """Whether nothing may be mailed to the contact's address. Today: it unsubscribed.
+    """Whether nothing may be mailed to the contact's address: it unsubscribed, or list
+    hygiene classified it hard-bounced. The one place nurture asks before an e-mail step."""
+    return contact.unsubscribed_at is not None or suppressed(connection, contact.id) is not None
 
-    The one place nurture asks before an e-mail step; list hygiene adds hard bounces here."""
-    return contact.unsubscribed_at is not None
+
+# While a list is suspended, its contacts' e-mail steps wait and are looked at again this often.
+SUSPENDED_LIST_RECHECK = timedelta(days=1)
 
 
 # --- enrolment, after scoring ---------------------------------------------------------------
@@ -193,7 +198,14 @@ def after_score(
         return
     from worker.pipeline.score import event_facts
 
-    view = nurture_view(config, contact, events, now, mql=mql or contact.stage in MQL_STAGES)
+    view = nurture_view(
+        config,
+        contact,
+        events,
+        now,
+        mql=mql or contact.stage in MQL_STAGES,
+        bounced=hard_bounced(connection, contact.id),
+    )
     held = connection.execute(
         select(ENROLMENTS.c.id, ENROLMENTS.c.sequence, ENROLMENTS.c.channel).where(
             ENROLMENTS.c.contact_id == contact.id, ENROLMENTS.c.status.in_(HELD)
@@ -548,7 +560,7 @@ def _step(
     if sequence is None:
         _end(connection, enrolment.id, "exited", "sequence removed from nurture.yaml", now)
         return StepResult("exited")
-    view = nurture_view(config, contact, events, now)
+    view = nurture_view(config, contact, events, now, bounced=hard_bounced(connection, contact.id))
     reason = exit_reason(sequence, Context(contact=view, event=None, now=now))
     if reason is None and sequence.channel == "email":
         if rules.consent_field and view.get(rules.consent_field) is not True:
@@ -561,6 +573,14 @@ def _step(
             "lead %s left %s before step %s: %s", contact.id, sequence.name, enrolment.step, reason
         )
         return StepResult("exited")
+    if sequence.channel == "email" and list_suspended(connection, contact.id):
+        # Its list bounces too much: the step waits until an admin resumes the list.
+        connection.execute(
+            update(ENROLMENTS)
+            .where(ENROLMENTS.c.id == enrolment.id)
+            .values(next_due_at=now + SUSPENDED_LIST_RECHECK, enqueued_at=None, updated_at=now)
+        )
+        return StepResult("skipped")
     n = enrolment.step
     if n > len(sequence.steps):
         _end(connection, enrolment.id, "finished", None, now)

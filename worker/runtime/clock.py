@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from config.loader import Config
 from connectors.errors import ConnectorError
+from worker.pipeline.hygiene import check_interval, import_bounce_sources, run_checks
 from worker.pipeline.nurture import enqueue_due_steps
 from worker.pipeline.poll import import_inboxes, is_pulled, poll_source
 from worker.pipeline.sla import enqueue_due_timers
@@ -235,6 +236,23 @@ def start_clock(app: App, background: bool) -> BaseScheduler:
         id="alerts",
         max_instances=1,
     )
+    scheduler.add_job(
+        _when_leading(leader, lambda: run_checks(app.store, app.config)),
+        "interval",
+        seconds=check_interval(app.config).total_seconds(),
+        id="hygiene",
+        max_instances=1,
+    )
+    if app.config.hygiene.bounce_sources:
+        scheduler.add_job(
+            _when_leading(
+                leader, lambda: import_bounce_sources(app.store, app.config, datetime.now(UTC))
+            ),
+            "interval",
+            seconds=60,
+            id="bounces",
+            max_instances=1,
+        )
     scheduler.add_job(
         lambda: heartbeat(app, leader.identity, "clock"),
         "interval",

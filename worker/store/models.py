@@ -82,6 +82,9 @@ class Contact(Base):
     # When the sweep last enqueued it for routing.
     enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     unsubscribed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Set by the hygiene sweep when the contact has shown no engagement for
+    # ``stale.no_engagement_for``; cleared when it engages again.
+    stale_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Event(Base):
@@ -228,6 +231,8 @@ class Message(Base):
         Index("ix_messages_status", "status"),
         # How many new leads a person was told of lately: whether the next goes in a digest.
         Index("ix_messages_rep_created_at", "rep", "created_at"),
+        # A bounce names the Message-ID it is about.
+        Index("ix_messages_message_id", "message_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -432,6 +437,81 @@ class AlertState(Base):
     since: Mapped[datetime | None] = mapped_column(UtcDateTime)  # when it last changed
     checked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     value: Mapped[str | None] = mapped_column(Text)  # the facts it read, for the admin
+
+
+class BounceEvent(Base):
+    """One delivery status report about one recipient: from a DSN (Maildir, IMAP) or an ESP
+    webhook. ``kind``: hard | soft | policy | delivered | unparseable. ``contact_id`` is None
+    for an address no contact has (counted as unmatched); ``message_id`` is the outbox
+    message the report names, where it names one. ``key`` makes a report taken in twice
+    count once."""
+
+    __tablename__ = "bounce_events"
+    __table_args__ = (Index("ix_bounce_events_kind_occurred", "kind", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    origin: Mapped[str] = mapped_column(String(50))  # maildir | imap | sendgrid | ...
+    kind: Mapped[str] = mapped_column(String(20))
+    status_code: Mapped[str | None] = mapped_column(String(20))
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    file: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class AddressState(Base):
+    """Where an address stands after its bounces: ok | soft | hard, and the soft bounces in a
+    row since its last delivery. ``last_soft_for`` is the Message-ID the last soft bounce was
+    about: mail servers repeat "still delayed" notices for one message, which count once."""
+
+    __tablename__ = "address_states"
+
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(10), default="ok")
+    soft_in_row: Mapped[int] = mapped_column(Integer, default=0)
+    last_soft_for: Mapped[str | None] = mapped_column(String(300))
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class AddressChange(Base):
+    """Each change of an address's state with its cause: a bounce, a delivery, a restore."""
+
+    __tablename__ = "address_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    from_state: Mapped[str] = mapped_column(String(10))
+    to_state: Mapped[str] = mapped_column(String(10))
+    cause: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("bounce_events.id", ondelete="SET NULL")
+    )
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ListState(Base):
+    """A list's bounce status: ok | warn | suspended. ``counts_from`` is when its rate starts
+    counting (set on resume, so that the bounces that suspended it do not suspend it again);
+    ``told`` is the status its owner was last told of."""
+
+    __tablename__ = "list_states"
+
+    name: Mapped[str] = mapped_column(String(300), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), default="ok")
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    counts_from: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    told: Mapped[str | None] = mapped_column(String(20))
+    resumed_by: Mapped[str | None] = mapped_column(String(200))
 
 
 # The tables as Core sees them, for the prebuilt statements of the hot path.

@@ -49,8 +49,10 @@ from worker.runtime.alerts import AlertCollector
 from worker.runtime.app import App
 from worker.runtime.processes import StopSignal
 from worker.web.admin import admin_routes, metrics_refusal
+from worker.web.bounces import receive_bounces
 from worker.web.digest import digest_routes
 from worker.web.hooks import body_limit, receive_webhook, webhook_source
+from worker.web.hygiene_metrics import ListCollector
 from worker.web.links import (
     SECURITY_HEADERS,
     Page,
@@ -81,6 +83,7 @@ def create_app(app: App) -> Starlette:
     settings = app.settings
     outbox_metrics = store_registry(app.store, app)
     outbox_metrics.register(AlertCollector(app))
+    outbox_metrics.register(ListCollector(app))
 
     async def healthz(request: Request) -> Response:
         """Liveness: the process answers. It reads nothing, so it never fails on a store
@@ -115,6 +118,17 @@ def create_app(app: App) -> Starlette:
             receive_webhook, app, name, request.headers, body, datetime.now(UTC)
         )
         return _answer(name, answer.outcome, answer.status, answer.detail, answer.retry_after)
+
+    async def bounces(request: Request) -> Response:
+        provider = request.path_params["provider"]
+        body = await _read_body(request, settings.max_body_bytes)
+        if body is None:
+            return _answer("bounces", "too_large", 413, "body too large")
+        answer = await run_in_threadpool(
+            receive_bounces, app, provider, request.headers, body, datetime.now(UTC)
+        )
+        label = f"bounces:{provider}" if answer.status != 404 else "bounces:unknown"
+        return _answer(label, answer.outcome, answer.status, answer.detail)
 
     async def accept(request: Request) -> Response:
         token = request.path_params["token"]
@@ -203,6 +217,7 @@ def create_app(app: App) -> Starlette:
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             Route("/hooks/{source}", hook, methods=["POST"]),
+            Route("/bounces/{provider}", bounces, methods=["POST"]),
             Route("/accept/{token}", accept, methods=["GET", "POST"]),
             Route("/assign/{token}", assign, methods=["GET", "POST"]),
             Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
