@@ -28,8 +28,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class CrmLead:
-    """One lead as the CRM gets it: keyed by e-mail, with the mapped fields (already under
-    the CRM's names), its owner's CRM user id and its Leadwerk stage."""
+    """One lead as the CRM gets it: keyed by e-mail, with its fields under Leadwerk's names
+    (the connector writes those ``map:`` names), its owner's CRM user id and its stage."""
 
     email: str
     fields: dict[str, Any] = field(default_factory=dict)
@@ -127,6 +127,11 @@ class CrmConnector(ABC):
     def fields_map(self) -> dict[str, str]:
         """Leadwerk field -> CRM field: the kind's defaults, overridden by ``map:``."""
         return {**self.default_map, **self.config.map}
+
+    def mapped(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """A lead's fields under the CRM's names; a field the map does not name stays home."""
+        names = self.fields_map
+        return {names[key]: value for key, value in fields.items() if key in names}
 
     def stage_value(self, stage: str) -> str:
         """The CRM's value for a Leadwerk stage: ``stages:`` in crm.yaml, else the kind's."""

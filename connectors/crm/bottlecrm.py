@@ -70,7 +70,7 @@ class BottleCrm(CrmConnector):
         return self.call(method, path, headers=self._auth, inspect=_inspect, **kwargs).body
 
     def _body(self, lead: CrmLead) -> dict[str, Any]:
-        body: dict[str, Any] = {"email": lead.email, **lead.fields}
+        body: dict[str, Any] = {"email": lead.email, **self.mapped(lead.fields)}
         if "description" in body and body["description"] is not None:
             body["description"] = str(body["description"])
         if lead.owner:

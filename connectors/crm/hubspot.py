@@ -78,7 +78,7 @@ class HubSpotCrm(CrmConnector):
         return self.call(method, path, headers=headers, inspect=_inspect, **kwargs).body
 
     def _properties(self, lead: CrmLead) -> dict[str, Any]:
-        properties = {key: _text(value) for key, value in lead.fields.items()}
+        properties = {key: _text(value) for key, value in self.mapped(lead.fields).items()}
         properties["email"] = lead.email
         if lead.owner:
             properties["hubspot_owner_id"] = lead.owner
@@ -102,8 +102,9 @@ class HubSpotCrm(CrmConnector):
                 if len(batch) == 1:
                     results[batch[0].email.lower()] = Upserted(batch[0].email, error=refused)
                     continue
-                for one in self.upsert_leads(batch):
-                    results[one.email.lower()] = one
+                for lead in batch:
+                    [one] = self.upsert_leads([lead])
+                    results[lead.email.lower()] = one
                 continue
             for row in body.get("results", []):
                 email = str(row.get("properties", {}).get("email") or row.get("id", "")).lower()

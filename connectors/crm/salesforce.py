@@ -158,7 +158,7 @@ class SalesforceCrm(CrmConnector):
 
     def _record(self, lead: CrmLead) -> dict[str, Any]:
         record: dict[str, Any] = {"attributes": {"type": "Lead"}}
-        record.update(lead.fields)
+        record.update(self.mapped(lead.fields))
         record[self.config.external_id_field] = lead.email.lower()
         record["Email"] = lead.email
         record.setdefault("LastName", NOT_PROVIDED)

@@ -60,7 +60,7 @@ class WebhookCrm(CrmConnector):
     def upsert_leads(self, leads: Sequence[CrmLead]) -> list[Upserted]:
         results = []
         for lead in leads:
-            payload = {"change": "upsert", "email": lead.email, "fields": lead.fields}
+            payload = {"change": "upsert", "email": lead.email, "fields": self.mapped(lead.fields)}
             payload.update(owner=lead.owner, stage=lead.stage)
             try:
                 self._post(payload)

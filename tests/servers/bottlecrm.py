@@ -94,7 +94,7 @@ class _lock:
         self.path = home() / f".{name}.lock"
 
     def __enter__(self) -> None:
-        self.handle = open(self.path, "w")  # noqa: SIM115
+        self.handle = open(self.path, "w")
         fcntl.flock(self.handle, fcntl.LOCK_EX)
 
     def __exit__(self, *exc: object) -> None:
@@ -153,7 +153,8 @@ _MAKE_ORG = """
 import json, sys, django
 django.setup()
 from common.models import Org, Profile, User, PersonalAccessToken
-name, admin_email, reps, scopes = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+name, admin_email = sys.argv[1], sys.argv[2]
+reps, scopes = json.loads(sys.argv[3]), json.loads(sys.argv[4])
 org = Org.objects.create(name=name)
 def member(email, role):
     user, _ = User.objects.get_or_create(email=email)
