@@ -24,6 +24,9 @@ from connectors.errors import ConnectorError, FatalError
 from connectors.http import ClientOwner, JsonReply, request_json_reply
 
 T = TypeVar("T")
+# Behind the CRM outbox, which retries with backoff of its own, a request retries in line only
+# across a blip, and waits in line for a Retry-After of up to 30 s.
+IN_LINE_RETRY: dict[str, Any] = {"max_attempts": 2, "max_wait": 30.0}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """``leadwerk forget EMAIL``: erasure of a person on request.
 
 The contact, its events (raw payloads included), scores, stage changes, assignments, SLA
-timers and outbox messages go (the foreign keys cascade), and so do quarantined records that
+timers, outbox messages and CRM changes go (the foreign keys cascade), a CRM delete is queued
+when a CRM is configured, and so do quarantined records that
 carry the address and the file-outbox copies of its messages. Aggregates that name nobody
 (rep counters) stay.
 """
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import String, cast, delete, func, select
 
 from rules.contact import FieldError, mask_email, normalise_email
+from worker.pipeline.crm import record_erasure
 from worker.runtime.app import App
 from worker.store.models import Contact, Event, Message, Quarantine
 
@@ -28,6 +31,7 @@ class Erased:
     messages: int = 0
     quarantined: int = 0
     outbox_files: int = 0
+    crm: bool = False  # a delete waits in the CRM outbox
 
 
 def forget(app: App, email: str) -> Erased:
@@ -55,6 +59,7 @@ def forget(app: App, email: str) -> Erased:
                 or 0
             )
             erased.outbox_files += _remove_outbox_files(Path(app.settings.outbox_dir), contact.id)
+            erased.crm = record_erasure(session, app.config, contact, datetime.now(UTC))
             session.delete(contact)
             erased.contacts += 1
         # The address as a whole JSON string value, so lisa@x.de survives forgetting a@x.de.

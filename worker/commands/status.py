@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from worker.pipeline.crm import crm_status
 from worker.runtime.app import App
 from worker.runtime.broker import QUEUES
 from worker.runtime.embedded import account
@@ -139,6 +140,7 @@ def collect_status(app: App, now: datetime | None = None) -> dict[str, Any]:
         "messages": messages,
         "sources": sources,
         "heartbeats": heartbeats,
+        "crm": crm_status(app.store, app.config, now, dead_limit=0) if app.config.crm else None,
     }
 
 
@@ -185,4 +187,11 @@ def render_status(data: dict[str, Any]) -> str:
         )
     for name, h in data["heartbeats"].items():
         lines.append(f"  {h['kind']} {name}: seen {h['age_s']} s ago")
+    if data.get("crm"):
+        crm = data["crm"]
+        lines.append(
+            f"  CRM {crm['kind']}: {crm['pending']} waiting{_oldest(crm['oldest_pending_age_s'])}, "
+            f"{crm['retrying']} being retried, {crm['dead']} dead"
+            + (f", last error: {crm['last_error']}" if crm["last_error"] else "")
+        )
     return "\n".join(lines)

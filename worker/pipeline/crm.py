@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, func, insert, select, text, update
+from sqlalchemy import Connection, case, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from config.loader import Config
@@ -102,17 +102,12 @@ def record(
 
 
 def record_erasure(session: Session, config: Config, contact: Contact, now: datetime) -> bool:
-    """Before a contact is erased: its changes not yet sent are dropped (they would only
-    recreate it) and a ``delete`` is queued, carrying the CRM id when it is known. True when
-    the CRM will be told."""
+    """Before a contact is erased: a ``delete`` is queued, carrying the CRM id when it is
+    known. The contact's other changes go with the contact (the foreign key cascades), so
+    none that is still waiting recreates the lead. True when the CRM will be told."""
     if config.crm is None:
         return False
     link = session.get(CrmLink, contact.id)
-    session.execute(
-        update(CrmChange)
-        .where(CrmChange.contact_id == contact.id, CrmChange.status != "sent")
-        .values(status="dropped", error="the contact was erased")
-    )
     payload = {"crm_id": link.crm_id if link else None}
     session.add(CrmChange(**change_row(None, contact.email, "delete", payload, now)))
     return True
@@ -141,6 +136,7 @@ class _Round:
     now: datetime
     result: SyncResult = field(default_factory=SyncResult)
     blocked: set[str] = field(default_factory=set)  # leads with a change that must wait
+    attempted: int = 0
 
     @property
     def max_attempts(self) -> int:
@@ -150,6 +146,7 @@ class _Round:
     def done(self, row: CrmChange, note: str | None = None) -> None:
         row.status, row.sent_at, row.error = "sent", self.now, note
         row.attempts += 1
+        self.attempted += 1
         if row.change == "delete":  # the CRM has forgotten the person: so does the outbox
             row.lead, row.payload = "erased", {}
         self.result.sent += 1
@@ -158,6 +155,7 @@ class _Round:
         row.attempts += 1
         row.error = str(error)
         self.blocked.add(row.lead)
+        self.attempted += 1
         if isinstance(error, SkippableError) or row.attempts >= self.max_attempts:
             row.status = "dead"
             self.result.dead += 1
@@ -200,7 +198,8 @@ def sync(
         try:
             _send(session, work, rows)
         finally:
-            _note_round(session, SYNC_STATE, now, work.result.stopped)
+            if work.attempted:  # a round with nothing due says nothing about the CRM
+                _note_round(session, SYNC_STATE, now, work.result.stopped)
     return work.result
 
 
@@ -245,8 +244,8 @@ def _flush(session: Session, work: _Round, rows: list[CrmChange]) -> bool:
     if not rows:
         return True
     batch, rows[:] = list(rows), []
-    leads = [_crm_lead(work, row) for row in batch]
     try:
+        leads = [_crm_lead(work, row) for row in batch]
         results = work.connector.upsert_leads(leads)
     except ConnectorError as exc:
         for row in batch:

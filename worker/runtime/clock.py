@@ -124,6 +124,23 @@ def start_clock(app: App, background: bool) -> BaseScheduler:
         id="heartbeat",
         max_instances=1,
     )
+    if app.crm is not None and app.config.crm is not None:
+        from worker.commands.crmsync import crm_tick
+
+        scheduler.add_job(
+            leading(lambda: crm_tick(app, read_back=False)),
+            "interval",
+            seconds=5,
+            id="crm:sync",
+            max_instances=1,
+        )
+        scheduler.add_job(
+            leading(lambda: crm_tick(app, read_back=True)),
+            "interval",
+            seconds=app.config.crm.poll_every.total_seconds(),
+            id="crm:read_back",
+            max_instances=1,
+        )
     for name, source in app.config.sources.items():
         if not is_pulled(source):
             continue
