@@ -435,7 +435,7 @@ def _load_crm(c: _Collector, doc: YamlDoc | None, team: TeamFile) -> CrmSettings
             )
     if isinstance(crm.owners, dict):
         for rep in crm.owners:
-            _rep_reference(c, doc, ("crm", "owners", rep), rep, team)
+            _rep_reference(c, doc, ("crm", "owners", rep), rep, team, key=True)
         for rep in sorted(set(team.reps) - set(crm.owners)):
             c.warnings.append(
                 doc.issue(
@@ -606,7 +606,12 @@ def _check_team(
 
 
 def _rep_reference(
-    c: _Collector, doc: YamlDoc, path: tuple[str | int, ...], name: str, team: TeamFile
+    c: _Collector,
+    doc: YamlDoc,
+    path: tuple[str | int, ...],
+    name: str,
+    team: TeamFile,
+    key: bool = False,
 ) -> None:
     """A rep named in a team, as its manager or in the fallback must be described under
     ``reps:``: there is no address to reach anyone else at, and a lead sent there would reach
@@ -619,6 +624,7 @@ def _rep_reference(
         path,
         f"unknown rep '{name}'"
         + (f" (did you mean '{hint[0]}'?)" if hint else " (describe it under reps: in team.yaml)"),
+        key,
     )
 
 
