@@ -28,8 +28,11 @@ class _Delivered(ConnectorError):
 
 
 def _delivered(response: httpx.Response) -> None:
-    if 200 <= response.status_code < 300:
+    status = response.status_code
+    if 200 <= status < 300:
         raise _Delivered("delivered")
+    if status in (400, 409, 410, 422):
+        raise SkippableError(f"CRM webhook: the receiver refused the change ({status})")
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:

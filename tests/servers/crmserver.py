@@ -22,13 +22,14 @@ HOST = "127.0.0.1"
 @dataclass(frozen=True)
 class Call:
     """One request: method, path, query (last value of each name), body (JSON or form),
-    headers with lower-case names."""
+    headers with lower-case names, the body's bytes as sent."""
 
     method: str
     path: str
     params: dict[str, str]
     body: Any
     headers: dict[str, str]
+    raw: bytes = b""
 
 
 @dataclass
@@ -127,6 +128,7 @@ class CrmServer:
             params={k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()},
             body=body,
             headers={k.lower(): v for k, v in handler.headers.items()},
+            raw=raw,
         )
         with self.lock:
             self.calls.append(call)
