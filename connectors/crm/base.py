@@ -38,6 +38,7 @@ class CrmLead:
     fields: dict[str, Any] = field(default_factory=dict)
     owner: str | None = None
     stage: str | None = None
+    crm_id: str | None = None  # the CRM's id when an earlier upsert learnt it (a hint)
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,14 @@ accounts:read``).
 BottleCRM has no batch or upsert endpoint and refuses a second lead with an e-mail the
 organisation has already (400, ``errors.email``), so an upsert is a create that, when refused
 for the e-mail, finds the lead and PATCHes it. A rep is the organisation's profile whose user
-has the rep's e-mail (``GET /api/users/?email=``).
+has the rep's e-mail (``GET /api/users/?email=``). With no batch endpoint, the leads of a
+batch are sent :data:`PARALLEL` at a time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -18,6 +20,9 @@ import httpx
 
 from connectors.crm.base import Activity, CrmConnector, CrmLead, Upserted, website_domain
 from connectors.errors import ConnectorError, RetriableError, SkippableError
+
+# Requests in flight at once for a batch of upserts.
+PARALLEL = 4
 
 
 class _Refused(ConnectorError):
@@ -80,10 +85,22 @@ class BottleCrm(CrmConnector):
         return body
 
     def upsert_leads(self, leads: Sequence[CrmLead]) -> list[Upserted]:
-        return [self._upsert(lead) for lead in leads]
+        # No batch endpoint: the leads of a batch (one change per lead) go out side by side.
+        if len(leads) <= 1:
+            return [self._upsert(lead) for lead in leads]
+        with ThreadPoolExecutor(max_workers=min(PARALLEL, len(leads))) as pool:
+            return list(pool.map(self._upsert, leads))
 
     def _upsert(self, lead: CrmLead) -> Upserted:
         body = self._body(lead)
+        if lead.crm_id:  # known from an earlier upsert: one PATCH, unless it has gone since
+            try:
+                self._call("PATCH", f"/api/leads/{lead.crm_id}/", json=body)
+                return Upserted(lead.email, crm_id=lead.crm_id)
+            except _Gone:
+                pass
+            except _Refused as refused:
+                return Upserted(lead.email, error=SkippableError(f"{self.label} {refused}"))
         try:
             created = self._call("POST", "/api/leads/", json=body)
             return Upserted(lead.email, crm_id=str(created["id"]))

@@ -245,7 +245,7 @@ def _flush(session: Session, work: _Round, rows: list[CrmChange]) -> bool:
         return True
     batch, rows[:] = list(rows), []
     try:
-        leads = [_crm_lead(work, row) for row in batch]
+        leads = [_crm_lead(session, work, row) for row in batch]
         results = work.connector.upsert_leads(leads)
     except ConnectorError as exc:
         for row in batch:
@@ -266,13 +266,15 @@ def _flush(session: Session, work: _Round, rows: list[CrmChange]) -> bool:
     return True
 
 
-def _crm_lead(work: _Round, row: CrmChange) -> CrmLead:
+def _crm_lead(session: Session, work: _Round, row: CrmChange) -> CrmLead:
     rep = row.payload.get("rep")
+    link = session.get(CrmLink, row.contact_id) if row.contact_id is not None else None
     return CrmLead(
         email=row.lead,
         fields=dict(row.payload.get("fields") or {}),
         owner=_owner(work, rep) if rep else None,
         stage=row.payload.get("stage"),
+        crm_id=link.crm_id if link else None,
     )
 
 
