@@ -21,7 +21,7 @@ from worker.commands.crmsync import crm_tick, drain
 from worker.commands.erasure import forget
 from worker.commands.stage import change_stage
 from worker.commands.status import collect_status
-from worker.pipeline.crm import crm_status
+from worker.pipeline.crm import crm_status, record
 from worker.pipeline.route import route_contact
 from worker.runtime.app import App, init_app
 from worker.store.models import Assignment, Contact, CrmChange
@@ -245,3 +245,23 @@ def test_without_crm_yaml_nothing_waits_for_a_crm(
         assert collect_status(application, NOW)["crm"] is None
     finally:
         application.close()
+
+
+def test_a_call_task_reaches_the_crm_on_the_lead_for_its_owner(
+    leadwerk: App, hubspot: HubSpotServer
+) -> None:
+    route_all(leadwerk, HOT[:1])
+    rep = owners_in_store(leadwerk)["eva.mueller@bigcorp.de"]
+    due = NOW + timedelta(days=1)
+    with leadwerk.store.transaction() as connection:
+        eva = connection.execute(select(Contact).where(Contact.email.like("eva%"))).one()
+        task = {"subject": "Call about the conversation at the fair", "due": due.isoformat()}
+        record(connection, leadwerk.config, eva, "task", {**task, "rep": rep}, NOW)
+
+    assert drain(leadwerk, NOW).sent == 2  # the lead, then its task
+
+    contact_id, _ = hubspot.by_email("eva.mueller@bigcorp.de")
+    [made] = hubspot.tasks
+    assert made["properties"]["hs_task_subject"] == "Call about the conversation at the fair"
+    assert made["properties"]["hubspot_owner_id"] == OWNER_IDS[f"{rep}@example.com"]
+    assert made["associations"][0]["to"]["id"] == contact_id

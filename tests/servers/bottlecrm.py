@@ -139,6 +139,7 @@ def ensure_database(venv: Path, admin_url: str) -> None:
         result = subprocess.run(
             [str(venv / "bin" / "django-admin"), "migrate", "--no-input", "-v0"],
             env=_environment(admin_url),
+            cwd=home(),
             capture_output=True,
             text=True,
             check=False,
@@ -209,6 +210,7 @@ class BottleCrm:
         result = subprocess.run(
             [str(self.venv / "bin" / "python"), "-c", script, *args],
             env=_environment(self.admin_url),
+            cwd=home(),
             capture_output=True,
             text=True,
             check=False,
@@ -233,6 +235,7 @@ class BottleCrm:
                 "warning",
             ],
             env=_environment(self.admin_url),
+            cwd=home(),  # BottleCRM writes its logs to the working directory
             stdout=subprocess.DEVNULL,
             stderr=sys.stderr if os.environ.get("LEADWERK_BOTTLECRM_LOG") else subprocess.DEVNULL,
         )
