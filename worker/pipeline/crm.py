@@ -1,8 +1,9 @@
 """CRM sync: every MQL in the CRM once, owned by its rep's CRM user, with its stage.
 
 Each change for the CRM is a row of ``crm_changes`` written in the transaction of the change
-itself (routing's hand-over, a reassignment, a stage move, an erasure), so nothing that
-happened can miss the CRM and nothing is sent for a change that rolled back. :func:`sync`
+itself (routing's hand-over, and a reassignment's, which is the same upsert with the new rep;
+a stage move; a call task; an erasure), so nothing that happened can miss the CRM and
+nothing is sent for a change that rolled back. :func:`sync`
 drains the rows: a lead's changes in the order they were made, new leads in batches, a
 passing fault retried with backoff (``Retry-After`` when the CRM says), a refusal or too many
 attempts dead with the CRM's answer. Upserts are keyed by e-mail, so a change sent twice (a
@@ -284,19 +285,14 @@ def _owner(work: _Round, rep: str) -> str | None:
 
 
 def _one(session: Session, work: _Round, row: CrmChange) -> None:
-    """An owner, stage, task or delete change."""
+    """A stage, task or delete change."""
     crm_id = row.payload.get("crm_id") or _crm_id(session, work, row)
     if crm_id is None:
         if row.change == "delete":  # never reached the CRM: nothing there to erase
             work.done(row, "not in the CRM")
             return
         raise SkippableError(f"{work.connector.label}: the lead is not in the CRM")
-    if row.change == "owner":
-        owner = _owner(work, row.payload["rep"])
-        if owner is None:
-            raise SkippableError(f"rep '{row.payload['rep']}' has no CRM user")
-        work.connector.set_owner(crm_id, owner)
-    elif row.change == "stage":
+    if row.change == "stage":
         work.connector.set_stage(crm_id, row.payload["stage"])
     elif row.change == "task":
         rep = row.payload.get("rep")

@@ -317,11 +317,12 @@ class Heartbeat(Base):
 
 
 class CrmChange(Base):
-    """The CRM outbox: one change for the CRM (``upsert`` of a new MQL with its owner and
-    stage, ``owner``, ``stage``, ``task``, ``delete``), written in the transaction that made
-    the change. ``lead``: the e-mail it concerns, the order key (a lead's changes go out in
-    ``id`` order; an erased contact's ``delete`` keeps it). ``status``: pending → sent, or
-    dead after ``max_attempts`` or a refusal, with the CRM's answer in ``error``."""
+    """The CRM outbox: one change for the CRM (``upsert`` of an MQL with its owner and stage,
+    on routing and on a reassignment; ``stage``, ``task``, ``delete``), written in the
+    transaction that made the change. ``lead``: the e-mail it concerns, the order key (a
+    lead's changes go out in ``id`` order; an erased contact's ``delete`` keeps it).
+    ``status``: pending → sent, or dead after ``max_attempts`` or a refusal, with the CRM's
+    answer in ``error``."""
 
     __tablename__ = "crm_changes"
     __table_args__ = (Index("ix_crm_changes_status_id", "status", "id"),)
