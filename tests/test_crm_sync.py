@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 
 from tests.lead_helpers import fair_row, restore_logging, take_in  # noqa: F401
 from tests.servers.hubspot import HubSpotServer
+from tests.sla_helpers import add_mql, write_config
+from tests.test_sla_clock import assignments_of, timer_id
 from tests.test_walking_skeleton import ALWAYS_OPEN_TEAM
 from worker.commands.cli import app as cli
 from worker.commands.crmsync import crm_tick, drain
@@ -23,6 +25,7 @@ from worker.commands.stage import change_stage
 from worker.commands.status import collect_status
 from worker.pipeline.crm import crm_status, record
 from worker.pipeline.route import route_contact
+from worker.pipeline.sla import fire_timer
 from worker.runtime.app import App, init_app
 from worker.store.models import Assignment, Contact, CrmChange
 
@@ -265,3 +268,30 @@ def test_a_call_task_reaches_the_crm_on_the_lead_for_its_owner(
     assert made["properties"]["hs_task_subject"] == "Call about the conversation at the fair"
     assert made["properties"]["hubspot_owner_id"] == OWNER_IDS[f"{rep}@example.com"]
     assert made["associations"][0]["to"]["id"] == contact_id
+
+
+def test_a_reassignment_after_a_breach_moves_the_lead_to_the_new_reps_crm_user(
+    hubspot: HubSpotServer, config_dir: Path, make_settings: Any, database_url: str
+) -> None:
+    write_config(config_dir)
+    (config_dir / "crm.yaml").write_text(crm_yaml(hubspot.base_url), encoding="utf-8")
+    settings = make_settings(database_url=database_url, env={"HUBSPOT_TOKEN": hubspot.token})
+    application = init_app(settings)
+    try:
+        contact = add_mql(application.store, 1, NOW)
+        route_contact(application.store, application.config, contact, NOW)
+        drain(application, NOW)
+        [first] = assignments_of(application, contact)
+        breach_at = NOW + timedelta(minutes=5)
+        breach = timer_id(application, first.id, "breach")
+        fire_timer(application.store, application.config, breach, breach_at)
+        _, new = assignments_of(application, contact)
+
+        assert drain(application, breach_at).sent == 1
+
+        [lead] = hubspot.contacts.values()
+        assert new.rep != first.rep
+        assert lead["hubspot_owner_id"] == OWNER_IDS[f"{new.rep}@example.com"]
+        assert len(hubspot.requests_to("POST", "/crm/v3/objects/contacts/batch/upsert")) == 2
+    finally:
+        application.close()
