@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import re
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from config.errors import ConfigErrors, ConfigIssue
 from config.models import Alert as AlertModel
 from config.models import (
     AlertsFile,
+    CrmFile,
+    CrmSettings,
     Fallback,
     FieldsFile,
     HygieneFile,
@@ -55,6 +58,7 @@ from rules.contact import (
     TYPE_NAMES,
 )
 from rules.expr import Expr, ExprErrors, FieldType, Origin, Schema, compile_expr
+from rules.lifecycle import STAGES as LIFECYCLE_STAGES
 from rules.scoring import DisqualifyRule, EngagementRule, FitRule, Ruleset
 
 M = TypeVar("M", bound=BaseModel)
@@ -133,6 +137,7 @@ class Config:
     tests: list[RuleTest] = field(default_factory=list)
     warnings: list[ConfigIssue] = field(default_factory=list)
     alerts: list[CompiledAlert] = field(default_factory=list)
+    crm: CrmSettings | None = None  # crm.yaml; None: the store is the only record
 
     def team_of(self, rep: str) -> str | None:
         for name, team in self.team.teams.items():
@@ -309,6 +314,7 @@ def load_config(settings: Settings, with_tests: bool = False) -> Config:
     hygiene_doc = c.read("hygiene.yaml")
     sources_doc = c.read("sources.yaml")
     alerts_doc = c.read("alerts.yaml")
+    crm_doc = c.read("crm.yaml")
 
     fields_data = fields_doc.data if fields_doc and fields_doc.data is not None else {}
     if isinstance(fields_data, dict) and "fields" not in fields_data:
@@ -378,6 +384,7 @@ def load_config(settings: Settings, with_tests: bool = False) -> Config:
         _check_hygiene(c, hygiene_doc, hygiene, team)
 
     alerts = _compile_alerts(c, alerts_doc, team)
+    crm = _load_crm(c, crm_doc, team)
     tests = _load_tests(c, directory / "tests") if with_tests else []
 
     if c.issues:
@@ -402,7 +409,69 @@ def load_config(settings: Settings, with_tests: bool = False) -> Config:
         tests=tests,
         warnings=c.warnings,
         alerts=alerts,
+        crm=crm,
     )
+
+
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def _load_crm(c: _Collector, doc: YamlDoc | None, team: TeamFile) -> CrmSettings | None:
+    """crm.yaml: the kind's environment variables named (and set, else a warning), the
+    owners map naming reps of team.yaml, stages naming Leadwerk's stages."""
+    from connectors.crm import REQUIRED_ENV
+
+    if doc is None:
+        return None
+    model = c.model(doc, CrmFile)
+    if model is None:
+        return None
+    crm = model.crm
+    if not crm.base_url.startswith(("http://", "https://")):
+        c.add(doc, ("crm", "base_url"), "crm.base_url: write the URL with http:// or https://")
+    for key in REQUIRED_ENV[crm.kind]:
+        name = getattr(crm, key)
+        if not name:
+            c.add(
+                doc,
+                ("crm", "kind"),
+                f"crm.{key}: a {crm.kind} CRM needs the name of the environment variable "
+                "that holds its secret",
+            )
+        elif not _ENV_NAME.match(name):
+            c.add(
+                doc,
+                ("crm", key),
+                f"crm.{key}: '{name}' is not an environment variable name "
+                "(write it like CRM_TOKEN)",
+            )
+        elif not os.environ.get(name):
+            c.warnings.append(
+                doc.issue(
+                    ("crm", key),
+                    f"crm.{key}: {name} is not set here; the CRM sync waits until it is",
+                )
+            )
+    if isinstance(crm.owners, dict):
+        for rep in crm.owners:
+            _rep_reference(c, doc, ("crm", "owners", rep), rep, team, key=True)
+        for rep in sorted(set(team.reps) - set(crm.owners)):
+            c.warnings.append(
+                doc.issue(
+                    ("crm", "owners"),
+                    f"crm.owners: rep '{rep}' has no CRM user; their leads reach the CRM "
+                    "without an owner",
+                )
+            )
+    for stage in crm.stages:
+        if stage not in LIFECYCLE_STAGES:
+            c.add(
+                doc,
+                ("crm", "stages", stage),
+                f"crm.stages: '{stage}' is not a stage ({', '.join(LIFECYCLE_STAGES)})",
+                key=True,
+            )
+    return crm
 
 
 def _unique_names(c: _Collector, doc: YamlDoc, items: list[Any], prefix: tuple[Any, ...]) -> None:
@@ -556,7 +625,12 @@ def _check_team(
 
 
 def _rep_reference(
-    c: _Collector, doc: YamlDoc, path: tuple[str | int, ...], name: str, team: TeamFile
+    c: _Collector,
+    doc: YamlDoc,
+    path: tuple[str | int, ...],
+    name: str,
+    team: TeamFile,
+    key: bool = False,
 ) -> None:
     """A rep named in a team, as its manager or in the fallback must be described under
     ``reps:``: there is no address to reach anyone else at, and a lead sent there would reach
@@ -569,6 +643,7 @@ def _rep_reference(
         path,
         f"unknown rep '{name}'"
         + (f" (did you mean '{hint[0]}'?)" if hint else " (describe it under reps: in team.yaml)"),
+        key,
     )
 
 

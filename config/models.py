@@ -281,3 +281,30 @@ class RuleTestCase(Strict):
     account: dict[str, Any] | None = None
     now: datetime | None = None
     expect: Expectation
+
+
+# --- crm.yaml -----------------------------------------------------------------------------
+
+
+class CrmSettings(Strict):
+    """The system of record. Secrets are never here: the ``*_env`` keys name the environment
+    variables that hold them."""
+
+    kind: Literal["hubspot", "salesforce", "bottlecrm", "webhook"]
+    base_url: str
+    token_env: str | None = None  # hubspot, bottlecrm: the token; webhook: the signing secret
+    client_id_env: str | None = None  # salesforce: OAuth 2.0 client credentials
+    client_secret_env: str | None = None
+    owners: Literal["by_email"] | dict[str, str] = "by_email"
+    map: dict[str, str] = Field(default_factory=dict)
+    stages: dict[str, str] = Field(default_factory=dict)  # Leadwerk stage -> the CRM's value
+    first_activity: Literal["poll", "off"] = "off"
+    poll_every: Duration = timedelta(minutes=1)
+    account_owner_ttl: Duration = timedelta(hours=1)
+    external_id_field: str = "Leadwerk_Email__c"  # salesforce: the Lead upsert key
+    batch_size: Count = Field(default=50, le=200)
+    max_attempts: Count = 12
+
+
+class CrmFile(Strict):
+    crm: CrmSettings

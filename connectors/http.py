@@ -126,7 +126,10 @@ def request_json_reply(
     *,
     params: Mapping[str, Any] | None = None,
     json: Any = None,
+    data: Mapping[str, str] | None = None,
+    content: bytes | None = None,
     headers: Mapping[str, str] | None = None,
+    inspect: Callable[[httpx.Response], None] | None = None,
     source: str = "",
     token_env: str | None = None,
     max_attempts: int = 5,
@@ -142,9 +145,14 @@ def request_json_reply(
 
     Raises :class:`RetriableError` when the server stays unavailable for ``max_attempts``
     attempts or asks to wait longer than ``max_wait`` (``retry_after`` then says how long),
-    and :class:`FatalError` for answers that retrying cannot fix.
+    and :class:`FatalError` for answers that retrying cannot fix. ``data``: a form body
+    instead of JSON; ``content``: raw bytes (a body that is signed as sent). ``inspect``:
+    sees every response first and may raise a connector error of its own (a vendor's error
+    code in a body, an expired token), which is retried when retriable.
     """
-    request = client.build_request(method, url, params=params, json=json, headers=headers)
+    request = client.build_request(
+        method, url, params=params, json=json, data=data, content=content, headers=headers
+    )
     label = source or "HTTP source"
     where = f"{method} {describe_url(request.url)}"
 
@@ -153,6 +161,8 @@ def request_json_reply(
             response = client.send(request)
         except httpx.TransportError as exc:
             raise RetriableError(f"{label}: {where} failed ({type(exc).__name__})") from exc
+        if inspect is not None:
+            inspect(response)
         return _interpret(response, label, where, token_env)
 
     def log_retry(state: RetryCallState) -> None:

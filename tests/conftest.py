@@ -106,3 +106,14 @@ def make_settings(
         return settings
 
     return make
+
+
+@pytest.fixture(scope="session")
+def bottlecrm(postgres_admin: str) -> Iterator[Any]:
+    """A real BottleCRM on 127.0.0.1 with an organisation of its own (tests/servers/bottlecrm.py):
+    skipped with the reason where it cannot run, failing under CI=true."""
+    from tests.crm_harness import start_bottlecrm
+
+    crm = start_bottlecrm(postgres_admin)
+    yield crm
+    crm.stop()

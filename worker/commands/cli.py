@@ -1020,7 +1020,7 @@ def stage(
 
     application, _ = _boot(config)
     try:
-        moved = change_stage(application.store, lead, to.value, reason)
+        moved = change_stage(application.store, lead, to.value, reason, config=application.config)
     except StageError as exc:
         _err(str(exc))
         raise typer.Exit(1) from None
@@ -1071,11 +1071,62 @@ def forget(
     if not erased.contacts and not erased.quarantined:
         _err("nobody with that e-mail address is stored")
         raise typer.Exit(1)
+    told = (
+        "the CRM is told with the next sync"
+        if erased.crm
+        else "no CRM connector is configured, so no CRM was told"
+    )
     _echo(
         f"erased {erased.contacts} contact, {erased.events} events, {erased.messages} messages, "
         f"{erased.quarantined} quarantined records, {erased.outbox_files} outbox files "
-        "(no CRM connector is configured, so no CRM was told)"
+        f"({told})"
     )
+
+
+crm_app = typer.Typer(
+    help="The CRM: what waits to go there, what failed and why; sending it.",
+    no_args_is_help=True,
+)
+app.add_typer(crm_app, name="crm")
+
+
+@crm_app.command("status")
+def crm_status(
+    as_json: Annotated[bool, JsonOpt] = False, config: ConfigOpt = None
+) -> None:
+    """Changes waiting for the CRM (by kind, the oldest's age), sent, dead with the CRM's
+    answer, and the last sync."""
+    from worker.pipeline.crm import crm_status as collect
+    from worker.pipeline.crm import render_crm_status
+
+    settings = _settings(config)
+    application = _open(settings, _config(settings))
+    data = collect(application.store, application.config, datetime.now(UTC))
+    _echo(json.dumps(data, indent=2, default=_iso) if as_json else render_crm_status(data))
+
+
+@crm_app.command("sync")
+def crm_sync(
+    once: Annotated[
+        bool, typer.Option("--once", help="Send what is due now, read back once, and exit.")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Send the CRM outbox; without --once, keep at it (the clock does the same)."""
+    from worker.commands.crmsync import crm_tick, run_forever
+
+    settings = _settings(config)
+    application = _open(settings, _config(settings))
+    if application.crm is None:
+        _err("no CRM is configured: write config/crm.yaml")
+        raise typer.Exit(2)
+    if not once:
+        run_forever(application)
+        return
+    done = crm_tick(application, read_back=True)
+    _echo(done.describe())
+    if done.result.stopped or done.errors:
+        raise typer.Exit(1)
 
 
 nurture_app = typer.Typer(

@@ -1,9 +1,9 @@
 """``leadwerk forget EMAIL``: erasure of a person on request.
 
 The contact, its events (raw payloads included), scores, stage changes, assignments, SLA
-timers, nurture enrolments and refusals, and outbox messages go (the foreign keys cascade),
-and so do quarantined records that carry the address and the file-outbox copies of its
-messages. Aggregates that name nobody
+timers, nurture enrolments and refusals, outbox messages and CRM changes go (the foreign keys
+cascade), a CRM delete is queued when a CRM is configured, and so do quarantined records that
+carry the address and the file-outbox copies of its messages. Aggregates that name nobody
 (rep counters) stay.
 """
 
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import String, cast, delete, func, select
 
 from rules.contact import FieldError, mask_email, normalise_email
+from worker.pipeline.crm import record_erasure
 from worker.pipeline.digest import forget_in_digests
 from worker.runtime.app import App
 from worker.store.models import BounceEvent, Contact, Event, Message, Quarantine
@@ -30,6 +32,7 @@ class Erased:
     messages: int = 0
     quarantined: int = 0
     outbox_files: int = 0
+    crm: bool = False  # a delete waits in the CRM outbox
 
 
 def forget(app: App, email: str) -> Erased:
@@ -58,6 +61,7 @@ def forget(app: App, email: str) -> Erased:
             )
             erased.outbox_files += _remove_outbox_files(Path(app.settings.outbox_dir), contact.id)
             forget_in_digests(session, contact.id)
+            erased.crm = record_erasure(session, app.config, contact, datetime.now(UTC))
             session.delete(contact)
             erased.contacts += 1
         # Bounce reports name the address too, also those no contact matched.

@@ -12,8 +12,10 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from config.loader import Config
 from rules.contact import mask_email
 from rules.lifecycle import StageError, check_manual_move
+from worker.pipeline.crm import record
 from worker.store.db import Store
 from worker.store.models import Assignment, Contact, StageChange
 
@@ -56,7 +58,12 @@ def record_move(
 
 
 def change_stage(
-    store: Store, lead: str, to_stage: str, reason: str | None = None, now: datetime | None = None
+    store: Store,
+    lead: str,
+    to_stage: str,
+    reason: str | None = None,
+    now: datetime | None = None,
+    config: Config | None = None,
 ) -> Moved:
     """Move a lead by hand: to ``sql``, ``recycled`` or ``disqualified``.
 
@@ -72,6 +79,8 @@ def change_stage(
         check_manual_move(contact.id, before, to_stage)
         cause = f"leadwerk stage: {reason}" if reason else "leadwerk stage"
         record_move(session, contact, to_stage, cause, now)
+        if config is not None:  # the CRM follows the lead's stage
+            record(session.connection(), config, contact, "stage", {"stage": to_stage}, now)
         if to_stage in ("recycled", "disqualified"):
             for assignment in session.scalars(
                 select(Assignment).where(

@@ -10,6 +10,7 @@ import dramatiq
 from sqlalchemy import func, select
 
 from worker.commands.outages import delivery_outages, render_outage
+from worker.pipeline.crm import crm_status
 from worker.runtime.app import App
 from worker.runtime.broker import QUEUES
 from worker.runtime.embedded import account
@@ -254,6 +255,7 @@ def collect_status(app: App, now: datetime | None = None) -> dict[str, Any]:
         "outages": delivery_outages(app.store),
         "sources": sources,
         "heartbeats": heartbeats,
+        "crm": crm_status(app.store, app.config, now, dead_limit=0) if app.config.crm else None,
     }
     data.update(process_facts(app, now))
     data["problems"] = health(app, data)
@@ -309,6 +311,13 @@ def render_status(data: dict[str, Any], more: Sequence[str] = ()) -> str:
             f"  {h['kind']} {name}: seen {h['age_s']} s ago"
             + (f", rules {h['rules']}" if h["rules"] else "")
             + ("" if h["live"] else " (not alive)")
+        )
+    if data.get("crm"):
+        crm = data["crm"]
+        lines.append(
+            f"  CRM {crm['kind']}: {crm['pending']} waiting{_oldest(crm['oldest_pending_age_s'])}, "
+            f"{crm['retrying']} being retried, {crm['dead']} dead"
+            + (f", last error: {crm['last_error']}" if crm["last_error"] else "")
         )
     lines.extend(render_process_facts(data))
     lines.extend(more)

@@ -3,9 +3,10 @@
 Routing holds the team's counter rows locked from the moment it reads them until its
 transaction commits, so that parallel workers never hand out the same turn. Every round trip
 inside that window makes every other lead for the team wait. On PostgreSQL the assignment,
-the contact's new owner and score, the rep's counter, the SLA timers and the outbox messages
-therefore go out as one statement (data-modifying CTEs), with the assignment's id drawn from
-its sequence beforehand; SQLite, with one writer at a time anyway, gets them one by one.
+the contact's new owner and score, the rep's counter, the SLA timers, the outbox messages and
+the CRM outbox's change therefore go out as one statement (data-modifying CTEs), with the
+assignment's id drawn from its sequence beforehand; SQLite, with one writer at a time anyway,
+gets them one by one.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from sqlalchemy import (
 
 from worker.pipeline.score import update_contact
 from worker.store.ctes import binds, insert_cte, prefixed, with_defaults
-from worker.store.models import ASSIGNMENTS, CONTACTS, COUNTERS, MESSAGES, TIMERS
+from worker.store.models import ASSIGNMENTS, CONTACTS, COUNTERS, CRM_CHANGES, MESSAGES, TIMERS
 
 NEXT_ASSIGNMENT_ID = func.nextval(func.pg_get_serial_sequence(ASSIGNMENTS.name, "id"))
 
 _INSERT_ASSIGNMENT = insert(ASSIGNMENTS).returning(ASSIGNMENTS.c.id)
 _INSERT_MESSAGE = insert(MESSAGES).returning(MESSAGES.c.id)
+_INSERT_CRM_CHANGE = insert(CRM_CHANGES)
 _COUNT_ASSIGNMENT = (
     update(COUNTERS)
     .where(COUNTERS.c.team == bindparam("counter_team"), COUNTERS.c.rep == bindparam("counter_rep"))
@@ -49,7 +51,7 @@ _COUNT_ASSIGNMENT = (
 class HandOver:
     """Everything a hand-over writes. ``assignment``: the row's values, with its ``id``, when
     the id was drawn beforehand; empty when the row is in already. ``messages``: the outbox
-    rows' values, in order."""
+    rows' values, in order; ``crm_changes``: the CRM outbox rows' (none without a CRM)."""
 
     assignment_id: int
     assignment: dict[str, Any]
@@ -59,6 +61,7 @@ class HandOver:
     now: datetime
     timers: Sequence[tuple[str, datetime]]  # (kind, fire_at)
     messages: Sequence[dict[str, Any]]
+    crm_changes: Sequence[dict[str, Any]] = ()
 
 
 def insert_assignment(connection: Connection, values: dict[str, Any]) -> int:
@@ -88,6 +91,8 @@ def _write_apart(connection: Connection, plan: HandOver) -> list[int]:
         for index, (kind, fire_at) in enumerate(plan.timers):
             params[f"kind_{index}"], params[f"fire_at_{index}"] = kind, fire_at
         connection.execute(_insert_timers(len(plan.timers)), params)
+    for change in plan.crm_changes:
+        connection.execute(_INSERT_CRM_CHANGE, change)
     return [connection.execute(_INSERT_MESSAGE, row).scalar_one() for row in plan.messages]
 
 
@@ -106,12 +111,14 @@ def _insert_timers(count: int) -> TextClause:
 def _write_together(connection: Connection, plan: HandOver) -> list[int]:
     assignment = with_defaults(ASSIGNMENTS, plan.assignment)
     messages = [with_defaults(MESSAGES, row) for row in plan.messages]
+    crm_changes = [with_defaults(CRM_CHANGES, row) for row in plan.crm_changes]
     statement = _together(
         tuple(assignment),
         tuple(plan.contact_changes),
         plan.counter is not None,
         len(plan.timers),
         tuple(tuple(row) for row in messages),
+        tuple(tuple(row) for row in crm_changes),
     )
     params: dict[str, Any] = prefixed("a", assignment)
     params["c_id"] = plan.contact_id
@@ -123,6 +130,8 @@ def _write_together(connection: Connection, plan: HandOver) -> list[int]:
         params[f"t{index}_kind"], params[f"t{index}_fire_at"] = kind, fire_at
     for index, row in enumerate(messages):
         params.update(prefixed(f"m{index}", row))
+    for index, row in enumerate(crm_changes):
+        params.update(prefixed(f"x{index}", row))
     ids = connection.execute(statement, params).one()
     return list(ids[: len(plan.messages)])
 
@@ -134,9 +143,10 @@ def _together(
     counted: bool,
     timers: int,
     messages: tuple[tuple[str, ...], ...],
+    crm_changes: tuple[tuple[str, ...], ...] = (),
 ) -> Select[Any]:
     """The hand-over as one statement, built once per shape (which contact columns change,
-    how many timers and messages)."""
+    how many timers, messages and CRM changes)."""
     ctes: list[CTE] = [insert_cte("a", ASSIGNMENTS, assignment)]
     contact_update = update(CONTACTS).where(CONTACTS.c.id == bindparam("c_id"))
     ctes.append(contact_update.values(binds("c", CONTACTS, contact)).cte("c"))
@@ -149,6 +159,8 @@ def _together(
             "fire_at": bindparam(f"t{index}_fire_at", type_=TIMERS.c.fire_at.type),
         }
         ctes.append(insert(TIMERS).values(values).cte(f"t{index}"))
+    for index, columns in enumerate(crm_changes):
+        ctes.append(insert_cte(f"x{index}", CRM_CHANGES, columns))
     written = [
         insert_cte(f"m{index}", MESSAGES, columns, returning=True)
         for index, columns in enumerate(messages)

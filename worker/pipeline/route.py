@@ -31,6 +31,7 @@ from rules.routing import RouteDecision
 from rules.scoring import contact_view
 from rules.sla import plan_timers
 from worker.pipeline import handover
+from worker.pipeline.crm import new_mql_changes
 from worker.pipeline.digest import HELD, hold_for_digest
 from worker.pipeline.notify import new_lead_messages
 from worker.pipeline.score import event_facts, update_contact
@@ -39,6 +40,7 @@ from worker.store.models import (
     ASSIGNMENTS,
     CONTACTS,
     COUNTERS,
+    CRM_ACCOUNTS,
     EVENTS,
     MESSAGES,
     SCORES,
@@ -69,7 +71,12 @@ _LATEST_SCORE = (
     .order_by(SCORES.c.id.desc())
     .limit(1)
 )
-_OWNER_OF_DOMAIN = (
+# The account's owner: the CRM's where it names one (crm_accounts, kept fresh by the CRM
+# sync), else the owner of the company's latest other lead.
+_OWNER_OF_DOMAIN = func.coalesce(
+    select(CRM_ACCOUNTS.c.owner)
+    .where(CRM_ACCOUNTS.c.domain == bindparam("domain"))
+    .scalar_subquery(),
     select(CONTACTS.c.owner)
     .where(
         CONTACTS.c.email_domain == bindparam("domain"),
@@ -78,7 +85,7 @@ _OWNER_OF_DOMAIN = (
     )
     .order_by(CONTACTS.c.updated_at.desc())
     .limit(1)
-    .scalar_subquery()
+    .scalar_subquery(),
 )
 _OPEN_OF_DOMAIN = (
     select(func.count(ASSIGNMENTS.c.id))
@@ -358,6 +365,9 @@ def hand_over(
         now=now,
         timers=timers,
         messages=[_given(message) for message in messages],
+        crm_changes=new_mql_changes(
+            config, contact, decision.rep, score.score if score else contact.score, now
+        ),
     )
     for message, message_id in zip(messages, handover.write(connection, plan), strict=True):
         message.id = message_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Lock
@@ -9,6 +10,8 @@ from typing import Any
 
 from config.loader import Config, load_config
 from config.settings import Settings
+from connectors.crm import build_crm
+from connectors.crm.base import IN_LINE_RETRY, CrmConnector
 from connectors.notify.base import Notifier
 from connectors.notify.email import SmtpNotifier
 from connectors.notify.outbox import FileOutboxNotifier
@@ -22,6 +25,7 @@ class App:
     config: Config
     store: Store
     notifiers: dict[str, Notifier] = field(default_factory=dict)
+    crm: CrmConnector | None = None  # crm.yaml's CRM; None: the store is the only record
 
     @property
     def outbox_mode(self) -> bool:
@@ -34,6 +38,8 @@ class App:
     def close(self) -> None:
         for notifier in self.notifiers.values():
             notifier.close()
+        if self.crm is not None:
+            self.crm.close()
         self.store.close()
 
 
@@ -66,7 +72,8 @@ def init_app(settings: Settings, **parts: Any) -> App:
     config = parts.pop("config", None) or load_config(settings)
     store = parts.pop("store", None) or Store(settings.database_url)
     notifiers = parts.pop("notifiers", None) or build_notifiers(settings)
-    app = App(settings=settings, config=config, store=store, notifiers=notifiers)
+    crm = build_crm(config.crm, os.environ, retry=IN_LINE_RETRY) if config.crm else None
+    app = App(settings=settings, config=config, store=store, notifiers=notifiers, crm=crm)
     with _lock:
         _current = app
     return app

@@ -243,6 +243,21 @@ def start_clock(app: App, background: bool) -> BaseScheduler:
         id="hygiene",
         max_instances=1,
     )
+    if app.crm is not None and app.config.crm is not None:
+        from worker.commands.crmsync import crm_tick
+
+        scheduler.add_job(
+            _when_leading(leader, lambda: crm_tick(app, read_back=False)),
+            "interval",
+            seconds=5,
+            id="crm:sync",
+        )
+        scheduler.add_job(
+            _when_leading(leader, lambda: crm_tick(app, read_back=True)),
+            "interval",
+            seconds=app.config.crm.poll_every.total_seconds(),
+            id="crm:read_back",
+        )
     if app.config.hygiene.bounce_sources:
         scheduler.add_job(
             _when_leading(

@@ -514,6 +514,55 @@ class ListState(Base):
     resumed_by: Mapped[str | None] = mapped_column(String(200))
 
 
+class CrmChange(Base):
+    """The CRM outbox: one change for the CRM (``upsert`` of an MQL with its owner and stage,
+    on routing and on a reassignment; ``stage``, ``task``, ``delete``), written in the
+    transaction that made the change. ``lead``: the e-mail it concerns, the order key (a
+    lead's changes go out in ``id`` order; an erased contact's ``delete`` keeps it).
+    ``status``: pending → sent, or dead after ``max_attempts`` or a refusal, with the CRM's
+    answer in ``error``."""
+
+    __tablename__ = "crm_changes"
+    __table_args__ = (Index("ix_crm_changes_status_id", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    lead: Mapped[str] = mapped_column(String(320))
+    change: Mapped[str] = mapped_column(String(20))
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class CrmLink(Base):
+    """A contact's record in the CRM, learnt from the upsert that made or found it."""
+
+    __tablename__ = "crm_links"
+
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    crm_id: Mapped[str] = mapped_column(String(200), index=True)
+    synced_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class CrmAccount(Base):
+    """The account owner the CRM names for a company domain (``owner``: a rep, or None when
+    the CRM has none), as read at ``fetched_at``; routing trusts it for ``account_owner_ttl``."""
+
+    __tablename__ = "crm_accounts"
+
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(100))
+    fetched_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 # The tables as Core sees them, for the prebuilt statements of the hot path.
 CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
 EVENTS: Table = Event.__table__  # type: ignore[assignment]
@@ -526,6 +575,8 @@ MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 QUARANTINE: Table = Quarantine.__table__  # type: ignore[assignment]
 ENROLMENTS: Table = NurtureEnrolment.__table__  # type: ignore[assignment]
 REFUSALS: Table = NurtureRefusal.__table__  # type: ignore[assignment]
+CRM_CHANGES: Table = CrmChange.__table__  # type: ignore[assignment]
+CRM_ACCOUNTS: Table = CrmAccount.__table__  # type: ignore[assignment]
 
 
 def snapshot(model: type[ModelT], row: Any) -> ModelT:

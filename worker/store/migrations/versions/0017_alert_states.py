@@ -1,7 +1,7 @@
 """alert_states: what each alert was at its last check, so that it speaks once per episode
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 from worker.store.models import UtcDateTime
 
 revision = "0017"
-down_revision = "0015"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
