@@ -23,10 +23,11 @@ from tests.pipeline_helpers import running
 from tests.redis_namespace import own_namespace
 from tests.web_links import mail_to, send_all
 from worker.commands.cli import app as cli
+from worker.commands.overview import overview
 from worker.runtime.alerts import check_alerts
 from worker.runtime.app import App
 from worker.runtime.clock import lease_key, start_clock
-from worker.store.models import DeadLetter, Message
+from worker.store.models import DeadLetter, ListState, Message
 
 ALERTS = Schema(ALERT_METRICS)
 
@@ -281,3 +282,24 @@ def test_a_rep_on_slack_reads_the_alert_in_slack(
     assert posted["channel"] == "U024BE7LH"
     assert posted["text"].startswith("*[Leadwerk] ALERT: dead letters*\n")
     assert "dead_letters > 0 holds (dead_letters = 1)" in posted["text"]
+
+
+def test_a_suspended_list_fires_the_bounces_alert_and_shows_on_the_dashboard(
+    make_settings: Callable[..., Settings], config_dir: Path, database_url: str
+) -> None:
+    mail_team(config_dir)
+    with running(make_settings(database_url=database_url)) as leadwerk:
+        app = leadwerk.app
+        now = datetime.now(UTC)
+        # Given list hygiene suspended the webinar list for bouncing too much
+        with app.store.session() as session:
+            session.add(ListState(name="webinar", status="suspended", changed_at=now))
+        check_alerts(app, now)
+        facts = overview(app, now)
+        with app.store.session() as session:
+            keys = list(session.scalars(select(Message.key).order_by(Message.id)))
+    # Then the example alert `bounces` (list_status == "suspended") is told once, and the
+    # dashboard's facts list the list with its status
+    assert keys == ["alert:bounces:1:fired:anna"]
+    assert facts["lists"] == {"webinar": "suspended"}
+    assert "alert 'bounces' holds" in facts["problems"]

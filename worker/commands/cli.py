@@ -1091,9 +1091,7 @@ app.add_typer(crm_app, name="crm")
 
 
 @crm_app.command("status")
-def crm_status(
-    as_json: Annotated[bool, JsonOpt] = False, config: ConfigOpt = None
-) -> None:
+def crm_status(as_json: Annotated[bool, JsonOpt] = False, config: ConfigOpt = None) -> None:
     """Changes waiting for the CRM (by kind, the oldest's age), sent, dead with the CRM's
     answer, and the last sync."""
     from worker.pipeline.crm import crm_status as collect

@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 from rules.contact import mask_email
 from worker.commands.operations import dead_letters, quarantined
 from worker.commands.status import collect_status
-from worker.runtime.alerts import alert_metrics, alert_views, list_statuses, optional_feature
+from worker.pipeline.crm import crm_status
+from worker.runtime.alerts import alert_metrics, alert_views, list_statuses
 from worker.runtime.app import App
 from worker.runtime.clock import clock_leader
 from worker.store.models import Assignment, Contact, Event, Score
@@ -63,7 +64,6 @@ def overview(app: App, now: datetime) -> dict[str, Any]:
         for created, due in open_clocks
         if (now - created).total_seconds() >= AT_RISK_SHARE * (due - created).total_seconds()
     )
-    crm_counts = optional_feature("worker.commands.crm", "crm_outbox_counts")
     problems = [*status["problems"], *(f"alert '{a['name']}' holds" for a in alerts if a["holds"])]
     return {
         **status,
@@ -76,8 +76,14 @@ def overview(app: App, now: datetime) -> dict[str, Any]:
         "alert_metrics": metrics,
         "alerts": alerts,
         "lists": list_statuses(app, now),
-        "crm_outbox": crm_counts(app) if crm_counts is not None else None,
+        "crm_outbox": _crm_counts(app, now) if app.config.crm is not None else None,
     }
+
+
+def _crm_counts(app: App, now: datetime) -> dict[str, Any]:
+    """The CRM outbox as the dashboard shows it: waiting, being retried, dead."""
+    crm = crm_status(app.store, app.config, now)
+    return {key: crm[key] for key in ("pending", "retrying", "dead") if key in crm}
 
 
 def _last_hour_and_day(session: Any, column: Any, hour: datetime, day: datetime) -> dict[str, int]:

@@ -10,7 +10,6 @@ say that it cleared.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Iterator
@@ -38,25 +37,16 @@ from worker.commands.status import collect_status
 from worker.pipeline.notify import channel_for, message_id_domain
 from worker.runtime.app import App
 from worker.store.models import AlertState as AlertRow
-from worker.store.models import Assignment, Message
+from worker.store.models import Assignment, ListState, Message
 
 log = logging.getLogger("leadwerk.alerts")
 
 
-def optional_feature(module: str, function: str) -> Any:
-    """A function that a part of Leadwerk not installed everywhere may provide, else None."""
-    try:
-        return getattr(importlib.import_module(module), function, None)
-    except ImportError:
-        return None
-
-
 def list_statuses(app: App, now: datetime) -> dict[str, str]:
-    """Each mailing list's bounce status (``ok`` | ``warn`` | ``suspended``), from the hygiene
-    report when it is part of this installation (``list_statuses(app, now)`` in
-    ``worker.commands.hygiene``); no lists otherwise."""
-    provider = optional_feature("worker.commands.hygiene", "list_statuses")
-    return dict(provider(app, now)) if provider is not None else {}
+    """Each mailing list's bounce status (``ok`` | ``warn`` | ``suspended``) as the last list
+    check left it (``hygiene.yaml``); lists never checked are not listed."""
+    with app.store.session() as session:
+        return dict(session.execute(select(ListState.name, ListState.status)).all())
 
 
 def sla_breach_rate_1h(app: App, now: datetime) -> float:
