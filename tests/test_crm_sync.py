@@ -21,6 +21,7 @@ from tests.test_walking_skeleton import ALWAYS_OPEN_TEAM
 from worker.commands.cli import app as cli
 from worker.commands.crmsync import crm_tick, drain
 from worker.commands.erasure import forget
+from worker.commands.operations import accept_lead
 from worker.commands.stage import change_stage
 from worker.commands.status import collect_status
 from worker.pipeline.crm import crm_status, record
@@ -295,3 +296,16 @@ def test_a_reassignment_after_a_breach_moves_the_lead_to_the_new_reps_crm_user(
         assert len(hubspot.requests_to("POST", "/crm/v3/objects/contacts/batch/upsert")) == 2
     finally:
         application.close()
+
+
+def test_accepting_a_lead_moves_it_to_the_sales_stage_in_the_crm(
+    leadwerk: App, hubspot: HubSpotServer
+) -> None:
+    route_all(leadwerk, HOT[:1])
+    drain(leadwerk, NOW)
+    # When the rep accepts the lead (link, Slack or leadwerk accept: one function)
+    assert accept_lead(leadwerk, "eva.mueller@bigcorp.de", NOW + timedelta(minutes=3))
+    assert drain(leadwerk, NOW + timedelta(minutes=3)).sent == 1
+    # Then the CRM shows it as sales-accepted
+    _, contact = hubspot.by_email("eva.mueller@bigcorp.de")
+    assert contact["lifecyclestage"] == "salesqualifiedlead"

@@ -85,9 +85,8 @@ def test_a_lead_goes_from_mql_to_sal_to_sql_and_each_step_is_recorded(
         assignment = session.scalars(
             select(Assignment).where(Assignment.contact_id == contact_id)
         ).one()
-        accept_assignment(
-            session, assignment, session.get(Contact, contact_id), T0 + timedelta(hours=1), "ok"
-        )
+        lead = session.get(Contact, contact_id)
+        accept_assignment(session, config, assignment, lead, T0 + timedelta(hours=1), "ok")
     # When: the rep marks it sales-qualified with the real command
     code, out = stage_cli(settings, EVA, "sql", "--reason", "budget confirmed")
     # Then: the lead is an SQL, and the way there is stored with times and causes

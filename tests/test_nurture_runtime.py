@@ -28,8 +28,11 @@ from config.settings import Settings
 from connectors.sources.base import RawRecord, SourceConfig
 from tests.hygiene_helpers import maildir_with
 from tests.pipeline_helpers import Running, running
+from tests.servers.hubspot import HubSpotServer
 from tests.servers.smtp import SmtpServer
+from tests.test_crm_sync import OWNER_IDS, crm_yaml
 from worker.commands.cli import app as cli
+from worker.commands.crmsync import drain as crm_drain
 from worker.commands.erasure import forget
 from worker.pipeline.actors import simulate_clock
 from worker.pipeline.hygiene import import_bounces, resume_list
@@ -483,3 +486,26 @@ def test_a_suspended_lists_next_email_waits_until_the_list_is_resumed(
     assert resume_list(leadwerk.app.store, "test-ebook", TUESDAY, "admin")
     pass_at(leadwerk, enrolment.next_due_at)
     assert len(smtp.messages) == 1
+
+
+def test_a_call_task_of_a_phone_step_reaches_the_crm_with_its_contact(
+    smtp: SmtpServer, make_settings: Callable[..., Settings], config_dir: Path, database_url: str
+) -> None:
+    # Given a HubSpot as the CRM and a warm card from the fair (the phone sequence)
+    with HubSpotServer(token="pat-eu1-leadwerk", owners=OWNER_IDS) as hubspot:
+        (config_dir / "crm.yaml").write_text(crm_yaml(hubspot.base_url), encoding="utf-8")
+        settings = make_settings(
+            smtp_url=smtp.url, database_url=database_url, env={"HUBSPOT_TOKEN": hubspot.token}
+        )
+        with running(settings) as leadwerk:
+            add_event(leadwerk.app, "eva@mb-nord.de", "tradefair", MONDAY, rating="warm")
+            pass_at(leadwerk, MONDAY)
+            # When the first call is due and the CRM outbox is sent
+            pass_at(leadwerk, TUESDAY + timedelta(hours=1))
+            sent = crm_drain(leadwerk.app, TUESDAY + timedelta(hours=1)).sent
+        # Then the contact (no MQL: upserted as it stands) and its task are in the CRM, once
+        assert sent == 2
+        contact_id, _ = hubspot.by_email("eva@mb-nord.de")
+        [task] = hubspot.tasks
+        assert task["properties"]["hs_task_subject"] == "Call about the conversation at the fair"
+        assert task["associations"][0]["to"]["id"] == contact_id

@@ -12,12 +12,14 @@ import dramatiq
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from config.loader import Config
 from connectors.sources.base import RawRecord
 from rules.contact import FieldError
 from rules.decision import sla_clock
 from rules.expr import Context
 from rules.routing import RouteDecision, choose_sla
 from worker.commands.stage import find_contact
+from worker.pipeline.crm import record
 from worker.pipeline.ingest import prepare, store_prepared
 from worker.pipeline.notify import local_time_text
 from worker.pipeline.route import Routing, account_facts, hand_over, lead_view
@@ -145,7 +147,7 @@ def accept_lead(
         if assignment is None:
             return None
         return accept_assignment(
-            session, assignment, contact, now, "accepted with leadwerk accept", by
+            session, app.config, assignment, contact, now, "accepted with leadwerk accept", by
         )
 
 
@@ -179,11 +181,13 @@ def accept_from_slack(
         if rep is None or not allowed:
             holder = current.rep or "the managers"
             return None, f"lead {contact.id} is assigned to {holder}; only they can accept it"
-        return rep, accept_assignment(session, current, contact, now, "accepted in Slack", rep)
+        cause = "accepted in Slack"
+        return rep, accept_assignment(session, app.config, current, contact, now, cause, rep)
 
 
 def accept_assignment(
     session: Any,
+    config: Config,
     assignment: Assignment,
     contact: Contact,
     now: datetime,
@@ -191,7 +195,7 @@ def accept_assignment(
     by: str | None = None,
 ) -> str:
     """Accept ``assignment`` for ``by`` (else the rep who has it); the caller holds the lead
-    and the assignment locked."""
+    and the assignment locked. An MQL becomes an SAL, and the CRM (if any) is told."""
     who = by or assignment.rep
     assignment.status = "accepted"
     assignment.accepted_at = now
@@ -207,6 +211,7 @@ def accept_assignment(
             )
         )
         contact.stage = "sal"
+        record(session.connection(), config, contact, "stage", {"stage": "sal"}, now)
     late = assignment.due_at is not None and now > assignment.due_at
     return f"lead {contact.id} accepted by {who or 'a manager'}" + (
         " (after the SLA was due)" if late else ""

@@ -142,8 +142,6 @@ def run_nurture_steps(enrolment_ids: list[int], at: str) -> None:
             # the clock's lease on it ends.
             log.warning("nurture enrolment %s failed (%s)", enrolment_id, type(exc).__name__)
             continue
-        if result.task is not None:
-            nurture.tell_crm(result.task)
         for message_id in result.messages:
             _next(send_message, message_id)
 

@@ -368,7 +368,8 @@ def poll_first_activity(
             if assignment is None:
                 continue
             at = max(activity.at, assignment.created_at)
-            accept_assignment(session, assignment, contact, at, "first activity in the CRM")
+            cause = "first activity in the CRM"
+            accept_assignment(session, config, assignment, contact, at, cause)
             stopped += 1
         # The next poll looks back over this one's window too: a CRM's clock may lag ours.
         state = session.get(SourceState, ACTIVITY_STATE) or SourceState(source=ACTIVITY_STATE)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +40,7 @@ from rules.nurture import (
     window_zone,
 )
 from rules.scoring import contact_view
+from worker.pipeline.crm import lead_fields, record
 from worker.pipeline.hygiene import hard_bounced, list_suspended, suppressed
 from worker.pipeline.notify import (
     _html_env,
@@ -497,11 +498,6 @@ class CallTask:
     due_at: datetime
 
 
-# Called with each call task once it is stored; a CRM connector registers itself here to write
-# the task into the CRM. None is registered while no CRM is configured.
-CRM_TASK_WRITERS: list[Callable[[CallTask], None]] = []
-
-
 @dataclass
 class StepResult:
     """What running a step did: ``sent`` (messages written), ``exited``, ``finished``,
@@ -591,6 +587,7 @@ def _step(
         messages = [_email(config, enrolment, contact, events, step, now)]
     else:
         task, messages = _call_task(connection, config, enrolment, contact, events, step, now)
+        _task_to_crm(connection, config, contact, task, now)
     ids = [
         connection.execute(
             insert(MESSAGES).values(**_values(m)).returning(MESSAGES.c.id)
@@ -780,10 +777,23 @@ def _call_task(
     return task, messages
 
 
-def tell_crm(task: CallTask) -> None:
-    """Hand a stored call task to the CRM writers (none until a CRM is configured)."""
-    for write in CRM_TASK_WRITERS:
-        write(task)
+def _task_to_crm(
+    connection: Connection, config: Config, contact: Contact, task: CallTask, now: datetime
+) -> None:
+    """A call task goes to the CRM through its outbox, in the step's transaction; a nurtured
+    contact is no MQL yet, so it is upserted first (as it stands), then given the task."""
+    fields = lead_fields(contact.fields, contact.score)
+    upsert = {"fields": fields, "rep": task.owner, "stage": contact.stage}
+    record(connection, config, contact, "upsert", upsert, now)
+    due = task.due_at.isoformat()
+    record(
+        connection,
+        config,
+        contact,
+        "task",
+        {"subject": task.task, "due": due, "rep": task.owner},
+        now,
+    )
 
 
 # --- unsubscribe, pause and resume ----------------------------------------------------------

@@ -73,9 +73,8 @@ def digest_routes(app: App) -> list[Route]:
                 return HTMLResponse("<p>This lead no longer exists.</p>", status_code=404)
             if may_accept(app.config, digest.rep, assignment):
                 cause = "accepted from a digest"
-                accept_assignment(
-                    session, assignment, contact, datetime.now(UTC), cause, digest.rep
-                )
+                at = datetime.now(UTC)
+                accept_assignment(session, app.config, assignment, contact, at, cause, digest.rep)
         # Back to the list, which shows the lead accepted (or why not: taken by another).
         return RedirectResponse(f"/digest/{token}", status_code=303)
 

@@ -161,7 +161,8 @@ def accept_by_link(app: App, token: str, now: datetime) -> Page:
             return GONE
         if assignment.status != "open":
             return Page("Accept lead", [_not_open(assignment)])
-        text = accept_assignment(session, assignment, contact, now, "accepted by link", link.reader)
+        cause, reader = "accepted by link", link.reader
+        text = accept_assignment(session, app.config, assignment, contact, now, cause, reader)
     return Page("Lead accepted", [f"Thank you: {text}."])
 
 
