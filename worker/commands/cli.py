@@ -530,7 +530,17 @@ def rules_diff(
     with _store_errors():
         store = Store(settings.database_url)
     try:
-        report = diff_rules(store, other, current, against=against, now=at, since=span)
+        with _progress(shown=not as_json and sys.stdout.isatty()) as progress:
+            replayed = progress.add_task("replaying the stored contacts", total=None)
+            report = diff_rules(
+                store,
+                other,
+                current,
+                against=against,
+                now=at,
+                since=span,
+                on_progress=lambda n: progress.update(replayed, completed=n),
+            )
     finally:
         store.close()
     _echo(json.dumps(report.as_dict(), ensure_ascii=False) if as_json else report.render())
@@ -714,7 +724,7 @@ def import_(
         )
         raise typer.Exit(2)
     workers = bool(application.settings.redis_url)
-    with _import_progress(shown=not as_json and sys.stdout.isatty()) as progress:
+    with _progress(shown=not as_json and sys.stdout.isatty()) as progress:
         rows = progress.add_task(f"importing {file.name}", total=None)
         try:
             report = import_file(
@@ -776,9 +786,9 @@ def import_(
     raise typer.Exit(1 if wait and not outcome.complete else 0)
 
 
-def _import_progress(shown: bool) -> Any:
-    """A progress bar (rich) on a terminal; elsewhere (``--json``, a pipe) it takes the same
-    calls and shows nothing, so that only the summary is printed."""
+def _progress(shown: bool) -> Any:
+    """A progress bar (rich) for long work on a terminal; elsewhere (``--json``, a pipe) it
+    takes the same calls and shows nothing, so that only the summary is printed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     return Progress(

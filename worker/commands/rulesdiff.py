@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -301,9 +301,10 @@ def diff_rules(
     against: str,
     now: datetime,
     since: timedelta | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> DiffReport:
     """Replay every contact with events received within ``since`` (all, when None) under both
-    rule sets at ``now``."""
+    rule sets at ``now``; ``on_progress`` hears how many contacts are done so far."""
     report = DiffReport(
         against=against,
         old_ruleset={"version": old.ruleset.version, "hash": old.ruleset.hash},
@@ -333,6 +334,8 @@ def diff_rules(
             report.shift_total += change.shift
             if change.changed:
                 report.changes.append(change)
+            if on_progress is not None:
+                on_progress(report.compared)
     report.changes.sort(
         key=lambda c: (
             not c.gained,
