@@ -124,6 +124,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "LEADWERK_REDIS_NAMESPACE": namespace,
         "LEADWERK_OUTBOX_DIR": str(work / "outbox"),
         "LEADWERK_LOG_LEVEL": "WARNING",
+        "LEADWERK_ACCEPT_SECRET": "bench-import-backlog-link-key",  # a shared deployment needs one
     }
     command = [sys.executable, "-m", "worker", "--config", str(config_dir)]
     processes: list[subprocess.Popen[bytes]] = []
