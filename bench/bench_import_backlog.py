@@ -131,7 +131,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sampler = QueueSampler(args.redis, f"leadwerk-{namespace}")
     try:
         # The schema first, so that the processes do not race to migrate an empty database.
-        subprocess.run([*command, "status"], env=env, check=True, capture_output=True)
+        subprocess.run([*command, "migrate"], env=env, check=True, capture_output=True)
         roles = ["worker"] * args.workers + ([] if args.no_clock else ["clock"])
         for role in roles:
             processes.append(
