@@ -30,6 +30,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from config.loader import Config
+from config.settings import mask_url
 from connectors.notify.slack import (
     accepted_line,
     card_with_outcome,
@@ -277,7 +278,7 @@ def readiness(app: App) -> dict[str, bool]:
             detail = detail.replace(str(url.password), "***")
         log.warning(
             "/readyz: the store at %s does not answer: %s: %s",
-            url.render_as_string(hide_password=True),
+            mask_url(app.settings.database_url),
             type(exc).__name__,
             detail,
         )
