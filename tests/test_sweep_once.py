@@ -16,9 +16,9 @@ from sqlalchemy import insert
 
 from config.settings import Settings
 from tests.lead_helpers import FAIR
-from worker.pipeline.sweep import enqueue, find_pending
+from worker.pipeline.sweep import BUSY_REDELIVERY, Pending, enqueue, find_pending
 from worker.runtime.app import App, init_app
-from worker.runtime.broker import setup_broker
+from worker.runtime.broker import QUEUES, in_line, setup_broker
 from worker.runtime.clock import start_clock
 from worker.store.models import Contact, Event
 
@@ -138,3 +138,22 @@ def test_the_clock_sweeps_a_big_backlog_without_skipping_its_own_jobs(
     assert max(Counter(queued).values()) == 1
     assert not [r for r in caplog.records if "skipped" in r.getMessage()]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_while_its_queue_still_holds_messages_a_backlog_is_not_enqueued_again_behind_itself(
+    backlogged: tuple[App, dramatiq.Broker],
+) -> None:
+    app, broker = backlogged
+    start = ARRIVED + timedelta(hours=1)
+    for n in range(4):  # every event on the queue once
+        sweep(app, start + timedelta(seconds=5 * n))
+    assert in_line(broker, "score") == BACKLOG
+
+    def sweep_busy(now: datetime) -> Pending:
+        busy = [queue for queue in QUEUES if in_line(broker, queue)]
+        return find_pending(app.store, now, redelivery=timedelta(seconds=60), limit=5000, busy=busy)
+
+    # A minute later the workers are still on it: the doorbell rings already, nothing is re-sent
+    assert sweep_busy(start + timedelta(seconds=61)).events == []
+    # A message lost for good is still found, once the busy window has passed
+    assert len(sweep_busy(start + BUSY_REDELIVERY + timedelta(seconds=15)).events) == 5000

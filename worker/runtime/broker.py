@@ -111,3 +111,12 @@ def setup_broker(settings: Settings) -> dramatiq.Broker:
         actor.broker = broker
         broker.declare_actor(actor)
     return broker
+
+
+def in_line(broker: dramatiq.Broker, queue: str) -> int:
+    """How many messages a queue holds, waiting or being worked on (not yet acknowledged)."""
+    if isinstance(broker, RedisBroker):
+        return int(broker.client.hlen(f"{broker.namespace}:{queue}.msgs"))
+    if isinstance(broker, StubBroker):
+        return int(broker.queues[queue].unfinished_tasks) if queue in broker.queues else 0
+    return 0

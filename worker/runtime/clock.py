@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from config.loader import Config
 from connectors.errors import ConnectorError
+from worker.pipeline.actors import score_lead
 from worker.pipeline.hygiene import check_interval, import_bounce_sources, run_checks
 from worker.pipeline.nurture import enqueue_due_steps
 from worker.pipeline.poll import import_inboxes, is_pulled, poll_source
@@ -33,6 +34,7 @@ from worker.pipeline.sla import enqueue_due_timers
 from worker.pipeline.sweep import enqueue, find_pending
 from worker.runtime.alerts import check_alerts
 from worker.runtime.app import App
+from worker.runtime.broker import QUEUES, in_line
 from worker.runtime.processes import HEARTBEAT_S
 from worker.runtime.reload import on_reload
 from worker.store.models import Heartbeat
@@ -191,6 +193,7 @@ def sweep_once(app: App) -> None:
             send_lease=timedelta(seconds=settings.send_lease),
             redelivery=timedelta(seconds=settings.redelivery_after),
             limit=settings.sweep_limit,
+            busy=[queue for queue in QUEUES if in_line(score_lead.broker, queue)],
         )
     )
 
