@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rules.contact import coerce_datetime, email_domain
-from rules.expr import Context, Expr
+from rules.expr import Context, Expr, required_equal
 from rules.memo import PerObject
 
 
@@ -145,6 +145,7 @@ def score_view(
     # in event order, as the contract's formula reads.
     tests = plan.engagement_tests
     points = plan.engagement_points
+    by_type, any_type = plan.engagement_by_type, plan.engagement_any_type
     totals = [0.0] * len(tests)
     counts = [0] * len(tests)
     half_life = plan.half_life
@@ -155,8 +156,9 @@ def score_view(
             view["at"] = coerce_datetime("event.at", view["at"])
         ctx.event = view
         factor = None
-        for index, test in enumerate(tests):
-            if test(ctx):
+        kind = view.get("type")
+        for index in by_type.get(kind, any_type) if isinstance(kind, str) else any_type:
+            if tests[index](ctx):
                 if factor is None:
                     at = view.get("at")
                     if half_life is None or at is None:  # _decay(half_life, at, now)
@@ -201,6 +203,21 @@ class _RulesetPlan:
         self.fit = [(Hit(r.name, "fit", r.points), _test_of(r.when)) for r in ruleset.fit]
         self.engagement_tests = [_test_of(rule.when) for rule in ruleset.engagement]
         self.engagement_points = [rule.points for rule in ruleset.engagement]
+        # The rules an event of each type can match, in rule order: most engagement rules
+        # name the type (``event.type == "form" and ...``), so an event is asked only the
+        # few of its type and those that name none (``engagement_any_type``).
+        typed: dict[str, list[int]] = {}
+        any_type: list[int] = []
+        for index, test in enumerate(self.engagement_tests):
+            need = required_equal(test)
+            if need is not None and need[:2] == ("event", "type"):
+                typed.setdefault(need[2], []).append(index)
+            else:
+                any_type.append(index)
+        self.engagement_any_type = tuple(any_type)
+        self.engagement_by_type = {
+            kind: tuple(sorted([*indexes, *any_type])) for kind, indexes in typed.items()
+        }
         self.disqualify = [
             (Hit(rule.name, "disqualify", 0.0), _test_of(rule.when)) for rule in ruleset.disqualify
         ]
