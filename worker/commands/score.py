@@ -220,22 +220,38 @@ def _value(value: Any) -> str:
 
 def _hit_json(hit: Hit) -> str:
     """``hit.as_dict()`` as JSON; a hit that is the same object as before (the scoring reuses
-    the hits of fit and disqualify rules) is encoded once."""
+    the hits of fit and disqualify rules) is encoded once. An engagement hit, new on every
+    line, takes the shortest path for the usual float points and int count."""
+    if hit.kind == "engagement":
+        points, events = hit.points, hit.events
+        if (
+            points.__class__ is float
+            and -_INFINITY < points < _INFINITY
+            and events.__class__ is int
+        ):
+            # _rounded(points): round() leaves a whole number as it is, as r1 does; the
+            # decimals of points are few, so each one's text is looked up, not written anew
+            rounded = round(points, 1) + 0.0
+            text = _decimals.get(rounded)
+            if text is None:
+                if len(_decimals) > 4096:
+                    _decimals.clear()
+                text = _decimals[rounded] = float.__repr__(rounded)
+            return f'{_hit_prefix(hit.rule, hit.kind)}{text},"events":{int.__repr__(events)}}}'
+        return f'{_hit_prefix(hit.rule, hit.kind)}{_rounded(points)},"events":{_value(events)}}}'
     cached = _hits.get(id(hit))
     if cached is not None and cached[0] is hit:
         return cached[1]
-    text = f"{_hit_prefix(hit.rule, hit.kind)}{_rounded(hit.points)}"
-    if hit.kind == "engagement":
-        text += f',"events":{_value(hit.events)}}}'
-    else:
-        text += "}"
-        if len(_hits) > 4096:
-            _hits.clear()
-        _hits[id(hit)] = (hit, text)
+    text = f"{_hit_prefix(hit.rule, hit.kind)}{_rounded(hit.points)}}}"
+    if len(_hits) > 4096:
+        _hits.clear()
+    _hits[id(hit)] = (hit, text)
     return text
 
 
 _hits: dict[int, tuple[Hit, str]] = {}
+# The JSON of a number rounded to one decimal (``-0.0`` is not among them: ``+ 0.0`` above).
+_decimals: dict[float, str] = {}
 _hit_prefixes: dict[tuple[str, str], str] = {}
 
 
