@@ -199,13 +199,21 @@ def _json_line(
 
 
 def _rounded(value: Any) -> str:
-    """``r1(value)`` as JSON."""
-    if value.__class__ is float:
-        if value.is_integer():  # r1 leaves it as it is
-            return float.__repr__(value + 0.0)
-        if -_INFINITY < value < _INFINITY:
-            return float.__repr__(round(value, 1) + 0.0)
+    """``r1(value)`` as JSON. Figures rounded to one decimal are few: each one's text is
+    looked up rather than written anew."""
+    if value.__class__ is float and -_INFINITY < value < _INFINITY:
+        rounded = round(value, 1) + 0.0  # r1: round() leaves a whole number as it is
+        text = _decimals.get(rounded)
+        if text is None:
+            if len(_decimals) > 4096:
+                _decimals.clear()
+            text = _decimals[rounded] = float.__repr__(rounded)
+        return text
     return _dumps(r1(value))
+
+
+# The JSON of a number rounded to one decimal (never ``-0.0``: ``+ 0.0`` above).
+_decimals: dict[float, str] = {}
 
 
 def _value(value: Any) -> str:
@@ -221,24 +229,11 @@ def _value(value: Any) -> str:
 def _hit_json(hit: Hit) -> str:
     """``hit.as_dict()`` as JSON; a hit that is the same object as before (the scoring reuses
     the hits of fit and disqualify rules) is encoded once. An engagement hit, new on every
-    line, takes the shortest path for the usual float points and int count."""
+    line, takes the shortest path."""
     if hit.kind == "engagement":
-        points, events = hit.points, hit.events
-        if (
-            points.__class__ is float
-            and -_INFINITY < points < _INFINITY
-            and events.__class__ is int
-        ):
-            # _rounded(points): round() leaves a whole number as it is, as r1 does; the
-            # decimals of points are few, so each one's text is looked up, not written anew
-            rounded = round(points, 1) + 0.0
-            text = _decimals.get(rounded)
-            if text is None:
-                if len(_decimals) > 4096:
-                    _decimals.clear()
-                text = _decimals[rounded] = float.__repr__(rounded)
-            return f'{_hit_prefix(hit.rule, hit.kind)}{text},"events":{int.__repr__(events)}}}'
-        return f'{_hit_prefix(hit.rule, hit.kind)}{_rounded(points)},"events":{_value(events)}}}'
+        events = hit.events
+        count = int.__repr__(events) if events.__class__ is int else _value(events)
+        return f'{_hit_prefix(hit.rule, hit.kind)}{_rounded(hit.points)},"events":{count}}}'
     cached = _hits.get(id(hit))
     if cached is not None and cached[0] is hit:
         return cached[1]
@@ -250,8 +245,6 @@ def _hit_json(hit: Hit) -> str:
 
 
 _hits: dict[int, tuple[Hit, str]] = {}
-# The JSON of a number rounded to one decimal (``-0.0`` is not among them: ``+ 0.0`` above).
-_decimals: dict[float, str] = {}
 _hit_prefixes: dict[tuple[str, str], str] = {}
 
 
