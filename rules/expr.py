@@ -575,7 +575,10 @@ def _search(get: Getter, search: Callable[[str], object]) -> Test:
 
         def contact_test(ctx: EvalContext) -> bool:
             value = ctx.contact.get(key)
-            return isinstance(value, str) and occurs(value)
+            answer = found.get(value) if value.__class__ is str else None  # the usual case
+            if answer is None:
+                return isinstance(value, str) and occurs(value)
+            return answer
 
         return contact_test
 

@@ -170,13 +170,13 @@ def score_view(
                 counts[index] += 1
     ctx.event = None
     engagement = 0.0
-    for rule, total, count in zip(ruleset.engagement, totals, counts, strict=True):
-        if count == 0:
-            continue
-        if rule.cap is not None:
-            total = min(rule.cap, total)
-        engagement += total
-        hits.append(Hit(rule.name, "engagement", total, count))
+    for index, count in enumerate(counts):
+        if count:
+            rule, total = ruleset.engagement[index], totals[index]
+            if rule.cap is not None:
+                total = min(rule.cap, total)
+            engagement += total
+            hits.append(Hit(rule.name, "engagement", total, count))
 
     disqualified = None
     for hit, test in plan.disqualify:
