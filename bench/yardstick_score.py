@@ -1,9 +1,10 @@
-"""The yardstick for ``leadwerk score``: the example rule set hand-written as plain Python.
+"""The yardstick for ``leadwerk score``: a rule set hand-written as plain Python.
 
-    python bench/yardstick_score.py FILE --now ISO8601 > results.jsonl
+    python bench/yardstick_score.py FILE --now ISO8601 [--rules broad|example] > results.jsonl
 
-What a developer would write without Leadwerk: the rules of ``config/scoring.yaml``,
-``routing.yaml`` and ``sla.yaml`` as ``if`` statements over the same JSON Lines, with the same
+What a developer would write without Leadwerk: the rules of ``bench/score_rules/scoring.yaml``
+(``--rules broad``, the default) or of ``config/scoring.yaml`` (``--rules example``), with
+``routing.yaml`` and ``sla.yaml``, as ``if`` statements over the same JSON Lines, with the same
 output shape (score, fit, engagement, mql, disqualified, hits, route, sla, ruleset). Simplified
 where hand-written code usually is: e-mail checked for an ``@``, no phone normalisation, the
 rep drawn from the e-mail's CRC, SLA due times on the wall clock instead of business hours.
@@ -125,16 +126,7 @@ def score(contact: dict[str, Any], events: list[dict[str, Any]], now: datetime) 
     mql = disqualified is None and total >= 60 and fit >= 15
     route = sla = None
     if mql:
-        seed = zlib.crc32(email.encode())
-        if country in DACH and size is not None and size >= 1000:
-            rule, team, rep = "enterprise DACH", "enterprise-dach", ENTERPRISE[seed % 2]
-        else:
-            rule, team, rep = "everyone else", "inside-sales", INSIDE[seed % 4]
-        route = {"rule": rule, "team": team, "rep": rep, "reason": f"rule '{rule}'", "skipped": []}
-        last = events[-1] if events else {}
-        hot_policy = total >= 90 or last.get("form") == "demo-request"
-        due = now + (timedelta(minutes=5) if hot_policy else timedelta(hours=4))
-        sla = {"policy": "hot" if hot_policy else "standard", "due": due.isoformat()}
+        route, sla = route_and_sla(email, country, size, total, events, now)
     return {
         "score": round(total, 1) + 0.0,
         "fit": round(fit, 1) + 0.0,
@@ -148,11 +140,209 @@ def score(contact: dict[str, Any], events: list[dict[str, Any]], now: datetime) 
     }
 
 
+# The broad rule set (bench/score_rules/scoring.yaml).
+BROAD_FREE_MAIL = FREE_MAIL | {"freenet.de", "posteo.de"}
+BROAD_COMPETITORS = frozenset({"rival-gmbh.de", "konkurrenz.de", "other-leads.com"})
+TARGET_INDUSTRIES = frozenset(
+    ["Maschinenbau", "Automotive", "Chemie", "Elektrotechnik", "Logistik", "Medizintechnik"]
+)
+SENIOR = re.compile(
+    r"(?i)head|director|vp|vice president|chief|cto|ceo|cio|leiter|leitung|geschäftsführ"
+    r"|inhaber|owner|prokurist"
+)
+TECHNICAL = re.compile(r"(?i)engineer|ingenieur|konstruk|techni|entwickl|developer")
+BROAD_STUDENT = re.compile(r"(?i)student|praktikant|werkstudent|azubi|trainee|auszubildend")
+DACH_DOMAIN = re.compile(r"\.(de|at|ch)$")
+AGENCY = re.compile(r"(^|\.)(agentur|marketing-agency)\.")
+PRICING = re.compile(r"/(preise|pricing)")
+BROAD_HALF_LIFE = 45 * 86400.0
+YES = frozenset({"true", "yes", "ja", "y", "j", "1", "x"})
+# (name, points, cap) of each engagement rule, in the rule set's order.
+BROAD_ENGAGEMENT = [
+    ("demo request", 50.0, None),
+    ("newsletter form", 5.0, 10.0),
+    ("pricing page", 8.0, 24.0),
+    ("web visit", 1.0, 10.0),
+    ("webinar attended", 15.0, 30.0),
+    ("e-book download", 10.0, 30.0),
+    ("e-mail click", 3.0, 15.0),
+    ("hot at the fair", 40.0, None),
+    ("warm at the fair", 15.0, None),
+]
+BROAD_RULESET = {"version": "bench-broad-1", "hash": "handwritten"}
+
+
+def text(value: Any) -> str | None:
+    """Trimmed text; empty counts as missing."""
+    if value is None:
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+def yes(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    value = str(value).strip().lower()
+    return None if not value else value in YES
+
+
+def score_broad(
+    contact: dict[str, Any], events: list[dict[str, Any]], now: datetime
+) -> dict[str, Any]:
+    email = str(contact.get("email") or "").strip().lower()
+    if "@" not in email:
+        return {"error": "email: not a valid e-mail address", "field": "email"}
+    domain = email.rpartition("@")[2]
+    size = number(contact.get("company_size"))
+    budget = number(contact.get("budget"))
+    title = text(contact.get("title"))
+    country = text(contact.get("country")) or ""
+    country = country.upper() if len(country) == 2 else COUNTRY_NAMES.get(country.lower(), country)
+    segment = text(contact.get("segment"))
+    hits: list[dict[str, Any]] = []
+
+    fit = 0.0
+
+    def add(name: str, points: float) -> None:
+        nonlocal fit
+        fit += points
+        hits.append({"rule": name, "kind": "fit", "points": points})
+
+    if title and SENIOR.search(title):
+        add("senior title", 20.0)
+    if title and TECHNICAL.search(title):
+        add("technical title", 5.0)
+    if size is not None and size >= 1000:
+        add("enterprise", 20.0)
+    if size is not None and 100 <= size < 1000:
+        add("mid-sized", 10.0)
+    if country in DACH:
+        add("DACH", 10.0)
+    if text(contact.get("industry")) in TARGET_INDUSTRIES:
+        add("target industry", 10.0)
+    if budget is not None and budget >= 25000:
+        add("budget confirmed", 15.0)
+    if segment in ("enterprise", "key account"):
+        add("enterprise segment", 5.0)
+    if yes(contact.get("newsletter")):
+        add("newsletter subscriber", 5.0)
+    free_mail = domain in BROAD_FREE_MAIL
+    if DACH_DOMAIN.search(domain) and not free_mail:
+        add("company domain in DACH", 5.0)
+    if title is None:
+        add("no title", -10.0)
+    if size is None and budget is None:
+        add("size unknown", -5.0)
+    if free_mail:
+        add("free-mail address", -25.0)
+
+    totals = [0.0] * len(BROAD_ENGAGEMENT)
+    counts = [0] * len(BROAD_ENGAGEMENT)
+    for event in events:
+        kind = event.get("type")
+        matched = []
+        if kind == "form":
+            form = event.get("form")
+            if form in ("demo-request", "contact-sales"):
+                matched.append(0)
+            elif form == "newsletter":
+                matched.append(1)
+        elif kind == "web":
+            url = event.get("url")
+            if isinstance(url, str) and PRICING.search(url):
+                matched.append(2)
+            matched.append(3)
+        elif kind == "webinar":
+            if event.get("campaign") is not None:
+                matched.append(4)
+        elif kind == "ebook":
+            matched.append(5)
+        elif kind == "email":
+            matched.append(6)
+        elif kind == "tradefair":
+            rating = event.get("rating")
+            if rating == "hot":
+                matched.append(7)
+            elif rating == "warm":
+                matched.append(8)
+        if not matched:
+            continue
+        at = when(event.get("at"))
+        weight = (
+            1.0 if at is None else 0.5 ** (max((now - at).total_seconds(), 0.0) / BROAD_HALF_LIFE)
+        )
+        for index in matched:
+            totals[index] += BROAD_ENGAGEMENT[index][1] * weight
+            counts[index] += 1
+    engagement = 0.0
+    for (name, _points, cap), total, count in zip(BROAD_ENGAGEMENT, totals, counts, strict=True):
+        if count:
+            if cap is not None:
+                total = min(cap, total)
+            engagement += total
+            hits.append(
+                {"rule": name, "kind": "engagement", "points": round(total, 1), "events": count}
+            )
+
+    disqualified = None
+    if domain in BROAD_COMPETITORS:
+        disqualified = "competitor"
+    elif title and BROAD_STUDENT.search(title):
+        disqualified = "student"
+    elif yes(contact.get("partner")):
+        disqualified = "partner"
+    elif AGENCY.search(domain):
+        disqualified = "agency"
+    if disqualified:
+        hits.append({"rule": disqualified, "kind": "disqualify", "points": 0.0})
+
+    total_score = fit + engagement
+    mql = disqualified is None and total_score >= 65 and fit >= 10
+    route = sla = None
+    if mql:
+        route, sla = route_and_sla(email, country, size, total_score, events, now)
+    return {
+        "score": round(total_score, 1) + 0.0,
+        "fit": round(fit, 1) + 0.0,
+        "engagement": round(engagement, 1) + 0.0,
+        "mql": mql,
+        "disqualified": disqualified,
+        "hits": hits,
+        "route": route,
+        "sla": sla,
+        "ruleset": BROAD_RULESET,
+    }
+
+
+def route_and_sla(
+    email: str,
+    country: str,
+    size: float | None,
+    total: float,
+    events: list[dict[str, Any]],
+    now: datetime,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """config/routing.yaml and sla.yaml, simplified (see the module's docstring)."""
+    seed = zlib.crc32(email.encode())
+    if country in DACH and size is not None and size >= 1000:
+        rule, team, rep = "enterprise DACH", "enterprise-dach", ENTERPRISE[seed % 2]
+    else:
+        rule, team, rep = "everyone else", "inside-sales", INSIDE[seed % 4]
+    route = {"rule": rule, "team": team, "rep": rep, "reason": f"rule '{rule}'", "skipped": []}
+    last = events[-1] if events else {}
+    hot_policy = total >= 90 or last.get("form") == "demo-request"
+    due = now + (timedelta(minutes=5) if hot_policy else timedelta(hours=4))
+    return route, {"policy": "hot" if hot_policy else "standard", "due": due.isoformat()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file")
     parser.add_argument("--now", required=True)
+    parser.add_argument("--rules", choices=["broad", "example"], default="broad")
     args = parser.parse_args()
+    rules = score_broad if args.rules == "broad" else score
     now = when(args.now)
     assert now is not None
     out = sys.stdout
@@ -162,7 +352,7 @@ def main() -> None:
                 continue
             try:
                 item = json.loads(line)
-                result = score(item["contact"], item.get("events") or [], now)
+                result = rules(item["contact"], item.get("events") or [], now)
             except (ValueError, KeyError, TypeError) as exc:
                 result = {"error": str(exc)}
             result = {"line": number_, **result}

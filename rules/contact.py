@@ -162,13 +162,15 @@ def bound_event(event: Mapping[str, Any]) -> dict[str, Any]:
 def normalise_email(value: Any) -> str:
     """Trimmed, syntax-checked (no DNS) and lower-cased: one person is one contact however the
     address was typed (``Eva@Firma.de`` and ``eva@firma.de`` reach the same mailbox)."""
-    if value is None or not str(value).strip():
+    text = value.strip() if value.__class__ is str else "" if value is None else str(value).strip()
+    if not text:
         raise FieldError("email", "no e-mail address")
-    text = str(value).strip()
-    check_length("email", text)
+    if len(text) > EMAIL_MAX_LENGTH:
+        check_length("email", text)  # raises: longer than an address can be
     simple = _SIMPLE_EMAIL.fullmatch(text)
-    if simple is not None and len(text) <= EMAIL_MAX_LENGTH:
-        local, domain = simple[1], simple[2].lower()
+    if simple is not None:
+        local, domain = simple.groups()
+        domain = domain.lower()
         if len(local) <= LOCAL_PART_MAX_LENGTH and _valid_plain_domain(domain):
             return f"{local.lower()}@{domain}"
     try:

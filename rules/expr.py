@@ -341,6 +341,20 @@ def _days_since(get: Getter) -> Getter:
     return days_since
 
 
+# Tests that can only be true where one field equals a text, as (scope, key, constant): the
+# ``and`` of tests that include ``field == "text"``. The scoring loop asks only the engagement
+# rules that an event's type can satisfy (see required_equal).
+_NEEDS: weakref.WeakKeyDictionary[Callable[..., Any], tuple[str, str, str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def required_equal(test: Callable[..., Any]) -> tuple[str, str, str] | None:
+    """``(scope, key, text)`` when ``test`` is never true unless the field ``key`` of
+    ``scope`` (``"contact"``, ``"event"`` or ``"account"``) equals ``text``; else None."""
+    return _EQUALS.get(test) or _NEEDS.get(test)
+
+
 # --- closures -----------------------------------------------------------------------------
 
 
@@ -353,7 +367,14 @@ def _all(tests: Sequence[Test]) -> Test:
         return fused
     middle = len(tests) // 2
     first, second = _all(tests[:middle]), _all(tests[middle:])
-    return lambda ctx: first(ctx) and second(ctx)
+
+    def both_parts(ctx: EvalContext) -> Any:
+        return first(ctx) and second(ctx)
+
+    need = required_equal(first) or required_equal(second)
+    if need is not None:
+        _NEEDS[both_parts] = need
+    return both_parts
 
 
 def _all_equal(tests: Sequence[Test]) -> Test | None:
@@ -364,7 +385,8 @@ def _all_equal(tests: Sequence[Test]) -> Test | None:
     if len(scopes) != 1 or scopes & {"", "contact"}:  # contact fields are read as they are
         return None
     pairs = tuple((spec[1], spec[2]) for spec in specs if spec is not None)
-    mapping = _scope_reader(scopes.pop())
+    scope = scopes.pop()
+    mapping = _scope_reader(scope)
     if len(pairs) == 2:
         (key1, constant1), (key2, constant2) = pairs
 
@@ -374,6 +396,7 @@ def _all_equal(tests: Sequence[Test]) -> Test | None:
                 return False
             return fields.get(key1) == constant1 and fields.get(key2) == constant2
 
+        _NEEDS[both] = (scope, key1, constant1)
         return both
 
     def every(ctx: EvalContext) -> bool:
@@ -387,6 +410,7 @@ def _all_equal(tests: Sequence[Test]) -> Test | None:
                 return result
         return result
 
+    _NEEDS[every] = (scope, *pairs[0])
     return every
 
 
@@ -548,22 +572,44 @@ def _member_of_field(
 
 
 def _search(get: Getter, search: Callable[[str], object]) -> Test:
-    """``search(text)`` is not None when the pattern occurs in ``text``."""
+    """``search(text)`` is not None when the pattern occurs in ``text``.
+
+    The answers are kept per distinct text: a rule set asks the same few hundred titles,
+    domains and URLs again and again, and a dict lookup costs a tenth of a search. The store
+    is bounded (cleared when full), so a run over a million distinct values stays small.
+    """
+    found: dict[str, bool] = {}
+
+    def occurs(value: str) -> bool:
+        answer = found.get(value)
+        if answer is None:
+            if len(found) >= _SEARCHES_KEPT:
+                found.clear()
+            answer = found[value] = search(value) is not None
+        return answer
+
     reads = _READS.get(get)
     if reads is not None and reads[0] == "contact":
         key = reads[1]
 
         def contact_test(ctx: EvalContext) -> bool:
             value = ctx.contact.get(key)
-            return isinstance(value, str) and search(value) is not None
+            answer = found.get(value) if value.__class__ is str else None  # the usual case
+            if answer is None:
+                return isinstance(value, str) and occurs(value)
+            return answer
 
         return contact_test
 
     def test(ctx: EvalContext) -> bool:
         value = get(ctx)
-        return isinstance(value, str) and search(value) is not None
+        return isinstance(value, str) and occurs(value)
 
     return test
+
+
+# Answers kept per ``matches`` test (see _search); values are at most a few KiB of text.
+_SEARCHES_KEPT: Final = 4096
 
 
 # --- patterns of matches ------------------------------------------------------------------

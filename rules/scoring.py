@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rules.contact import coerce_datetime, email_domain
-from rules.expr import Context, Expr
+from rules.expr import Context, Expr, required_equal
 from rules.memo import PerObject
 
 
@@ -145,6 +145,7 @@ def score_view(
     # in event order, as the contract's formula reads.
     tests = plan.engagement_tests
     points = plan.engagement_points
+    by_type, any_type = plan.engagement_by_type, plan.engagement_any_type
     totals = [0.0] * len(tests)
     counts = [0] * len(tests)
     half_life = plan.half_life
@@ -155,25 +156,27 @@ def score_view(
             view["at"] = coerce_datetime("event.at", view["at"])
         ctx.event = view
         factor = None
-        for index, test in enumerate(tests):
-            if test(ctx):
+        kind = view.get("type")
+        for index in by_type.get(kind, any_type) if isinstance(kind, str) else any_type:
+            if tests[index](ctx):
                 if factor is None:
                     at = view.get("at")
                     if half_life is None or at is None:  # _decay(half_life, at, now)
                         factor = 1.0
-                    else:
-                        factor = 0.5 ** (max((now - at).total_seconds(), 0.0) / half_life)
+                    else:  # ``/ _SECOND`` is total_seconds() to the bit, without the call
+                        age = (now - at) / _SECOND
+                        factor = 0.5 ** ((age if age >= 0.0 else 0.0) / half_life)
                 totals[index] += points[index] * factor
                 counts[index] += 1
     ctx.event = None
     engagement = 0.0
-    for rule, total, count in zip(ruleset.engagement, totals, counts, strict=True):
-        if count == 0:
-            continue
-        if rule.cap is not None:
-            total = min(rule.cap, total)
-        engagement += total
-        hits.append(Hit(rule.name, "engagement", total, count))
+    for index, count in enumerate(counts):
+        if count:
+            rule, total = ruleset.engagement[index], totals[index]
+            if rule.cap is not None:
+                total = min(rule.cap, total)
+            engagement += total
+            hits.append(Hit(rule.name, "engagement", total, count))
 
     disqualified = None
     for hit, test in plan.disqualify:
@@ -201,6 +204,21 @@ class _RulesetPlan:
         self.fit = [(Hit(r.name, "fit", r.points), _test_of(r.when)) for r in ruleset.fit]
         self.engagement_tests = [_test_of(rule.when) for rule in ruleset.engagement]
         self.engagement_points = [rule.points for rule in ruleset.engagement]
+        # The rules an event of each type can match, in rule order: most engagement rules
+        # name the type (``event.type == "form" and ...``), so an event is asked only the
+        # few of its type and those that name none (``engagement_any_type``).
+        typed: dict[str, list[int]] = {}
+        any_type: list[int] = []
+        for index, test in enumerate(self.engagement_tests):
+            need = required_equal(test)
+            if need is not None and need[:2] == ("event", "type"):
+                typed.setdefault(need[2], []).append(index)
+            else:
+                any_type.append(index)
+        self.engagement_any_type = tuple(any_type)
+        self.engagement_by_type = {
+            kind: tuple(sorted([*indexes, *any_type])) for kind, indexes in typed.items()
+        }
         self.disqualify = [
             (Hit(rule.name, "disqualify", 0.0), _test_of(rule.when)) for rule in ruleset.disqualify
         ]
@@ -213,6 +231,9 @@ def _test_of(when: Expr) -> Callable[[Context], Any]:
 
 # The plan of this ruleset object; a reloaded ruleset gets a new one.
 _plan: PerObject[Ruleset, _RulesetPlan] = PerObject(_RulesetPlan)
+
+
+_SECOND = timedelta(seconds=1)
 
 
 def _decay(half_life: float | None, at: datetime | None, now: datetime) -> float:

@@ -366,3 +366,85 @@ def test_scoring_in_several_processes_gives_the_same_lines_in_the_same_order(
     out = [json.loads(text) for text in two.splitlines()]
     assert [o["line"] for o in out] == list(range(1, 1501))
     assert [o["line"] for o in out if "error" in o] == [700, 1400]
+
+
+# --- rules that name an event type, and rules that do not --------------------------------------
+
+MIXED_TYPES = """\
+version: mixed-1
+mql:
+  threshold: 1000
+engagement:
+  - name: pricing page
+    when: event.type == "web" and event.url matches "/pricing"
+    points: 8
+  - name: any page with a campaign
+    when: event.campaign is not none
+    points: 1
+  - name: demo or webinar
+    when: event.type == "form" or event.type == "webinar"
+    points: 10
+  - name: newsletter form
+    when: event.form == "newsletter" and event.type == "form"
+    points: 5
+  - name: not a web visit
+    when: not event.type == "web"
+    points: 2
+"""
+
+
+def test_rules_that_name_no_event_type_count_events_of_every_type(config_dir: Path) -> None:
+    # Given: rules naming a type alongside rules that name none, or name one only in an `or`
+    (config_dir / "scoring.yaml").write_text(MIXED_TYPES, encoding="utf-8")
+    events = [
+        {"type": "web", "url": "https://x.de/pricing", "campaign": "q4", "at": NOW},
+        {"type": "form", "form": "newsletter", "campaign": "q4", "at": NOW},
+        {"type": "webinar", "at": NOW},
+        {"type": "ebook", "campaign": "q4", "at": NOW},
+        {"form": "newsletter", "at": NOW},  # no type at all
+        {"type": ["web"], "at": NOW},  # a type that is no text
+    ]
+    # When: one contact with one event of each is scored
+    result = score(config_dir, line({"email": "eva@bigcorp.de"}, *events))[0]
+    # Then: every rule counts exactly the events it describes, whatever their type
+    counts = {hit["rule"]: hit["events"] for hit in result["hits"]}
+    assert counts == {
+        "pricing page": 1,
+        "any page with a campaign": 3,
+        "demo or webinar": 2,
+        "newsletter form": 1,
+        "not a web visit": 5,
+    }
+    assert result["engagement"] == 8 + 3 + 20 + 5 + 10
+
+
+def test_a_title_pattern_answers_alike_for_more_distinct_titles_than_are_remembered(
+    rules: Path,
+) -> None:
+    # Given: a pattern rule and 5,000 contacts, each with a title of its own
+    text = (rules / "scoring.yaml").read_text()
+    decision_maker = '  - name: head\n    when: title matches "(?i)^head of"\n    points: 15\n'
+    (rules / "scoring.yaml").write_text(text.replace("fit:\n", "fit:\n" + decision_maker, 1))
+    titles = [f"{'Head' if i % 3 == 0 else 'Assistant'} of Unit {i}" for i in range(5000)]
+    # When: all are scored, then the first ones again in the same run
+    lines = [line({"email": f"p{i}@firma.de", "title": t}) for i, t in enumerate(titles)]
+    out = score(rules, *lines, *lines[:10])
+    # Then: the rule matched exactly the heads, the repeats as the first time
+    matched = ["head" in [h["rule"] for h in o["hits"]] for o in out]
+    assert matched == [i % 3 == 0 for i in range(5000)] + [i % 3 == 0 for i in range(10)]
+
+
+def test_json_that_only_the_standard_parser_takes_is_still_read(rules: Path) -> None:
+    # Given: lines with NaN, an integer beyond 64 bits and a lone surrogate in a name
+    lines = [
+        '{"contact": {"email": "eva@bigcorp.de", "company_size": NaN}}',
+        '{"contact": {"email": "tom@bigcorp.de", "company_size": 123456789012345678901234}}',
+        '{"contact": {"email": "ute@bigcorp.de", "first_name": "\\ud800", "company_size": 100}}',
+        '{"contact": {"email": "leo@bigcorp.de", "company_size": 100},}',
+    ]
+    out = score(rules, *lines, exit_code=1)  # one line refused: exit 1, the rest scored
+    # Then: the first three are scored as before (NaN counts as missing), the last is refused
+    # with the parser's own words
+    assert [o.get("fit") for o in out[:3]] == [0.0, 20.0, 20.0]
+    refused = "not JSON: Expecting property name enclosed in double quotes at column 62"
+    assert out[3]["error"] == refused

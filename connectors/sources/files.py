@@ -25,13 +25,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path, PurePath
-
-from openpyxl import load_workbook
-from openpyxl.utils import get_column_letter
-from openpyxl.workbook.workbook import Workbook
+from typing import TYPE_CHECKING
 
 from connectors.errors import FatalError
 from connectors.sources.base import RawRecord
+
+if TYPE_CHECKING:
+    from openpyxl.workbook.workbook import Workbook
 
 CSV_SUFFIXES = frozenset({".csv", ".txt", ".tsv"})
 VCARD_SUFFIXES = frozenset({".vcf", ".vcard"})
@@ -310,6 +310,8 @@ def _header_names(cells: list[str]) -> list[str]:
     """Column names: trimmed, a blank one named by its column letter (``column C``), a
     repeated one numbered (``E-Mail (2)``) so that no cell is lost under a taken key. A
     column called ``_extra`` is numbered too: that key holds a bad row's surplus cells."""
+    from openpyxl.utils.cell import get_column_letter  # see _read_xlsx
+
     names = [cell.replace("\ufeff", "").strip() for cell in cells]
     while names and not names[-1]:
         names.pop()
@@ -367,6 +369,10 @@ def _data_records(
 
 
 def _read_xlsx(data: bytes, name: str) -> Iterator[RawRecord]:
+    # Imported here: loading openpyxl's workbook model is a sixth of a second, and every
+    # command (``leadwerk score`` on a million lines too) loads the source kinds.
+    from openpyxl import load_workbook
+
     try:
         workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as exc:  # openpyxl fails on a damaged file with anything from zlib to XML
