@@ -422,7 +422,14 @@ def mask_emails_in(text: str) -> str:
     """Every e-mail address in ``text`` masked as :func:`mask_email` does."""
     if "@" not in text:
         return text
-    return _EMAIL_IN_TEXT.sub(lambda found: mask_email(found.group()), text)
+    return _EMAIL_IN_TEXT.sub(_masked, text)
+
+
+def _masked(found: re.Match[str]) -> str:
+    """One address masked; one masked already (``***@host``, as a URL's hidden password
+    reads) stays as it is."""
+    text = found.group()
+    return text if not text.partition("@")[0].strip("*") else mask_email(text)
 
 
 def mask_phone(phone: str | None) -> str:

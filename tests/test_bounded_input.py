@@ -26,6 +26,7 @@ from config.settings import Settings
 from connectors.json_depth import loads
 from connectors.notify.base import OutboundMessage
 from connectors.notify.email import SmtpNotifier
+from rules.contact import mask_emails_in
 from tests.lead_helpers import restore_logging  # noqa: F401
 from tests.pipeline_helpers import Running, running
 from tests.servers.jsonapi import JsonApiServer
@@ -492,3 +493,10 @@ def test_a_webhook_answers_503_with_retry_after_while_the_store_is_away(
     assert back.status_code == 202
     assert counts(pg_hooks.store)["events"] == 2
     assert UNMASKED.findall(logged()) == []
+
+
+def test_a_url_whose_password_is_hidden_already_is_not_masked_again() -> None:
+    line = "the store at postgresql://leadwerk:***@127.0.0.1:5432/leads: eva.m@bigcorp.de"
+    assert mask_emails_in(line) == (
+        "the store at postgresql://leadwerk:***@127.0.0.1:5432/leads: e***@bigcorp.de"
+    )
