@@ -25,6 +25,7 @@ from tests.redis_namespace import own_namespace
 from tests.servers.smtp import SmtpServer
 from tests.source_helpers import as_body, sign_hex
 from tests.test_exactly_once import leadwerk_command, staff_desk
+from tests.test_status_facts import scrape
 from worker.commands.status import broker_queues
 from worker.pipeline.actors import send_message
 from worker.runtime.app import init_app
@@ -138,7 +139,7 @@ def test_a_webhook_becomes_one_email_to_the_routed_rep_with_rabbitmq_as_the_brok
         assert "Traceback" not in process.output, process.output
 
 
-def test_status_counts_the_messages_waiting_in_rabbitmq_and_asking_declares_nothing(
+def test_status_and_metrics_count_the_messages_waiting_in_rabbitmq_and_asking_declares_nothing(
     make_settings: Callable[..., Settings], redis_url: str, rabbitmq_url: str
 ) -> None:
     settings = make_settings(redis_url=redis_url, broker_url=rabbitmq_url)
@@ -152,6 +153,7 @@ def test_status_counts_the_messages_waiting_in_rabbitmq_and_asking_declares_noth
         for message_id in (1, 2, 3):
             send_message.send(message_id)
         after = broker_queues(app)
+        metrics = scrape(app)
         broker.close()
     finally:
         app.close()
@@ -161,6 +163,9 @@ def test_status_counts_the_messages_waiting_in_rabbitmq_and_asking_declares_noth
     assert after["mode"] == "rabbitmq"
     assert after["queues"]["notify"]["ready"] == 3
     assert sum(q["ready"] + q["delayed"] + q["dead"] for q in after["queues"].values()) == 3
+    # And /metrics shows the same depth, and no age RabbitMQ cannot know
+    assert metrics[("leadwerk_queue_depth", (("queue", "notify"), ("state", "ready")))] == 3
+    assert not [key for key in metrics if key[0] == "leadwerk_queue_oldest_age_seconds"]
 
 
 def declared(url: str, queue: str) -> bool:
