@@ -26,7 +26,7 @@ from tests.servers.smtp import SmtpServer
 from tests.source_helpers import as_body, sign_hex
 from tests.test_exactly_once import leadwerk_command, staff_desk
 from tests.test_status_facts import scrape
-from worker.commands.status import broker_queues
+from worker.commands.status import broker_queues, collect_status, health
 from worker.pipeline.actors import send_message
 from worker.runtime.app import init_app
 from worker.runtime.broker import rabbitmq_connection, setup_broker
@@ -188,6 +188,7 @@ def test_a_rabbitmq_that_does_not_answer_shows_in_readyz_status_and_at_start(
     try:
         checks = readiness(app)
         queues = broker_queues(app)
+        problems = health(app, collect_status(app))
     finally:
         app.close()
     env = process_env(config_dir, tmp_path, redis_url=redis_url, broker_url=nowhere)
@@ -202,6 +203,7 @@ def test_a_rabbitmq_that_does_not_answer_shows_in_readyz_status_and_at_start(
     assert checks == {"store": True, "broker": False, "redis": True}
     assert queues["mode"] == "rabbitmq"
     assert queues["error"]
+    assert problems[0].startswith("RabbitMQ does not answer: AMQPConnectionError"), problems
     # the worker refuses to start, in one line that names RabbitMQ and hides the password
     assert worker.returncode == 2
     [line] = worker.stderr.strip().splitlines()

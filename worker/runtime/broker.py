@@ -94,8 +94,12 @@ def _middleware() -> list[Middleware]:
 def make_broker(settings: Settings) -> dramatiq.Broker:
     if settings.broker_url:
         # RabbitMQ hands a dead worker's unacknowledged messages back as soon as its
-        # connection drops: no heartbeat or maintenance to tune.
-        broker: dramatiq.Broker = RabbitmqBroker(url=settings.broker_url, middleware=_middleware())
+        # connection drops: no heartbeat or maintenance to tune. Publisher confirms: a
+        # connection RabbitMQ closed while idle (the web process between webhooks) fails the
+        # publish, which dramatiq retries on a new one, instead of losing it unnoticed.
+        broker: dramatiq.Broker = RabbitmqBroker(
+            url=settings.broker_url, confirm_delivery=True, middleware=_middleware()
+        )
     elif settings.redis_url:
         # Fast recovery of a killed worker's messages (default ~13 min, here ~16 s).
         broker = LeadwerkRedisBroker(
