@@ -95,7 +95,7 @@ def _url_parts(url: str, schemes: tuple[str, ...], what: str) -> tuple[str, str 
     return scheme, parts.hostname
 
 
-URL_KEYS = ("database_url", "redis_url", "smtp_url")
+URL_KEYS = ("database_url", "redis_url", "broker_url", "smtp_url")
 
 
 class Settings(BaseSettings):
@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///var/leadwerk.db"
     redis_url: str | None = None
     redis_namespace: str = "default"
+    # dramatiq's queues on RabbitMQ (amqp://) instead of on Redis; Redis still holds the
+    # clock's lease, so LEADWERK_REDIS_URL stays required. One deployment per virtual host.
+    broker_url: str | None = None
     timezone: str = "Europe/Berlin"
     public_url: str = "http://127.0.0.1:8000"
     smtp_url: str | None = None
@@ -184,6 +187,17 @@ class Settings(BaseSettings):
         expected = "redis://HOST:6379/0 or rediss://HOST:6380/0"
         scheme, host = _url_parts(url, ("redis", "rediss", "unix"), expected)
         if scheme != "unix" and not host:
+            raise ValueError(f"{mask_url(url)!r} names no host; expected {expected}")
+        return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        expected = "amqp://USER:PASSWORD@HOST:5672/VHOST or amqps://...:5671/VHOST"
+        _scheme, host = _url_parts(url, ("amqp", "amqps"), expected)
+        if not host:
             raise ValueError(f"{mask_url(url)!r} names no host; expected {expected}")
         return url
 
@@ -303,6 +317,9 @@ def load_settings(
     if settings is not None and _smtp_user_without_password(settings):
         message = "names a user but LEADWERK_SMTP_PASSWORD is not set; set it or remove the user"
         issues.append(_setting_issue(doc, environ, {"loc": ("smtp_url",), "msg": message}))
+    if settings is not None and settings.broker_url and not settings.redis_url:
+        message = "needs LEADWERK_REDIS_URL too: Redis holds the clock's lease"
+        issues.append(_setting_issue(doc, environ, {"loc": ("broker_url",), "msg": message}))
     port = environ.get("PORT")
     if port is not None and "LEADWERK_WEB_PORT" not in environ and not port.isdigit():
         issues.append(ConfigIssue("PORT", 0, 0, f"a port number, not {port!r}"))

@@ -19,6 +19,7 @@ EXAMPLE_CONFIG = ROOT / "config"
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get("LEADWERK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LEADWERK_TEST_REDIS", "redis://127.0.0.1:6379/15")
+RABBITMQ_URL = os.environ.get("LEADWERK_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
 def _missing(service: str, error: Exception) -> None:
@@ -65,6 +66,36 @@ def redis_url() -> Iterator[str]:
     except Exception as exc:
         _missing("Redis on 127.0.0.1:6379", exc)
     yield REDIS_URL
+
+
+@pytest.fixture
+def rabbitmq_url() -> Iterator[str]:
+    """RabbitMQ's default virtual host, with Leadwerk's queues emptied before and after the
+    test (a deployment owns its virtual host; the tests share this one, one at a time)."""
+    from worker.runtime.broker import rabbitmq_connection
+
+    try:
+        rabbitmq_connection(RABBITMQ_URL).close()
+    except Exception as exc:
+        _missing("RabbitMQ on 127.0.0.1:5672", exc)
+    _delete_leadwerk_queues(RABBITMQ_URL)
+    yield RABBITMQ_URL
+    _delete_leadwerk_queues(RABBITMQ_URL)
+
+
+def _delete_leadwerk_queues(url: str) -> None:
+    from dramatiq.common import dq_name, xq_name
+
+    from worker.runtime.broker import QUEUES, rabbitmq_connection
+
+    connection = rabbitmq_connection(url)
+    try:
+        channel = connection.channel()
+        for queue in QUEUES:
+            for name in (queue, dq_name(queue), xq_name(queue)):
+                channel.queue_delete(name)
+    finally:
+        connection.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -148,6 +148,7 @@ def _boot(config_dir: Path | None) -> Any:
     settings = _settings(config_dir)
     config = _config(settings)
     _check_redis(settings)
+    _check_rabbitmq(settings)
     application = _open(settings, config)
     broker = setup_broker(settings)
     return application, broker
@@ -170,6 +171,19 @@ def _check_redis(settings: Settings) -> None:
         raise typer.Exit(2) from None
     finally:
         client.close()
+
+
+def _check_rabbitmq(settings: Settings) -> None:
+    """With RabbitMQ set, a process starts only if RabbitMQ answers: one line and exit 2."""
+    if not settings.broker_url:
+        return
+    from config.settings import mask_url
+    from worker.runtime.broker import rabbitmq_problem
+
+    problem = rabbitmq_problem(settings.broker_url)
+    if problem is not None:
+        _err(f"cannot reach RabbitMQ at {mask_url(settings.broker_url)}: {problem}")
+        raise typer.Exit(2)
 
 
 @contextmanager

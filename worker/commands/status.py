@@ -12,7 +12,12 @@ from sqlalchemy import func, select
 from worker.commands.outages import delivery_outages, render_outage
 from worker.pipeline.crm import crm_status
 from worker.runtime.app import App
-from worker.runtime.broker import QUEUES
+from worker.runtime.broker import (
+    QUEUES,
+    RABBITMQ_ERRORS,
+    rabbitmq_depths,
+    rabbitmq_error_text,
+)
 from worker.runtime.embedded import account
 from worker.runtime.processes import HEARTBEAT_LIVE_S
 from worker.store.db import Store
@@ -39,8 +44,10 @@ def _age(now: datetime, then: datetime | None) -> float | None:
 
 
 def broker_queues(app: App) -> dict[str, Any]:
-    """Depths of the Redis queues (ready, delayed, dead); in single-process mode the queue
-    lives in memory and the store's pending work is the truth."""
+    """Depths of the queues (ready, delayed, dead) in Redis or RabbitMQ; in single-process
+    mode the queue lives in memory and the store's pending work is the truth."""
+    if app.settings.broker_url:
+        return _rabbitmq_queues(app.settings.broker_url)
     if not app.settings.redis_url:
         return {"mode": "single-process"}
     import redis
@@ -60,6 +67,19 @@ def broker_queues(app: App) -> dict[str, Any]:
     except redis.RedisError as exc:
         return {"mode": "redis", "error": str(exc)}
     return {"mode": "redis", "queues": queues}
+
+
+def _rabbitmq_queues(url: str) -> dict[str, Any]:
+    """RabbitMQ tells how many messages wait, not since when: reading the oldest one would
+    take it off the queue, so its age stays unknown (None)."""
+    try:
+        depths = rabbitmq_depths(url)
+    except RABBITMQ_ERRORS as exc:
+        return {"mode": "rabbitmq", "error": rabbitmq_error_text(exc)}
+    return {
+        "mode": "rabbitmq",
+        "queues": {name: {**counts, "oldest_age_s": None} for name, counts in depths.items()},
+    }
 
 
 def _oldest_waiting(client: Any, queue: str, now: datetime) -> float | None:
@@ -143,14 +163,15 @@ def rules_in_force(store: Store, now: datetime) -> dict[str, Any]:
 
 def health(app: App, data: dict[str, Any]) -> list[str]:
     """Why Leadwerk is unhealthy; empty when it is healthy. Unhealthy: the store does not
-    answer (then there is no status at all), or, with Redis, Redis does not answer or no
+    answer (then there is no status at all), or, with Redis, the broker does not answer or no
     worker or no clock is alive. Dead letters and quarantine are work for a person, shown
     but not counted as unhealthy."""
     if not app.settings.redis_url:
         return []
     problems = []
     if data["broker"].get("error"):
-        problems.append(f"Redis does not answer: {data['broker']['error']}")
+        name = "RabbitMQ" if data["broker"]["mode"] == "rabbitmq" else "Redis"
+        problems.append(f"{name} does not answer: {data['broker']['error']}")
     for kind in ("worker", "clock"):
         if not data["live"][kind]:
             problems.append(f"no live {kind} (no heartbeat within {HEARTBEAT_LIVE_S:.0f} s)")

@@ -1,4 +1,5 @@
-"""dramatiq set-up: Redis when ``LEADWERK_REDIS_URL`` is set, else the in-process broker.
+"""dramatiq set-up: RabbitMQ when ``LEADWERK_BROKER_URL`` is set, else Redis when
+``LEADWERK_REDIS_URL`` is set, else the in-process broker.
 
 Actors are declared once at import (on a stub broker) and re-bound to the process's broker by
 :func:`setup_broker`, so tests and commands can choose the broker after import.
@@ -10,9 +11,13 @@ import logging
 from typing import Any
 
 import dramatiq
+import pika
+import pika.exceptions
 from dramatiq.broker import Consumer
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import dq_name, xq_name
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -27,6 +32,9 @@ from dramatiq.middleware import (
 from config.settings import Settings
 
 log = logging.getLogger("leadwerk.broker")
+# pika logs each failed connection attempt as several errors with a traceback; Leadwerk says
+# it in one line where it matters (at start, in /readyz, in status, dramatiq's consumers).
+logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 QUEUES = ("score", "route", "notify", "nurture")
 
@@ -84,9 +92,17 @@ def _middleware() -> list[Middleware]:
 
 
 def make_broker(settings: Settings) -> dramatiq.Broker:
-    if settings.redis_url:
+    if settings.broker_url:
+        # RabbitMQ hands a dead worker's unacknowledged messages back as soon as its
+        # connection drops: no heartbeat or maintenance to tune. Publisher confirms: a
+        # connection RabbitMQ closed while idle (the web process between webhooks) fails the
+        # publish, which dramatiq retries on a new one, instead of losing it unnoticed.
+        broker: dramatiq.Broker = RabbitmqBroker(
+            url=settings.broker_url, confirm_delivery=True, middleware=_middleware()
+        )
+    elif settings.redis_url:
         # Fast recovery of a killed worker's messages (default ~13 min, here ~16 s).
-        broker: dramatiq.Broker = LeadwerkRedisBroker(
+        broker = LeadwerkRedisBroker(
             url=settings.redis_url,
             namespace=f"leadwerk-{settings.redis_namespace}",
             heartbeat_timeout=15_000,
@@ -114,9 +130,63 @@ def setup_broker(settings: Settings) -> dramatiq.Broker:
 
 
 def in_line(broker: dramatiq.Broker, queue: str) -> int:
-    """How many messages a queue holds, waiting or being worked on (not yet acknowledged)."""
+    """How many messages a queue holds, waiting or being worked on (not yet acknowledged).
+    RabbitMQ is not asked (a connection per sweep pass): there it counts as empty, and the
+    sweep's plain redelivery window applies."""
     if isinstance(broker, RedisBroker):
         return int(broker.client.hlen(f"{broker.namespace}:{queue}.msgs"))
     if isinstance(broker, StubBroker):
         return int(broker.queues[queue].unfinished_tasks) if queue in broker.queues else 0
     return 0
+# What a connection to RabbitMQ that fails raises: pika's errors, or the socket's (a name
+# that does not resolve).
+RABBITMQ_ERRORS = (pika.exceptions.AMQPError, OSError)
+
+
+def rabbitmq_error_text(exc: BaseException) -> str:
+    """pika's errors say little in ``str()`` (often nothing); their repr names the cause."""
+    if isinstance(exc, pika.exceptions.AMQPError):
+        return repr(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def rabbitmq_problem(url: str, timeout: float = 3.0) -> str | None:
+    """Why RabbitMQ at ``url`` takes no connection; None when it does."""
+    try:
+        rabbitmq_connection(url, timeout).close()
+    except RABBITMQ_ERRORS as exc:
+        return rabbitmq_error_text(exc)
+    return None
+
+
+def rabbitmq_connection(url: str, timeout: float = 3.0) -> pika.BlockingConnection:
+    """One connection attempt to RabbitMQ, given up after ``timeout`` seconds."""
+    parameters = pika.URLParameters(url)
+    parameters.connection_attempts = 1
+    parameters.socket_timeout = timeout
+    parameters.stack_timeout = timeout
+    parameters.blocked_connection_timeout = timeout
+    return pika.BlockingConnection(parameters)
+
+
+def rabbitmq_depths(url: str) -> dict[str, dict[str, int]]:
+    """Messages waiting on each queue in RabbitMQ: ready, delayed (retries, in ``.DQ``) and
+    dead (``.XQ``). Counted by passive declaration, so that asking creates nothing: a queue
+    no process has declared yet holds no message. Raises one of RABBITMQ_ERRORS when
+    RabbitMQ does not answer."""
+    connection = rabbitmq_connection(url)
+    try:
+        channel = connection.channel()
+        depths = {}
+        for queue in QUEUES:
+            counts = []
+            for name in (queue, dq_name(queue), xq_name(queue)):
+                try:
+                    counts.append(channel.queue_declare(name, passive=True).method.message_count)
+                except pika.exceptions.ChannelClosedByBroker:  # 404: not declared yet
+                    counts.append(0)
+                    channel = connection.channel()
+            depths[queue] = dict(zip(("ready", "delayed", "dead"), counts, strict=True))
+        return depths
+    finally:
+        connection.close()

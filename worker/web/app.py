@@ -264,8 +264,8 @@ def _send_soon(message_ids: list[int]) -> None:
 
 
 def readiness(app: App) -> dict[str, bool]:
-    """Whether the store and, with Redis, the broker answer. What went wrong is logged here,
-    with the database URL's password masked, and never shown to the caller."""
+    """Whether the store and the broker (and, with RabbitMQ, Redis) answer. What went wrong
+    is logged here, with the database URL's password masked, and never shown to the caller."""
     checks = {"store": True}
     try:
         with app.store.session() as session:
@@ -282,19 +282,32 @@ def readiness(app: App) -> dict[str, bool]:
             type(exc).__name__,
             detail,
         )
+    if app.settings.broker_url:
+        checks["broker"] = rabbitmq_answers(app.settings.broker_url)
     if app.settings.redis_url:
-        checks["broker"] = True
+        # With RabbitMQ as the broker, Redis still holds the clock's lease.
+        part = "redis" if app.settings.broker_url else "broker"
+        checks[part] = True
         client = redis.Redis.from_url(
             app.settings.redis_url, socket_timeout=2, socket_connect_timeout=2
         )
         try:
             client.ping()
         except redis.RedisError as exc:
-            checks["broker"] = False
+            checks[part] = False
             log.warning("/readyz: Redis does not answer: %s: %s", type(exc).__name__, exc)
         finally:
             client.close()
     return checks
+
+
+def rabbitmq_answers(url: str) -> bool:
+    from worker.runtime.broker import rabbitmq_problem
+
+    problem = rabbitmq_problem(url, timeout=2)
+    if problem is not None:
+        log.warning("/readyz: RabbitMQ does not answer: %s", problem)
+    return problem is None
 
 
 def _slack_reply(

@@ -124,10 +124,13 @@ class StatusCollector(Collector):
             "Age of the message longest in line on a queue (0 when none waits)",
             labels=["queue"],
         )
+        # RabbitMQ does not tell how old its messages are: no age then, rather than a 0.
+        ages_known = data["broker"].get("mode") != "rabbitmq"
         for name, queue in sorted(queues.items()):
             depth.add_metric([name, "ready"], queue["ready"])
             depth.add_metric([name, "delayed"], queue["delayed"])
-            oldest.add_metric([name], queue["oldest_age_s"] or 0)
+            if ages_known:
+                oldest.add_metric([name], queue["oldest_age_s"] or 0)
         yield depth
         yield oldest
         pending = data["pending"]

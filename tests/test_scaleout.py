@@ -1,0 +1,89 @@
+"""More workers on one backlog: two ``leadwerk worker`` processes against one Redis and one
+PostgreSQL (or RabbitMQ) share the work, and no lead is scored, routed or mailed twice."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from config.settings import Settings
+from tests.lead_helpers import FAIR
+from tests.process_helpers import process_env, started
+from tests.redis_namespace import own_namespace
+from tests.servers.smtp import SmtpServer
+from tests.test_exactly_once import leadwerk_command, staff_desk, write_fair_export
+from tests.test_shutdown import STOPPED
+from worker.runtime.app import init_app
+from worker.store.models import Assignment, Contact, Event, Message, Score
+
+LEADS = 300
+
+
+@pytest.mark.parametrize("broker", ["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def test_two_workers_on_one_backlog_process_every_lead_once_and_send_every_email_once(
+    broker: str,
+    config_dir: Path,
+    make_settings: Callable[..., Settings],
+    postgres_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    queues = {"broker_url": request.getfixturevalue("rabbitmq_url")} if broker == "rabbitmq" else {}
+    staff_desk(config_dir)
+    export = write_fair_export(tmp_path / "messe.csv", LEADS)
+    with own_namespace(redis_url) as namespace, SmtpServer() as smtp:
+        env = process_env(
+            config_dir,
+            tmp_path,
+            database_url=postgres_url,
+            redis_url=redis_url,
+            redis_namespace=namespace,
+            smtp_url=smtp.url,
+            **queues,
+        )
+        leadwerk_command(env, "migrate")
+        with started(env, tmp_path, ("worker",), ("worker",)) as workers:
+            for worker in workers:
+                worker.wait_for_line(" started with ")
+            # Given two workers waiting, when 300 hot leads from the fair arrive at once
+            leadwerk_command(env, "import", str(export), "--source", FAIR)
+            smtp.wait_for(LEADS, timeout=240)
+            codes = [worker.stop() for worker in workers]
+        app = init_app(make_settings(database_url=postgres_url))
+        try:
+            with app.store.session() as session:
+                contacts = session.scalar(select(func.count()).select_from(Contact))
+                pending = session.scalar(
+                    select(func.count()).select_from(Event).where(Event.status == "pending")
+                )
+                scores = Counter(session.scalars(select(Score.contact_id)))
+                routed = Counter(session.scalars(select(Assignment.rep)))
+                sent = Counter(session.scalars(select(Message.status)))
+        finally:
+            app.close()
+
+    # Then both workers took a share of the work and stopped cleanly
+    assert codes == [0, 0]
+    finished = []
+    for worker in workers:
+        stopped = STOPPED.search(worker.output)
+        assert stopped, worker.output
+        finished.append(int(stopped["finished"]))
+        assert "Traceback" not in worker.output, worker.output
+    assert all(count > 0 for count in finished), finished
+    # And every lead was scored once, and routed once: round robin dealt 100 to each rep
+    assert contacts == LEADS
+    assert pending == 0
+    assert len(scores) == LEADS
+    assert set(scores.values()) == {1}
+    assert routed == {"lea": 100, "mehmet": 100, "sophie": 100}
+    # And every e-mail was sent once, and received once
+    assert sent == {"sent": LEADS}
+    received = Counter(str(mail.message["Message-ID"]) for mail in smtp.messages)
+    assert len(received) == LEADS
+    assert set(received.values()) == {1}
