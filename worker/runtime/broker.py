@@ -138,6 +138,8 @@ def in_line(broker: dramatiq.Broker, queue: str) -> int:
     if isinstance(broker, StubBroker):
         return int(broker.queues[queue].unfinished_tasks) if queue in broker.queues else 0
     return 0
+
+
 # What a connection to RabbitMQ that fails raises: pika's errors, or the socket's (a name
 # that does not resolve).
 RABBITMQ_ERRORS = (pika.exceptions.AMQPError, OSError)
