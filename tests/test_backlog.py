@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from config.settings import Settings
 from tests.lead_helpers import FAIR, fair_row, restore_logging  # noqa: F401
+from tests.test_cli_skeleton import leadwerk
 from worker.pipeline.backlog import work_backlog
 from worker.pipeline.ingest import ingest_records
 from worker.pipeline.lead import score_and_route
@@ -113,3 +115,19 @@ def test_a_backlog_worked_in_batches_ends_as_one_lead_at_a_time_does(
     assert len(one_at_a_time["assignments"]) >= 8  # the backlog has MQLs for both teams
     assert {a[2] for a in one_at_a_time["assignments"]} >= {"enterprise-dach", "inside-sales"}
     assert in_batches == one_at_a_time
+
+
+def test_run_once_sums_up_a_big_pass_and_lists_each_lead_when_asked(config_dir: Path) -> None:
+    project = config_dir.parent
+    summed = leadwerk("run", "--once", "--demo", "--demo-count", "60", cwd=project)
+    assert summed.returncode == 0, summed.stderr
+    assert "accounted for 60 leads: 60 processed" in summed.stdout
+    [summary] = [line for line in summed.stdout.splitlines() if line.startswith("60 leads: ")]
+    stages = dict(reversed(part.split(" ")) for part in summary[10:].split(";")[0].split(", "))
+    assert sum(int(count) for count in stages.values()) == 60
+    assert " score " not in summed.stdout  # no line per lead
+
+    listed = leadwerk("run", "--once", "--verbose", cwd=project)
+    assert listed.returncode == 0, listed.stderr
+    assert len([line for line in listed.stdout.splitlines() if " score " in line]) == 60
+    assert "@" in listed.stdout and "***@" in listed.stdout  # e-mails masked
