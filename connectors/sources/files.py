@@ -25,13 +25,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path, PurePath
-
-from openpyxl import load_workbook
-from openpyxl.utils import get_column_letter
-from openpyxl.workbook.workbook import Workbook
+from typing import TYPE_CHECKING
 
 from connectors.errors import FatalError
 from connectors.sources.base import RawRecord
+
+if TYPE_CHECKING:  # openpyxl is imported only to read a workbook (5 MB in every process)
+    from openpyxl.workbook.workbook import Workbook
 
 CSV_SUFFIXES = frozenset({".csv", ".txt", ".tsv"})
 VCARD_SUFFIXES = frozenset({".vcf", ".vcard"})
@@ -313,7 +313,10 @@ def _header_names(cells: list[str]) -> list[str]:
     names = [cell.replace("\ufeff", "").strip() for cell in cells]
     while names and not names[-1]:
         names.pop()
-    names = [n or f"column {get_column_letter(i)}" for i, n in enumerate(names, start=1)]
+    if not all(names):
+        from openpyxl.utils import get_column_letter
+
+        names = [n or f"column {get_column_letter(i)}" for i, n in enumerate(names, start=1)]
     originals = set(names)
     unique: list[str] = []
     taken = {EXTRA_CELLS_KEY}
@@ -367,6 +370,8 @@ def _data_records(
 
 
 def _read_xlsx(data: bytes, name: str) -> Iterator[RawRecord]:
+    from openpyxl import load_workbook
+
     try:
         workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as exc:  # openpyxl fails on a damaged file with anything from zlib to XML

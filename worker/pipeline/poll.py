@@ -59,7 +59,7 @@ def record_health(store: Store, name: str, now: datetime, error: str | None, rec
 
 
 # Records of a page stored per transaction.
-PAGE_BATCH = 1000
+PAGE_BATCH = 500
 
 
 def poll_source(

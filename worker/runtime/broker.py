@@ -6,12 +6,12 @@ Actors are declared once at import (on a stub broker) and re-bound to the proces
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 from dramatiq.broker import Consumer
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import (
     AgeLimit,
@@ -25,6 +25,9 @@ from dramatiq.middleware import (
 )
 
 from config.settings import Settings
+
+if TYPE_CHECKING:
+    from dramatiq.brokers.redis import RedisBroker
 
 log = logging.getLogger("leadwerk.broker")
 
@@ -61,13 +64,19 @@ class DeadLetters(Middleware):
         log.error("dead-lettered %s%s: %s", message.actor_name, tuple(message.args), text)
 
 
-class LeadwerkRedisBroker(RedisBroker):
-    """dramatiq's Redis broker, polling only the new-lead queue at the worker's short timeout."""
+@functools.cache
+def _redis_broker_class() -> type[RedisBroker]:
+    """dramatiq's Redis broker, polling only the new-lead queue at the worker's short
+    timeout; made when first needed: a process without Redis does not load the client."""
+    from dramatiq.brokers.redis import RedisBroker
 
-    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
-        if queue_name != FAST_QUEUE:
-            timeout = max(timeout, SLOW_POLL_MS)
-        return super().consume(queue_name, prefetch, timeout)
+    class LeadwerkRedisBroker(RedisBroker):
+        def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+            if queue_name != FAST_QUEUE:
+                timeout = max(timeout, SLOW_POLL_MS)
+            return super().consume(queue_name, prefetch, timeout)
+
+    return LeadwerkRedisBroker
 
 
 def _middleware() -> list[Middleware]:
@@ -86,7 +95,7 @@ def _middleware() -> list[Middleware]:
 def make_broker(settings: Settings) -> dramatiq.Broker:
     if settings.redis_url:
         # Fast recovery of a killed worker's messages (default ~13 min, here ~16 s).
-        broker: dramatiq.Broker = LeadwerkRedisBroker(
+        broker: dramatiq.Broker = _redis_broker_class()(
             url=settings.redis_url,
             namespace=f"leadwerk-{settings.redis_namespace}",
             heartbeat_timeout=15_000,
