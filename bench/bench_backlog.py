@@ -221,6 +221,8 @@ def run_once(args: argparse.Namespace, url: str, want: set[str], work: Path) -> 
     command = [sys.executable, "-m", "worker", "--config", str(config_dir), "run", "--once"]
     if args.verbose:
         command.append("--verbose")
+    if args.tree:
+        env["PYTHONPATH"] = str(args.tree)
     try:
         start = time.perf_counter()
         process = subprocess.Popen(
@@ -278,6 +280,9 @@ def main() -> None:
     parser.add_argument("--postgres", help="a PostgreSQL URL to create a database under")
     parser.add_argument("--redis", help="a Redis URL (with --postgres)")
     parser.add_argument("--workers", type=int, default=2, help="worker threads (with --postgres)")
+    parser.add_argument(
+        "--tree", type=Path, help="run Leadwerk from this source tree (a before/after series)"
+    )
     args = parser.parse_args()
     leads = generate(args.leads)
     want = {lead["email"] for lead in leads if score(lead) >= 50}
