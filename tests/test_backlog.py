@@ -11,12 +11,21 @@ from sqlalchemy import select
 
 from config.settings import Settings
 from tests.lead_helpers import FAIR, fair_row, restore_logging  # noqa: F401
+from tests.pipeline_helpers import running
 from tests.test_cli_skeleton import leadwerk
 from worker.pipeline.backlog import work_backlog
 from worker.pipeline.ingest import ingest_records
 from worker.pipeline.lead import score_and_route
 from worker.runtime.app import App, init_app
-from worker.store.models import Assignment, Contact, Message, RepCounter, Score, StageChange
+from worker.store.models import (
+    Assignment,
+    Contact,
+    Event,
+    Message,
+    RepCounter,
+    Score,
+    StageChange,
+)
 
 # A Wednesday morning: every rep of the example team is at work.
 NOW = datetime(2026, 12, 2, 9, 30, tzinfo=UTC)
@@ -131,3 +140,25 @@ def test_run_once_sums_up_a_big_pass_and_lists_each_lead_when_asked(config_dir: 
     assert listed.returncode == 0, listed.stderr
     assert len([line for line in listed.stdout.splitlines() if " score " in line]) == 60
     assert "@" in listed.stdout and "***@" in listed.stdout  # e-mails masked
+
+
+def test_a_drained_backlog_writes_each_mql_its_email_and_marks_it_sent_and_notified(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    with running(settings) as leadwerk:
+        app = leadwerk.app
+        report = ingest_records(
+            app.store, app.config, app.config.sources[FAIR], backlog_rows(), now=NOW
+        )
+        leadwerk.drain()
+        with app.store.session() as session:
+            messages = session.scalars(select(Message)).all()
+            assignments = session.scalars(select(Assignment)).all()
+            events = session.scalars(select(Event.status)).all()
+    assert report.accepted == len(events) and set(events) == {"processed"}
+    assert assignments and all(a.notified_at is not None for a in assignments)
+    assert messages and {m.status for m in messages} == {"sent"}
+    written = {p.name for p in settings.outbox_dir.iterdir()}
+    assert {m.remote_id for m in messages} == written
+    assert len(written) == len(messages)

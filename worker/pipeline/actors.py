@@ -93,6 +93,12 @@ def score_lead(event_id: int) -> None:
     deliver_claimed(messages)
 
 
+def deliver_batch(messages: list[Message]) -> None:
+    """A backlog batch's claimed messages: those for the file outbox written and marked sent
+    together, the others sent one by one (:func:`deliver_claimed`)."""
+    deliver_claimed(notify.deliver_to_outbox(get_app(), messages, _now()))
+
+
 def deliver_claimed(messages: list[Message]) -> None:
     """Send messages claimed for this thread when they were written; one that fails is
     queued to be sent on its own."""

@@ -11,7 +11,7 @@ from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import func, select
 
-from worker.pipeline.actors import deliver_claimed
+from worker.pipeline.actors import deliver_batch
 from worker.pipeline.backlog import work_backlog
 from worker.pipeline.digest import PURPOSE as DIGEST
 from worker.pipeline.nurture import enqueue_due_steps
@@ -58,7 +58,7 @@ def drain(
                 app.config,
                 pending.events,
                 lambda: now or datetime.now(UTC),
-                deliver_claimed,
+                deliver_batch,
             )
             pending.events = worked.handed_back
         enqueue(pending)
