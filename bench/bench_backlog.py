@@ -212,6 +212,7 @@ def run_once(args: argparse.Namespace, url: str, want: set[str], work: Path) -> 
     database = None
     if args.postgres:
         database, env["LEADWERK_DATABASE_URL"] = _postgres_database(args.postgres)
+        env["LEADWERK_ACCEPT_SECRET"] = uuid.uuid4().hex  # links are signed with it
         if args.redis:
             env["LEADWERK_REDIS_URL"] = args.redis
             env["LEADWERK_REDIS_NAMESPACE"] = f"bench-{uuid.uuid4().hex[:8]}"

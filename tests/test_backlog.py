@@ -143,9 +143,9 @@ def test_run_once_sums_up_a_big_pass_and_lists_each_lead_when_asked(config_dir: 
 
 
 def test_a_drained_backlog_writes_each_mql_its_email_and_marks_it_sent_and_notified(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], database_url: str
 ) -> None:
-    settings = make_settings()
+    settings = make_settings(database_url=database_url)
     with running(settings) as leadwerk:
         app = leadwerk.app
         report = ingest_records(

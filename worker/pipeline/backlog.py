@@ -22,7 +22,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Executable,
+    Integer,
+    Row,
+    any_,
+    bindparam,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 
 from config.loader import Config
 from rules.scoring import score_contact
@@ -95,9 +107,10 @@ def _score_batch(
 ) -> list[Message]:
     messages: list[Message] = []
     with store.transaction() as connection:
-        contact_of = dict(connection.execute(_CONTACT_OF, {"event_ids": event_ids}).all())
+        statements = _POSTGRESQL if connection.dialect.name == "postgresql" else _SQLITE
+        contact_of = dict(connection.execute(statements.contact_of, {"event_ids": event_ids}).all())
         for run in _runs(event_ids, contact_of):
-            messages.extend(score_and_route_run(connection, config, run, now))
+            messages.extend(score_and_route_run(connection, config, statements, run, now))
     return messages
 
 
@@ -117,31 +130,54 @@ def _runs(event_ids: list[int], contact_of: dict[int, int]) -> list[list[int]]:
     return [run for run in runs if run]
 
 
-_CONTACT_OF = select(EVENTS.c.id, EVENTS.c.contact_id).where(
-    EVENTS.c.id.in_(bindparam("event_ids", expanding=True))
-)
-_LOCK_EVENTS = (
-    select(EVENTS.c.id.label("event_id"), EVENTS.c.status.label("event_status"), CONTACTS)
-    .join_from(EVENTS, CONTACTS, EVENTS.c.contact_id == CONTACTS.c.id)
-    .where(EVENTS.c.id.in_(bindparam("event_ids", expanding=True)))
-    .order_by(CONTACTS.c.id)
-    .with_for_update()  # the events and their contacts; SQLite holds the whole database
-)
-_EVENTS_TO_SCORE = select(EVENTS).where(
-    EVENTS.c.contact_id.in_(bindparam("contact_ids", expanding=True)),
-    or_(EVENTS.c.status == "processed", EVENTS.c.id.in_(bindparam("event_ids", expanding=True))),
+@dataclass(frozen=True)
+class _Statements:
+    """One dialect's statements, each taking lists of ids: :event_ids, :contact_ids."""
+
+    contact_of: Executable
+    lock_events: Executable
+    events_to_score: Executable
+    mark_processed: Executable
+
+
+def _statements(among: Callable[[Any, str], Any]) -> _Statements:
+    return _Statements(
+        contact_of=select(EVENTS.c.id, EVENTS.c.contact_id).where(among(EVENTS.c.id, "event_ids")),
+        lock_events=(
+            select(EVENTS.c.id.label("event_id"), EVENTS.c.status.label("event_status"), CONTACTS)
+            .join_from(EVENTS, CONTACTS, EVENTS.c.contact_id == CONTACTS.c.id)
+            .where(among(EVENTS.c.id, "event_ids"))
+            .order_by(CONTACTS.c.id)
+            .with_for_update()  # the events and their contacts; SQLite holds the whole database
+        ),
+        events_to_score=select(EVENTS).where(
+            among(EVENTS.c.contact_id, "contact_ids"),
+            or_(EVENTS.c.status == "processed", among(EVENTS.c.id, "event_ids")),
+        ),
+        mark_processed=(
+            update(EVENTS)
+            .where(among(EVENTS.c.id, "event_ids"))
+            .values(status="processed", processed_at=bindparam("now"))
+        ),
+    )
+
+
+# SQLite: ``IN (...)``; PostgreSQL: ``= ANY(<one array>)``, one parameter however many ids,
+# where an ``IN`` list of 500 is a new query text for the driver to parse every time.
+_SQLITE = _statements(lambda column, name: column.in_(bindparam(name, expanding=True)))
+_POSTGRESQL = _statements(
+    lambda column, name: column == any_(bindparam(name, type_=postgresql.ARRAY(Integer)))
 )
 _INSERT_SCORES = insert(SCORES).returning(SCORES.c.id, sort_by_parameter_order=True)
 _INSERT_STAGE_CHANGES = insert(STAGE_CHANGES)
-_MARK_PROCESSED = (
-    update(EVENTS)
-    .where(EVENTS.c.id.in_(bindparam("event_ids", expanding=True)))
-    .values(status="processed", processed_at=bindparam("now"))
-)
 
 
 def score_and_route_run(
-    connection: Connection, config: Config, event_ids: list[int], now: datetime
+    connection: Connection,
+    config: Config,
+    statements: _Statements,
+    event_ids: list[int],
+    now: datetime,
 ) -> list[Message]:
     """Score the pending ones of ``event_ids`` (of distinct contacts) with a handful of
     statements, then route the new MQLs one after the other in event order, as
@@ -149,7 +185,7 @@ def score_and_route_run(
     the claimed messages."""
     locked = {
         row.event_id: row
-        for row in connection.execute(_LOCK_EVENTS, {"event_ids": event_ids})
+        for row in connection.execute(statements.lock_events, {"event_ids": event_ids})
         if row.event_status == "pending"
     }
     if not locked:
@@ -157,7 +193,7 @@ def score_and_route_run(
     pending = [event_id for event_id in event_ids if event_id in locked]
     history: dict[int, list[Row[Any]]] = defaultdict(list)
     parameters = {"contact_ids": [row.id for row in locked.values()], "event_ids": pending}
-    for row in connection.execute(_EVENTS_TO_SCORE, parameters):
+    for row in connection.execute(statements.events_to_score, parameters):
         history[row.contact_id].append(row)
     nurtured = bool(nurture_rules(config).sequences)
     scores: list[dict[str, Any]] = []
@@ -175,7 +211,7 @@ def score_and_route_run(
     score_ids = connection.execute(_INSERT_SCORES, scores).scalars().all()
     if stage_changes:
         connection.execute(_INSERT_STAGE_CHANGES, stage_changes)
-    connection.execute(_MARK_PROCESSED, {"event_ids": pending, "now": now})
+    connection.execute(statements.mark_processed, {"event_ids": pending, "now": now})
     to_route: list[tuple[Contact, Known]] = []
     unrouted: dict[frozenset[str], list[dict[str, Any]]] = defaultdict(list)
     for (row, events, result, changes), values, score_id in zip(
