@@ -199,6 +199,7 @@ class Deployment:
             LEADWERK_SMTP_URL=f"smtp://127.0.0.1:{smtp_port}",
             LEADWERK_LOG_LEVEL="WARNING",
             LEADWERK_WORKER_THREADS=str(threads),
+            LEADWERK_ACCEPT_SECRET=uuid.uuid4().hex,  # required with PostgreSQL and Redis
             BENCH_HOOK_SECRET=SECRET,
         )
         self.workers: list[subprocess.Popen[bytes]] = []
