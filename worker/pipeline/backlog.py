@@ -1,13 +1,17 @@
 """A backlog of pending events, worked off in batches beside the per-lead fast path.
 
 ``run --once`` after a big poll or import finds thousands of events pending. Sent one by one
-through the queue, each is a transaction of its own (on SQLite: a ``BEGIN IMMEDIATE`` and a
-commit each, with worker threads queueing for the one writer). Here a batch of events is
-scored and routed in one transaction, one event after the other in id order, with the very
-steps of the fast path (:func:`worker.pipeline.lead.score_and_route_locked`): the team's
-counters are read and written inside the batch's transaction, so every pick sees the picks
-before it, exactly as if the events had been worked one at a time in that order. The
-new-lead messages are written claimed and sent once the batch is committed.
+through the queue, each is a transaction of its own with half a dozen statements (on SQLite:
+a ``BEGIN IMMEDIATE`` and a commit each, with worker threads queueing for the one writer).
+Here a batch of events is one transaction: its events and contacts are locked and read with
+one statement, their histories with another, every event is scored in memory, and the
+scores, stage changes, ``processed`` marks and contact columns are written set-wise. Then the
+new MQLs are routed one after the other in event order (:func:`~worker.pipeline.route.
+route_locked`, as the fast path does): the team's counters are read and written inside the
+batch's transaction, so every pick sees the picks before it, exactly as if the events had
+been worked one at a time in that order (:func:`~worker.pipeline.lead.score_and_route`). A
+contact with two events in a batch has them scored in two runs, the second seeing the first.
+The new-lead messages are written claimed and sent once the batch is committed.
 
 A batch that fails is rolled back whole and its events go the per-lead way (the queue), where
 a lead that cannot be routed is still scored and its routing retried on its own.
@@ -181,8 +185,8 @@ def score_and_route_run(
 ) -> list[Message]:
     """Score the pending ones of ``event_ids`` (of distinct contacts) with a handful of
     statements, then route the new MQLs one after the other in event order, as
-    :func:`~worker.pipeline.lead.score_and_route_locked` would one event at a time; returns
-    the claimed messages."""
+    :func:`~worker.pipeline.lead.score_and_route` would one event at a time; returns the
+    claimed messages."""
     locked = {
         row.event_id: row
         for row in connection.execute(statements.lock_events, {"event_ids": event_ids})
