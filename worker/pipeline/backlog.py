@@ -6,8 +6,8 @@ a ``BEGIN IMMEDIATE`` and a commit each, with worker threads queueing for the on
 Here a batch of events is one transaction: its events and contacts are locked and read with
 one statement, their histories with another, every event is scored in memory, and the
 scores, stage changes, ``processed`` marks and contact columns are written set-wise. Then the
-new MQLs are routed one after the other in event order (:func:`~worker.pipeline.route.
-route_locked`, as the fast path does): the team's counters are read and written inside the
+new MQLs are routed one after the other in event order, by the fast path's own
+:func:`~worker.pipeline.route.route_locked`: the team's counters are read and written inside the
 batch's transaction, so every pick sees the picks before it, exactly as if the events had
 been worked one at a time in that order (:func:`~worker.pipeline.lead.score_and_route`). A
 contact with two events in a batch has them scored in two runs, the second seeing the first.
