@@ -102,6 +102,7 @@ def work_backlog(
             continue
         worked.scored += len(batch)
         worked.messages += len(messages)
+        log.debug("a batch of %d events scored; %d messages to send", len(batch), len(messages))
         send(messages)
     return worked
 
