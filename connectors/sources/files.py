@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from connectors.errors import FatalError
 from connectors.sources.base import RawRecord
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # openpyxl is imported only to read a workbook (5 MB in every process)
     from openpyxl.workbook.workbook import Workbook
 
 CSV_SUFFIXES = frozenset({".csv", ".txt", ".tsv"})
@@ -315,7 +315,10 @@ def _header_names(cells: list[str]) -> list[str]:
     names = [cell.replace("\ufeff", "").strip() for cell in cells]
     while names and not names[-1]:
         names.pop()
-    names = [n or f"column {get_column_letter(i)}" for i, n in enumerate(names, start=1)]
+    if not all(names):
+        from openpyxl.utils import get_column_letter
+
+        names = [n or f"column {get_column_letter(i)}" for i, n in enumerate(names, start=1)]
     originals = set(names)
     unique: list[str] = []
     taken = {EXTRA_CELLS_KEY}
@@ -369,8 +372,6 @@ def _data_records(
 
 
 def _read_xlsx(data: bytes, name: str) -> Iterator[RawRecord]:
-    # Imported here: loading openpyxl's workbook model is a sixth of a second, and every
-    # command (``leadwerk score`` on a million lines too) loads the source kinds.
     from openpyxl import load_workbook
 
     try:

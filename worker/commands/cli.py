@@ -254,6 +254,13 @@ def run(
         str | None,
         typer.Option(help="With --once: run the pass as if the clock read this ISO 8601 time."),
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help=f"With --once: list each lead even when there are more than {LISTED_LEADS}.",
+        ),
+    ] = False,
     host: Annotated[str | None, HostOpt] = None,
     port: Annotated[int | None, PortOpt] = None,
     config: ConfigOpt = None,
@@ -288,7 +295,7 @@ def run(
             report = feed_demo(application, demo_count)
             _echo(f"demo: {report.accepted} sample leads fed, {report.quarantined} quarantined")
         if once:
-            raise typer.Exit(_run_once(application, broker, worker, at))
+            raise typer.Exit(_run_once(application, broker, worker, at, verbose))
         from worker.runtime.clock import start_clock
         from worker.web.app import serve
 
@@ -309,7 +316,13 @@ def run(
     log.info("leadwerk run stopped: %s, %s", stop.name, tally.summary())
 
 
-def _run_once(application: Any, broker: Any, worker: Any, now: datetime | None = None) -> int:
+def _run_once(
+    application: Any,
+    broker: Any,
+    worker: Any,
+    now: datetime | None = None,
+    verbose: bool = False,
+) -> int:
     from connectors.errors import ConnectorError
     from worker.pipeline.poll import import_inboxes, is_pulled, poll_source
     from worker.runtime import embedded as runtime
@@ -344,7 +357,7 @@ def _run_once(application: Any, broker: Any, worker: Any, now: datetime | None =
     finally:
         simulate_clock(None)
     accounting = runtime.account(application)
-    _print_results(application)
+    _print_results(application, verbose)
     _echo(
         f"accounted for {accounting.events} leads: {accounting.processed} processed, "
         f"{accounting.dead} dead-lettered, {accounting.pending} pending; "
@@ -356,19 +369,41 @@ def _run_once(application: Any, broker: Any, worker: Any, now: datetime | None =
     return 0 if accounting.complete and not failed else 1
 
 
-def _print_results(application: Any) -> None:
-    from sqlalchemy import select
+# ``run --once`` lists each lead up to this many leads; past it, a summary (a backlog of
+# thousands listed line by line is unreadable, and writing it costs more than scoring it).
+LISTED_LEADS = 50
+
+
+def _print_results(application: Any, verbose: bool) -> None:
+    from sqlalchemy import func, select
 
     from rules.contact import mask_email
     from rules.scoring import r1
     from worker.store.models import Assignment, Contact
 
     with application.store.session() as session:
-        rows = session.execute(
-            select(Contact, Assignment)
-            .outerjoin(Assignment, Assignment.contact_id == Contact.id)
-            .order_by(Contact.id)
-        ).all()
+        stages = dict(
+            session.execute(
+                select(Contact.stage, func.count()).group_by(Contact.stage).order_by(Contact.stage)
+            ).all()
+        )
+        if not verbose and sum(stages.values()) > LISTED_LEADS:
+            reps = session.execute(
+                select(Assignment.rep, func.count())
+                .group_by(Assignment.rep)
+                .order_by(Assignment.rep)
+            ).all()
+            counted = ", ".join(f"{count} {stage}" for stage, count in stages.items())
+            routed = ", ".join(f"{rep or 'fallback: managers'} {count}" for rep, count in reps)
+            _echo(f"{sum(stages.values())} leads: {counted}; routed: {routed or 'none'}")
+            _echo("  (run --once --verbose lists each lead)")
+            rows = []
+        else:
+            rows = session.execute(
+                select(Contact, Assignment)
+                .outerjoin(Assignment, Assignment.contact_id == Contact.id)
+                .order_by(Contact.id)
+            ).all()
     for contact, assignment in rows:
         score_text = f"{r1(contact.score or 0):>6}"
         line = f"  {mask_email(contact.email):28} score {score_text}  {contact.stage:12}"

@@ -27,6 +27,7 @@ from dramatiq.brokers.stub import StubBroker
 from connectors.errors import ConnectorError, FatalError, SkippableError
 from worker.pipeline import lead, notify, nurture, route, score, sla
 from worker.runtime.app import get_app
+from worker.store.models import Message
 
 log = logging.getLogger("leadwerk.actors")
 
@@ -89,7 +90,20 @@ def score_lead(event_id: int) -> None:
         if contact_id is not None:
             _next(route_lead, contact_id)
         return
-    for message in messages:  # claimed for this thread when they were written
+    deliver_claimed(messages)
+
+
+def deliver_batch(messages: list[Message]) -> None:
+    """A backlog batch's claimed messages: those for the file outbox written and marked sent
+    together, the others sent one by one (:func:`deliver_claimed`)."""
+    deliver_claimed(notify.deliver_to_outbox(get_app(), messages, _now()))
+
+
+def deliver_claimed(messages: list[Message]) -> None:
+    """Send messages claimed for this thread when they were written; one that fails is
+    queued to be sent on its own."""
+    app = get_app()
+    for message in messages:
         send = functools.partial(notify.deliver, app, message, _now())
         _at_once(functools.partial(_deliver, send, message.id), send_message, message.id)
 

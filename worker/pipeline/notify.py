@@ -335,6 +335,42 @@ def deliver(app: App, message: Message, now: datetime) -> Outcome:
     return Outcome("sent")
 
 
+def deliver_to_outbox(app: App, messages: list[Message], now: datetime) -> list[Message]:
+    """Write the claimed ``messages`` that go to the file outbox and mark them all sent in
+    one transaction (a backlog's messages); returns the others, each to be delivered on its
+    own (:func:`deliver`).
+
+    Marking a batch at once widens the gap between written and marked from one message to a
+    batch, which is harmless here: a message written again after a crash overwrites its own
+    file (the outbox key names it), so nobody gets it twice."""
+    from connectors.notify.outbox import FileOutboxNotifier
+    from worker.pipeline import digest
+
+    others: list[Message] = []
+    written: list[dict[str, Any]] = []
+    notified: list[dict[str, Any]] = []
+    for message in messages:
+        notifier = app.notifiers.get(message.channel) or app.notifiers["email"]
+        if message.purpose == digest.PURPOSE or not isinstance(notifier, FileOutboxNotifier):
+            others.append(message)
+            continue
+        try:
+            result = notifier.send(to_outbound(message, app.settings))
+        except FatalError:  # the folder cannot be written: deliver() marks it failed
+            others.append(message)
+            continue
+        written.append({"outbox_id": message.id, "remote_id": result.remote_id, "now": now})
+        if message.purpose in NEW_LEAD_PURPOSES:
+            notified.append({"lead_id": message.contact_id, "now": now})
+    if written:
+        with app.store.transaction() as connection:
+            connection.execute(_MARK_SENT, written)
+            if notified:
+                connection.execute(_MARK_NOTIFIED, notified)
+        log.info("wrote %d message(s) to the outbox %s", len(written), app.settings.outbox_dir)
+    return others
+
+
 NEW_LEAD_PURPOSES = ("new_lead", "unassigned_lead")
 
 _MARK_SENT = (

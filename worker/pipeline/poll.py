@@ -58,6 +58,10 @@ def record_health(store: Store, name: str, now: datetime, error: str | None, rec
             state.last_error = error[:2000]
 
 
+# Records of a page stored per transaction.
+PAGE_BATCH = 500
+
+
 def poll_source(
     store: Store, config: Config, name: str, now: datetime | None = None
 ) -> IngestReport:
@@ -80,16 +84,22 @@ def poll_source(
             def save_cursor(session: object, page_cursor: object = page.cursor) -> None:
                 _state(session, name).cursor = page_cursor  # type: ignore[assignment]
 
-            report = ingest_records(
-                store,
-                config,
-                source_cfg,
-                page.records,
-                now=now,
-                on_batch=save_cursor,
-                batch_size=10**9,
-            )
-            _add(total, report)
+            # A big page goes in batches (memory stays flat); only the last one stores the
+            # page's cursor, so a crash partway repeats the page, whose stored records are
+            # then known by their keys.
+            records = page.records
+            last = max(len(records) - 1, 0) // PAGE_BATCH * PAGE_BATCH
+            for start in range(0, last + 1, PAGE_BATCH):
+                report = ingest_records(
+                    store,
+                    config,
+                    source_cfg,
+                    records[start : start + PAGE_BATCH],
+                    now=now,
+                    on_batch=save_cursor if start == last else None,
+                    batch_size=PAGE_BATCH,
+                )
+                _add(total, report)
     except ConnectorError as exc:
         record_health(store, name, now, f"{type(exc).__name__}: {exc}", total.received)
         if isinstance(exc, FatalError):

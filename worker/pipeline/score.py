@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Row, Select, bindparam, insert, or_, select, update
 
 from config.loader import Config
 from rules.scoring import ScoreResult, r1, score_contact
@@ -29,7 +29,7 @@ from worker.store.models import (
 log = logging.getLogger("leadwerk.score")
 
 
-def event_facts(event: Event) -> dict[str, Any]:
+def event_facts(event: Event | Row[Any]) -> dict[str, Any]:
     """An event as rules read it: its mapped fields plus type, source and time."""
     return {**event.attrs, "type": event.type, "source": event.source, "at": event.occurred_at}
 
@@ -114,6 +114,12 @@ def update_contact(connection: Connection, contact_id: int, changes: dict[str, A
     connection.execute(_UPDATE_CONTACT, {"contact_id": contact_id, **changes})
 
 
+def update_contacts(connection: Connection, changes: list[dict[str, Any]]) -> None:
+    """Write the changed columns of many contacts (``contact_id`` and the columns, the same
+    columns in every row), in one batch."""
+    connection.execute(_UPDATE_CONTACT, changes)
+
+
 def _record(
     connection: Connection,
     config: Config,
@@ -125,9 +131,28 @@ def _record(
     """Write the score (and a stage change it makes) and mark the event processed; returns
     the score and the contact's changed columns, which are set on ``contact`` too but not
     written."""
+    values, changes, stage_change = outcome(
+        config, contact.id, contact.stage, event_id, result, now
+    )
+    score_id = _write(connection, values, stage_change, event_id, now)
+    for name, value in changes.items():
+        setattr(contact, name, value)
+    return Score(id=score_id, **values), changes
+
+
+def outcome(
+    config: Config,
+    contact_id: int,
+    stage: str,
+    event_id: int,
+    result: ScoreResult,
+    now: datetime,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """What scoring an event writes: the score row, the contact's changed columns and the
+    stage change row (None when the stage stays)."""
     ruleset = config.ruleset
     values = {
-        "contact_id": contact.id,
+        "contact_id": contact_id,
         "event_id": event_id,
         "score": result.score,
         "fit": result.fit,
@@ -145,10 +170,10 @@ def _record(
         "engagement": result.engagement,
         "updated_at": now,
     }
-    if result.disqualified and contact.stage == "lead":
+    if result.disqualified and stage == "lead":
         changes["stage"] = "disqualified"
         cause = f"disqualify rule '{result.disqualified}'"
-    elif result.mql and contact.stage in ("lead", "recycled"):
+    elif result.mql and stage in ("lead", "recycled"):
         # Sticks even if decay lowers the score later; a recycled contact that qualifies
         # again starts a new cycle (the first MQL date stays in stage_changes).
         changes["stage"], changes["mql_at"] = "mql", now
@@ -159,16 +184,13 @@ def _record(
     stage_change = None
     if "stage" in changes:
         stage_change = {
-            "contact_id": contact.id,
-            "from_stage": contact.stage,
+            "contact_id": contact_id,
+            "from_stage": stage,
             "to_stage": changes["stage"],
             "cause": cause,
             "at": now,
         }
-    score_id = _write(connection, values, stage_change, event_id, now)
-    for name, value in changes.items():
-        setattr(contact, name, value)
-    return Score(id=score_id, **values), changes
+    return values, changes, stage_change
 
 
 def _write(

@@ -7,15 +7,15 @@ Actors are declared once at import (on a stub broker) and re-bound to the proces
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 import pika
 import pika.exceptions
 from dramatiq.broker import Consumer
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name, xq_name
 from dramatiq.middleware import (
@@ -30,6 +30,9 @@ from dramatiq.middleware import (
 )
 
 from config.settings import Settings
+
+if TYPE_CHECKING:
+    from dramatiq.brokers.redis import RedisBroker
 
 log = logging.getLogger("leadwerk.broker")
 # pika logs each failed connection attempt as several errors with a traceback; Leadwerk says
@@ -69,13 +72,19 @@ class DeadLetters(Middleware):
         log.error("dead-lettered %s%s: %s", message.actor_name, tuple(message.args), text)
 
 
-class LeadwerkRedisBroker(RedisBroker):
-    """dramatiq's Redis broker, polling only the new-lead queue at the worker's short timeout."""
+@functools.cache
+def _redis_broker_class() -> type[RedisBroker]:
+    """dramatiq's Redis broker, polling only the new-lead queue at the worker's short
+    timeout; made when first needed: a process without Redis does not load the client."""
+    from dramatiq.brokers.redis import RedisBroker
 
-    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
-        if queue_name != FAST_QUEUE:
-            timeout = max(timeout, SLOW_POLL_MS)
-        return super().consume(queue_name, prefetch, timeout)
+    class LeadwerkRedisBroker(RedisBroker):
+        def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+            if queue_name != FAST_QUEUE:
+                timeout = max(timeout, SLOW_POLL_MS)
+            return super().consume(queue_name, prefetch, timeout)
+
+    return LeadwerkRedisBroker
 
 
 def _middleware() -> list[Middleware]:
@@ -102,7 +111,7 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
         )
     elif settings.redis_url:
         # Fast recovery of a killed worker's messages (default ~13 min, here ~16 s).
-        broker = LeadwerkRedisBroker(
+        broker = _redis_broker_class()(
             url=settings.redis_url,
             namespace=f"leadwerk-{settings.redis_namespace}",
             heartbeat_timeout=15_000,
@@ -133,10 +142,14 @@ def in_line(broker: dramatiq.Broker, queue: str) -> int:
     """How many messages a queue holds, waiting or being worked on (not yet acknowledged).
     RabbitMQ is not asked (a connection per sweep pass): there it counts as empty, and the
     sweep's plain redelivery window applies."""
-    if isinstance(broker, RedisBroker):
-        return int(broker.client.hlen(f"{broker.namespace}:{queue}.msgs"))
     if isinstance(broker, StubBroker):
         return int(broker.queues[queue].unfinished_tasks) if queue in broker.queues else 0
+    if isinstance(broker, RabbitmqBroker):
+        return 0
+    from dramatiq.brokers.redis import RedisBroker  # loaded with Redis set only
+
+    if isinstance(broker, RedisBroker):
+        return int(broker.client.hlen(f"{broker.namespace}:{queue}.msgs"))
     return 0
 
 

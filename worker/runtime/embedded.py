@@ -11,6 +11,8 @@ from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import func, select
 
+from worker.pipeline.actors import deliver_batch
+from worker.pipeline.backlog import work_backlog
 from worker.pipeline.digest import PURPOSE as DIGEST
 from worker.pipeline.nurture import enqueue_due_steps
 from worker.pipeline.sweep import enqueue, find_pending
@@ -49,6 +51,16 @@ def drain(
             and not enqueue_due_steps(app.store, app.config, now or datetime.now(UTC)).enqueued
         ):
             return
+        if pending.events:
+            # A backlog in batches, here in this thread; what fails goes the per-lead way.
+            worked = work_backlog(
+                app.store,
+                app.config,
+                pending.events,
+                lambda: now or datetime.now(UTC),
+                deliver_batch,
+            )
+            pending.events = worked.handed_back
         enqueue(pending)
         options = {"fail_fast": False} if isinstance(broker, StubBroker) else {}
         for queue in QUEUES:
