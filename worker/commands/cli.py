@@ -141,6 +141,12 @@ def _require_link_secret(config_dir: Path | None) -> None:
         raise typer.Exit(2)
 
 
+def _app(config_dir: Path | None) -> Any:
+    """Settings, config and store for a command that reads or changes the store."""
+    settings = _settings(config_dir)
+    return _open(settings, _config(settings))
+
+
 def _boot(config_dir: Path | None) -> Any:
     """Settings, config, store and broker for a command that runs the pipeline."""
     from worker.runtime.broker import setup_broker
@@ -911,8 +917,7 @@ def alerts(
     from worker.commands.status import collect_status
     from worker.runtime.alerts import alert_metrics, alert_views
 
-    settings = _settings(config)
-    application = _open(settings, _config(settings))
+    application = _app(config)
     now = datetime.now(UTC)
     views = alert_views(
         application, alert_metrics(application, collect_status(application, now), now)
@@ -1111,8 +1116,7 @@ def sla_report(
     except ValueError as exc:
         _err(f"--since/--now: {exc}")
         raise typer.Exit(2) from None
-    settings = _settings(config)
-    application = _open(settings, _config(settings))
+    application = _app(config)
     data = build(application.store, application.config, until, period)
     _echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else render_report(data))
 
@@ -1156,8 +1160,7 @@ def crm_status(as_json: Annotated[bool, JsonOpt] = False, config: ConfigOpt = No
     from worker.pipeline.crm import crm_status as collect
     from worker.pipeline.crm import render_crm_status
 
-    settings = _settings(config)
-    application = _open(settings, _config(settings))
+    application = _app(config)
     data = collect(application.store, application.config, datetime.now(UTC))
     _echo(json.dumps(data, indent=2, default=_iso) if as_json else render_crm_status(data))
 
@@ -1172,8 +1175,7 @@ def crm_sync(
     """Send the CRM outbox; without --once, keep at it (the clock does the same)."""
     from worker.commands.crmsync import crm_tick, run_forever
 
-    settings = _settings(config)
-    application = _open(settings, _config(settings))
+    application = _app(config)
     if application.crm is None:
         _err("no CRM is configured: write config/crm.yaml")
         raise typer.Exit(2)
@@ -1307,8 +1309,7 @@ def hygiene_import(
         _err(f"{path} is not a folder (a Maildir or a folder of .eml files)")
         raise typer.Exit(2)
     at = _now_option(now)
-    settings = _settings(config)
-    application = _open(settings, _config(settings))
+    application = _app(config)
     result = import_bounces(application.store, application.config, path, at)
     _echo(json.dumps(result.as_dict()) if as_json else describe_import(str(path), result))
 
@@ -1324,8 +1325,7 @@ def hygiene_report(
     from worker.pipeline.hygiene import list_figures
 
     at = _now_option(now)
-    settings = _settings(config)
-    application = _open(settings, _config(settings))
+    application = _app(config)
     figures = list_figures(application.store, application.config, at)
     _echo(json.dumps(report_json(figures), indent=2) if as_json else render_report(figures))
 
@@ -1341,8 +1341,7 @@ def hygiene_restore(
     from worker.commands.hygiene import change_line
     from worker.pipeline.hygiene import restore
 
-    settings = _settings(config)
-    application = _open(settings, _config(settings))
+    application = _app(config)
     history = restore(
         application.store, email.strip().lower(), datetime.now(UTC), getpass.getuser()
     )
@@ -1364,8 +1363,7 @@ def hygiene_resume(
 
     from worker.pipeline.hygiene import resume_list
 
-    settings = _settings(config)
-    application = _open(settings, _config(settings))
+    application = _app(config)
     if not resume_list(application.store, name, datetime.now(UTC), getpass.getuser()):
         _err(f"list '{name}' is not suspended (leadwerk hygiene report shows every list)")
         raise typer.Exit(1)
