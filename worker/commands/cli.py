@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 
@@ -281,11 +281,7 @@ def run(
         if not once:
             _err("--now only goes with --once: a running clock reads the real time")
             raise typer.Exit(2)
-        try:
-            at = _parse_now(now)
-        except ValueError as exc:
-            _err(f"--now: {exc}")
-            raise typer.Exit(2) from None
+        at = _now_option(now)
     application, broker = _boot(config)
     settings = application.settings
     if settings.redis_url and not once:
@@ -535,11 +531,7 @@ def rules_test(
     from worker.commands.ruletests import run_rule_tests
 
     settings = _settings(config)
-    try:
-        at = _parse_now(now)
-    except ValueError as exc:
-        _err(f"--now: {exc}")
-        raise typer.Exit(2) from None
+    at = _now_option(now)
     loaded = _config(settings, with_tests=True)
     passed, failed = run_rule_tests(loaded, _echo, at)
     _echo(f"{passed} passed, {failed} failed")
@@ -623,16 +615,8 @@ def score(
 
     settings = _settings(config)
     loaded = _config(settings)
-    try:
-        at = _parse_now(now)
-    except ValueError as exc:
-        _err(f"--now: {exc}")
-        raise typer.Exit(2) from None
-    try:
-        stream = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
-    except OSError as exc:
-        _err(f"cannot read {file}: {exc.strerror}")
-        raise typer.Exit(2) from None
+    at = _now_option(now)
+    stream = _lines_of(file)
     try:
         refused = score_stream(
             loaded,
@@ -1210,16 +1194,8 @@ def nurture_plan(
 
     settings = _settings(config)
     loaded = _config(settings)
-    try:
-        at = _parse_now(now)
-    except ValueError as exc:
-        _err(f"--now: {exc}")
-        raise typer.Exit(2) from None
-    try:
-        stream = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
-    except OSError as exc:
-        _err(f"cannot read {file}: {exc.strerror}")
-        raise typer.Exit(2) from None
+    at = _now_option(now)
+    stream = _lines_of(file)
     rules = nurture_rules(loaded, settings.timezone)
     refused = 0
     try:
@@ -1368,6 +1344,15 @@ def hygiene_resume(
         _err(f"list '{name}' is not suspended (leadwerk hygiene report shows every list)")
         raise typer.Exit(1)
     _echo(f"{name} resumed: nurture e-mail to it goes out again")
+
+
+def _lines_of(file: str) -> TextIO:
+    """A JSON Lines input: the file, or stdin for ``-``; one that cannot be read is exit 2."""
+    try:
+        return sys.stdin if file == "-" else open(file, encoding="utf-8")
+    except OSError as exc:
+        _err(f"cannot read {file}: {exc.strerror}")
+        raise typer.Exit(2) from None
 
 
 def _now_option(value: str | None) -> datetime:
