@@ -13,6 +13,7 @@ Every function here touches the store and blocks: the web app runs them in a thr
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
@@ -121,13 +122,13 @@ def _assignment(app: App, link: Link) -> tuple[Assignment, Contact] | None:
         return assignment, contact
 
 
-# --- accept ---------------------------------------------------------------------------------
-
-
-def accept_page(app: App, token: str) -> Page:
-    """GET: the lead and an Accept button; nothing changes."""
+def _open_lead(
+    app: App, link_of: Callable[[], Link], title: str
+) -> tuple[Link, Assignment, Contact] | Page:
+    """The link's lead and its assignment, still open; else the page that says why not (a
+    link not valid, a lead gone, an assignment no longer open)."""
     try:
-        link = verify_accept(app.settings, token)
+        link = link_of()
     except LinkError as exc:
         return refused(exc)
     found = _assignment(app, link)
@@ -135,7 +136,19 @@ def accept_page(app: App, token: str) -> Page:
         return GONE
     assignment, contact = found
     if assignment.status != "open":
-        return Page("Accept lead", [_not_open(assignment)])
+        return Page(title, [_not_open(assignment)])
+    return link, assignment, contact
+
+
+# --- accept ---------------------------------------------------------------------------------
+
+
+def accept_page(app: App, token: str) -> Page:
+    """GET: the lead and an Accept button; nothing changes."""
+    opened = _open_lead(app, lambda: verify_accept(app.settings, token), "Accept lead")
+    if isinstance(opened, Page):
+        return opened
+    _link, assignment, contact = opened
     lines = [f"Lead {contact.id}: {_lead_line(contact)}."]
     if assignment.sla_policy:
         lines.append(f"Accepting stops its SLA clock ({assignment.sla_policy}).")
@@ -188,16 +201,10 @@ def _team_reps(app: App, assignment: Assignment, manager: str | None) -> list[st
 
 def assign_page(app: App, token: str) -> Page:
     """GET: the lead and one Assign button per rep of the team; nothing changes."""
-    try:
-        link = _assign_link(app, token)
-    except LinkError as exc:
-        return refused(exc)
-    found = _assignment(app, link)
-    if found is None:
-        return GONE
-    assignment, contact = found
-    if assignment.status != "open":
-        return Page("Assign lead", [_not_open(assignment)])
+    opened = _open_lead(app, lambda: _assign_link(app, token), "Assign lead")
+    if isinstance(opened, Page):
+        return opened
+    link, assignment, contact = opened
     reps = app.config.team.reps
     holder = reps[assignment.rep].name if assignment.rep in reps else "nobody yet"
     buttons = [
@@ -211,16 +218,10 @@ def assign_page(app: App, token: str) -> Page:
 
 def assign_by_link(app: App, token: str, rep: str, now: datetime) -> Page:
     """POST: give the lead to ``rep`` for the manager the link was sent to."""
-    try:
-        link = _assign_link(app, token)
-    except LinkError as exc:
-        return refused(exc)
-    found = _assignment(app, link)
-    if found is None:
-        return GONE
-    assignment, contact = found
-    if assignment.status != "open":
-        return Page("Assign lead", [_not_open(assignment)])
+    opened = _open_lead(app, lambda: _assign_link(app, token), "Assign lead")
+    if isinstance(opened, Page):
+        return opened
+    link, assignment, contact = opened
     if rep not in _team_reps(app, assignment, link.reader):
         return Page("Assign lead", [f"'{rep}' is not a rep of this team."], status=400)
     try:
