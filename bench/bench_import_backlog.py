@@ -12,10 +12,18 @@ words. A fresh PostgreSQL database (dropped afterwards) and a Redis namespace of
 ``--workers`` ``leadwerk worker`` processes and a ``leadwerk clock`` (unless ``--no-clock``),
 each its own process as deployed; notifications go to the file outbox.
 
-Prints one JSON object: ``import_seconds`` (until ``leadwerk import`` returned),
-``accounted_seconds`` (from its start until no event is pending, no MQL waits for routing and
-no message waits to be sent), ``queue_peak`` (the most messages waiting in the Redis queues
-at once, sampled every 0.1 s, in total and per queue) and the import's own summary counts.
+First, the yardstick: the same rows through what a hand-written loader would do, in a
+process of its own: Python's ``csv``, ``email-validator`` and ``phonenumbers``, and one
+multi-row ``INSERT ... ON CONFLICT DO NOTHING`` per 500 rows (a transaction each, psycopg)
+into a table of its own in the same fresh database, before the Leadwerk processes start.
+
+Prints one JSON object: ``yardstick_seconds``; ``import_seconds`` (until ``leadwerk import``
+returned) and ``import_cpu_seconds``; ``accounted_seconds`` (from its start until no event is
+pending, no MQL waits for routing and no message waits to be sent); both as ratios to the
+yardstick; ``queue_peak`` (the most messages waiting in the Redis queues at once, sampled
+every 0.1 s, in total and per queue; a batch of leads is one message); per process
+(``processes``) its CPU seconds and peak RSS (the kernel's VmHWM, and the sampled peak of the
+process with its children, every 0.5 s); and the import's own summary counts.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -40,6 +49,9 @@ from bench.bench_import import _drop_database, _postgres_database, generate  # n
 
 SOURCE = "messe-hannover-2026"
 QUEUES = ("score", "route", "notify")
+COUNTRIES = {"deutschland": "DE", "österreich": "AT", "schweiz": "CH"}
+YARDSTICK_COLUMNS = 10
+YARDSTICK_BATCH = 500
 
 
 def make_messy(path: Path) -> None:
@@ -89,6 +101,134 @@ class QueueSampler(threading.Thread):
             self.done.wait(0.1)
 
 
+def yardstick(export: Path, database_url: str) -> dict[str, Any]:
+    """Load the export as a plain script would: parse, validate the e-mail, put the phone in
+    E.164, and insert 500 rows a statement; rows with a bad e-mail or the wrong number of
+    cells are left out. Run in a child process (``--yardstick``), timed there."""
+    import csv
+
+    import phonenumbers
+    import psycopg
+    from email_validator import EmailNotValidError, validate_email
+
+    E164 = phonenumbers.PhoneNumberFormat.E164
+
+    start, cpu = time.perf_counter(), time.process_time()
+    columns = ", ".join(f"c{n}" for n in range(YARDSTICK_COLUMNS))
+    placeholders = "(" + ", ".join(["%s"] * YARDSTICK_COLUMNS) + ")"
+    stored = left_out = 0
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE yardstick_leads (c0 text PRIMARY KEY, "
+            + ", ".join(f"c{n} text" for n in range(1, YARDSTICK_COLUMNS))
+            + ")"
+        )
+
+        def insert(rows: list[list[str | None]]) -> int:
+            values = ", ".join([placeholders] * len(rows))
+            statement = f"INSERT INTO yardstick_leads ({columns}) VALUES {values} "
+            flat = [cell for row in rows for cell in row]
+            return conn.execute(statement + "ON CONFLICT DO NOTHING", flat).rowcount
+
+        with export.open(encoding="cp1252", newline="") as stream:
+            reader = csv.reader(stream, delimiter=";")
+            next(reader)
+            rows: list[list[str | None]] = []
+            for cells in reader:
+                if len(cells) != YARDSTICK_COLUMNS:
+                    left_out += 1
+                    continue
+                try:
+                    email = validate_email(cells[0], check_deliverability=False).normalized
+                except EmailNotValidError:
+                    left_out += 1
+                    continue
+                country = COUNTRIES.get(cells[6].lower(), cells[6].upper())
+                phone = None
+                try:
+                    number = phonenumbers.parse(cells[5], country)
+                    if phonenumbers.is_possible_number(number):
+                        phone = phonenumbers.format_number(number, E164)
+                except phonenumbers.NumberParseException:
+                    pass
+                rows.append([email.lower(), *cells[1:5], phone, country, *cells[7:]])
+                if len(rows) == YARDSTICK_BATCH:
+                    stored += insert(rows)
+                    rows.clear()
+            if rows:
+                stored += insert(rows)
+    return {
+        "seconds": round(time.perf_counter() - start, 2),
+        "cpu_seconds": round(time.process_time() - cpu, 2),
+        "stored": stored,
+        "left_out": left_out,
+    }
+
+
+def run_yardstick(export: Path, database_url: str) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--yardstick", str(export), "--postgres", database_url]
+    out = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+class ProcessSampler(threading.Thread):
+    """Samples the RSS of processes with their children (``/proc``) every 0.5 s until
+    stopped; keeps each one's peak. :meth:`final` adds the kernel's own high-water mark and
+    the CPU seconds, read before the process ends."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.peak_kib = dict.fromkeys(pids, 0)
+        self.done = threading.Event()
+
+    @staticmethod
+    def _tree(pid: int) -> list[int]:
+        tree, todo = [], [pid]
+        while todo:
+            current = todo.pop()
+            tree.append(current)
+            try:
+                for task in Path(f"/proc/{current}/task").iterdir():
+                    todo.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:
+                continue
+        return tree
+
+    @staticmethod
+    def _status(pid: int, field: str) -> int:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            for name, pid in self.pids.items():
+                rss = sum(self._status(p, "VmRSS") for p in self._tree(pid))
+                self.peak_kib[name] = max(self.peak_kib[name], rss)
+            self.done.wait(0.5)
+
+    def final(self) -> dict[str, dict[str, float]]:
+        ticks = os.sysconf("SC_CLK_TCK")
+        facts = {}
+        for name, pid in self.pids.items():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu = (int(stat[11]) + int(stat[12])) / ticks  # utime + stime
+            except OSError:
+                cpu = 0.0
+            facts[name] = {
+                "cpu_seconds": round(cpu, 1),
+                "vm_hwm_mib": round(self._status(pid, "VmHWM") / 1024, 1),
+                "peak_rss_with_children_mib": round(self.peak_kib[name] / 1024, 1),
+            }
+        return facts
+
+
 def outstanding(database_url: str) -> dict[str, int]:
     """What still waits: events not scored, MQLs not routed, messages not sent."""
     import psycopg
@@ -129,7 +269,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     command = [sys.executable, "-m", "worker", "--config", str(config_dir)]
     processes: list[subprocess.Popen[bytes]] = []
     sampler = QueueSampler(args.redis, f"leadwerk-{namespace}")
+    memory: ProcessSampler | None = None
     try:
+        measured = run_yardstick(export, database_url)
         # The schema first, so that the processes do not race to migrate an empty database.
         subprocess.run([*command, "migrate"], env=env, check=True, capture_output=True)
         roles = ["worker"] * args.workers + ([] if args.no_clock else ["clock"])
@@ -142,7 +284,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     stderr=subprocess.DEVNULL,
                 )
             )
+        names = [f"{role}{n}" for n, role in enumerate(roles, 1)]
+        memory = ProcessSampler({n: p.pid for n, p in zip(names, processes, strict=True)})
+        memory.start()
         sampler.start()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         imported = subprocess.run(
             [*command, "import", str(export), "--source", SOURCE, "--json"],
@@ -151,6 +297,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             text=True,
         )
         import_seconds = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        import_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         if imported.returncode != 0:
             raise SystemExit(f"leadwerk import failed: {imported.stderr[-2000:]}")
         summary = json.loads(imported.stdout.strip().splitlines()[-1])
@@ -159,8 +307,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             time.sleep(0.5)
             left = outstanding(database_url)
         accounted_seconds = time.perf_counter() - start
+        facts = memory.final()
     finally:
         sampler.done.set()
+        if memory is not None:
+            memory.done.set()
         for process in processes:
             process.terminate()
         for process in processes:
@@ -181,13 +332,19 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "accepted": summary["accepted"],
         "quarantined": summary["quarantined"],
         "warnings": len(summary["warnings"]),
+        "yardstick": measured,
+        "yardstick_seconds": measured["seconds"],
         "import_seconds": round(import_seconds, 2),
+        "import_cpu_seconds": round(import_cpu, 2),
         "accounted_seconds": round(accounted_seconds, 2),
+        "import_to_yardstick": round(import_seconds / measured["seconds"], 2),
+        "accounted_to_yardstick": round(accounted_seconds / measured["seconds"], 2),
         "complete": not any(left.values()),
         "left": left,
         "leads_per_s": round(summary["accepted"] / accounted_seconds, 1),
         "queue_peak": {"total": sampler.peak, **sampler.peak_by_queue},
         "queue_samples": sampler.samples,
+        "processes": facts,
     }
 
 
@@ -201,7 +358,11 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=3600.0, help="Seconds to wait for the backlog."
     )
+    parser.add_argument("--yardstick", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.yardstick:
+        print(json.dumps(yardstick(args.yardstick, args.postgres)))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         result = run(args, Path(tmp))
     print(json.dumps(result, indent=2))
