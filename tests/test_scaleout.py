@@ -1,5 +1,6 @@
 """More workers on one backlog: two ``leadwerk worker`` processes against one Redis and one
-PostgreSQL (or RabbitMQ) share the work, and no lead is scored, routed or mailed twice."""
+PostgreSQL (or RabbitMQ) share the work, handed to them in batches, and no lead is scored,
+routed or mailed twice."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import dramatiq
 import pytest
+import redis
 from sqlalchemy import func, select
 
 from config.settings import Settings
@@ -17,6 +20,7 @@ from tests.redis_namespace import own_namespace
 from tests.servers.smtp import SmtpServer
 from tests.test_exactly_once import leadwerk_command, staff_desk, write_fair_export
 from tests.test_shutdown import STOPPED
+from worker.pipeline.sweep import batches
 from worker.runtime.app import init_app
 from worker.store.models import Assignment, Contact, Event, Message, Score
 
@@ -76,6 +80,8 @@ def test_two_workers_on_one_backlog_process_every_lead_once_and_send_every_email
         finished.append(int(stopped["finished"]))
         assert "Traceback" not in worker.output, worker.output
     assert all(count > 0 for count in finished), finished
+    # in batches: 16 messages of 19 leads, not 300 of one
+    assert sum(finished) == len(batches(range(LEADS))) == 16
     # And every lead was scored once, and routed once: round robin dealt 100 to each rep
     assert contacts == LEADS
     assert pending == 0
@@ -87,3 +93,41 @@ def test_two_workers_on_one_backlog_process_every_lead_once_and_send_every_email
     received = Counter(str(mail.message["Message-ID"]) for mail in smtp.messages)
     assert len(received) == LEADS
     assert set(received.values()) == {1}
+
+
+def test_an_import_hands_its_leads_to_the_workers_in_batches(
+    config_dir: Path,
+    make_settings: Callable[..., Settings],
+    postgres_url: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    export = write_fair_export(tmp_path / "messe.csv", 1200)
+    with own_namespace(redis_url) as namespace:
+        env = process_env(
+            config_dir,
+            tmp_path,
+            database_url=postgres_url,
+            redis_url=redis_url,
+            redis_namespace=namespace,
+        )
+        # Given no worker running, when 1,200 leads are imported
+        leadwerk_command(env, "import", str(export), "--source", FAIR)
+        client = redis.Redis.from_url(redis_url)
+        queue = f"leadwerk-{namespace}:score"
+        waiting = [
+            dramatiq.Message.decode(client.hget(f"{queue}.msgs", key))
+            for key in client.lrange(queue, 0, -1)
+        ]
+        client.close()
+    app = init_app(make_settings(database_url=postgres_url))
+    try:
+        with app.store.session() as session:
+            events = sorted(session.scalars(select(Event.id)))
+    finally:
+        app.close()
+
+    # Then the score queue holds 16 batches of 75 leads, every lead in one of them once
+    assert {message.actor_name for message in waiting} == {"score_backlog"}
+    assert [len(message.args[0]) for message in waiting] == [75] * 16
+    assert sorted(i for message in waiting for i in message.args[0]) == events

@@ -62,10 +62,16 @@ def a_backlog_of_pending_events(app: App, count: int, received_at: datetime) -> 
         session.execute(insert(Event), events)
 
 
-def queued_events(broker: dramatiq.Broker) -> list[int]:
-    """The event ids of the score_lead messages waiting on the queue (nothing consumes it)."""
+def queued_batches(broker: dramatiq.Broker) -> list[list[int]]:
+    """The events of each message waiting on the score queue (nothing consumes it): a
+    ``score_backlog`` batch, or a lone ``score_lead``."""
     queue = broker.queues["score"]  # type: ignore[attr-defined]
-    return [dramatiq.Message.decode(data).args[0] for data in list(queue.queue)]
+    messages = [dramatiq.Message.decode(data) for data in list(queue.queue)]
+    return [m.args[0] if m.actor_name == "score_backlog" else [m.args[0]] for m in messages]
+
+
+def queued_events(broker: dramatiq.Broker) -> list[int]:
+    return [event_id for batch in queued_batches(broker) for event_id in batch]
 
 
 @pytest.fixture
@@ -112,11 +118,34 @@ def test_a_backlog_is_enqueued_once_per_redelivery_window_in_bounded_passes(
 
     assert after_each_pass == [5000, 10000, 15000] + [20000] * 9
     assert max(Counter(queued_events(broker)).values()) == 1
+    # in batches: each pass's 5,000 events in 16 messages
+    assert [len(batch) for batch in queued_batches(broker)] == ([313] * 15 + [305]) * 4
 
     # An event enqueued over a minute ago and still pending lost its message: enqueued again
     sweep(app, start + timedelta(seconds=61))
     again = queued_events(broker)[BACKLOG:]
     assert sorted(again) == list(range(1, 5001))
+
+
+def test_a_backlog_found_at_once_is_enqueued_in_batches_of_at_most_500_events(
+    backlogged: tuple[App, dramatiq.Broker],
+) -> None:
+    app, broker = backlogged
+
+    # As `leadwerk import` hands its rows to the workers: everything pending, no limit
+    enqueue(find_pending(app.store, ARRIVED + timedelta(minutes=1)))
+
+    batches = queued_batches(broker)
+    assert [len(batch) for batch in batches] == [500] * 40
+    assert [event_id for batch in batches for event_id in batch] == list(range(1, BACKLOG + 1))
+
+
+def test_a_few_events_go_one_message_each(backlogged: tuple[App, dramatiq.Broker]) -> None:
+    app, broker = backlogged
+
+    enqueue(find_pending(app.store, ARRIVED + timedelta(minutes=1), limit=99))
+
+    assert queued_batches(broker) == [[n] for n in range(1, 100)]
 
 
 def test_the_clock_sweeps_a_big_backlog_without_skipping_its_own_jobs(
@@ -147,7 +176,8 @@ def test_while_its_queue_still_holds_messages_a_backlog_is_not_enqueued_again_be
     start = ARRIVED + timedelta(hours=1)
     for n in range(4):  # every event on the queue once
         sweep(app, start + timedelta(seconds=5 * n))
-    assert in_line(broker, "score") == BACKLOG
+    assert len(queued_events(broker)) == BACKLOG
+    assert in_line(broker, "score") == 4 * 16  # messages: a batch is one
 
     def sweep_busy(now: datetime) -> Pending:
         busy = [queue for queue in QUEUES if in_line(broker, queue)]

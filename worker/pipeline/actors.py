@@ -26,6 +26,7 @@ from dramatiq.brokers.stub import StubBroker
 
 from connectors.errors import ConnectorError, FatalError, SkippableError
 from worker.pipeline import lead, notify, nurture, route, score, sla
+from worker.pipeline.backlog import work_backlog
 from worker.runtime.app import get_app
 from worker.store.models import Message
 
@@ -91,6 +92,21 @@ def score_lead(event_id: int) -> None:
             _next(route_lead, contact_id)
         return
     deliver_claimed(messages)
+
+
+@dramatiq.actor(queue_name="score", max_retries=8, throws=NOT_RETRIED, broker=_declaring)
+def score_backlog(event_ids: list[int]) -> None:
+    """A batch of a backlog's events (an import, a sweep) in one transaction
+    (:func:`~worker.pipeline.backlog.work_backlog`), its claimed messages sent after the
+    commit. The events of a batch that failed go the per-lead way, each its own message.
+
+    Redelivered (a worker died), it changes nothing already done: events no longer pending
+    are skipped, under the lock that also keeps two workers from scoring one event twice.
+    """
+    app = get_app()
+    worked = work_backlog(app.store, app.config, event_ids, _now, deliver_batch)
+    for event_id in worked.handed_back:
+        score_lead.send(event_id)
 
 
 def deliver_batch(messages: list[Message]) -> None:
@@ -160,4 +176,4 @@ def run_nurture_steps(enrolment_ids: list[int], at: str) -> None:
             _next(send_message, message_id)
 
 
-ALL = (score_lead, route_lead, send_message, fire_sla_timer, run_nurture_steps)
+ALL = (score_lead, score_backlog, route_lead, send_message, fire_sla_timer, run_nurture_steps)

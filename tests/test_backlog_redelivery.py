@@ -1,0 +1,62 @@
+"""A backlog batch a worker takes from the queue (``score_backlog``) is worked in one
+transaction; handed over again (its worker died before acknowledging it), it changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import dramatiq
+import pytest
+
+from config.settings import Settings
+from tests.lead_helpers import FAIR, restore_logging  # noqa: F401
+from tests.test_backlog import NOW, backlog_rows, outcome
+from worker.pipeline import actors
+from worker.pipeline.ingest import ingest_records
+from worker.runtime.app import App, init_app
+from worker.runtime.broker import setup_broker
+
+
+@pytest.fixture
+def leadwerk(
+    make_settings: Callable[..., Settings], postgres_url: str
+) -> Iterator[tuple[App, dramatiq.Broker]]:
+    """Leadwerk on PostgreSQL with an in-process queue that nothing consumes, its clock at
+    :data:`NOW` (a Wednesday morning: the reps are at work)."""
+    settings = make_settings(database_url=postgres_url)
+    app = init_app(settings)
+    broker = setup_broker(settings)
+    actors.simulate_clock(NOW)
+    try:
+        yield app, broker
+    finally:
+        actors.simulate_clock(None)
+        broker.close()
+        app.close()
+
+
+def test_a_redelivered_batch_message_changes_nothing(
+    leadwerk: tuple[App, dramatiq.Broker],
+) -> None:
+    app, broker = leadwerk
+    report = ingest_records(
+        app.store, app.config, app.config.sources[FAIR], backlog_rows(), now=NOW
+    )
+    outbox = app.settings.outbox_dir
+
+    # Given a batch of the backlog worked by a worker
+    actors.score_backlog.fn(report.event_ids)
+    worked = outcome(app)
+    written = sorted(p.name for p in outbox.iterdir())
+    assert {status for *_, status in worked["messages"]} == {"sent"}
+    assert len(written) == len(worked["messages"]) == len(worked["assignments"]) >= 8
+
+    # When the queue hands the same message over again, and a later batch holds some of its
+    # events as well
+    actors.score_backlog.fn(report.event_ids)
+    actors.score_backlog.fn(report.event_ids[10:30])
+
+    # Then nothing changed: no lead scored, routed or e-mailed twice, nothing queued
+    assert outcome(app) == worked
+    assert sorted(p.name for p in outbox.iterdir()) == written
+    assert all(not queue.queue for queue in broker.queues.values())  # type: ignore[attr-defined]
