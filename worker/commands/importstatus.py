@@ -8,13 +8,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import ColumnElement, Integer, any_, bindparam, distinct, func, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session
 
 from worker.pipeline.digest import HELD
 from worker.store.db import Store
 from worker.store.models import Assignment, Contact, Event, Message
 
-# Event ids per IN (...) list: well below SQLite's and PostgreSQL's parameter limits.
+# Ids per IN (...) list on SQLite: well below its parameter limit.
 _CHUNK = 5000
 
 
@@ -58,38 +60,55 @@ class ImportOutcome:
         }
 
 
+def _chunks(session: Session, ids: Sequence[int]) -> list[Sequence[int]]:
+    """``ids`` cut into the lists :func:`_among` takes: on PostgreSQL all in one."""
+    size = len(ids) if _one_array(session) else _CHUNK
+    return [ids[start : start + size] for start in range(0, len(ids), size or 1)]
+
+
+def _one_array(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _among(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
+    """``column`` among ``ids``: on PostgreSQL one array parameter (``= ANY``), as an ``IN``
+    list of 5,000 placeholders is a query text the driver parses each time (0.2 s each)."""
+    if _one_array(session):
+        return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(Integer)))
+    return column.in_(ids)
+
+
 def import_outcome(store: Store, event_ids: Sequence[int]) -> ImportOutcome:
     """Where the leads of these events stand now."""
     by_status: dict[str, int] = {}
     contacts: set[int] = set()
     with store.session() as session:
-        for start in range(0, len(event_ids), _CHUNK):
-            chunk = list(event_ids[start : start + _CHUNK])
+        for chunk in _chunks(session, event_ids):
             rows = session.execute(
-                select(Event.status, Event.contact_id).where(Event.id.in_(chunk))
+                select(Event.status, Event.contact_id).where(_among(session, Event.id, chunk))
             ).all()
             for status, contact_id in rows:
                 by_status[status] = by_status.get(status, 0) + 1
                 contacts.add(contact_id)
         mqls = routed = notified = in_digest = 0
-        ids = sorted(contacts)
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
+        for chunk in _chunks(session, sorted(contacts)):
             mqls += (
                 session.scalar(
-                    select(func.count()).where(Contact.id.in_(chunk), Contact.mql_at.is_not(None))
+                    select(func.count()).where(
+                        _among(session, Contact.id, chunk), Contact.mql_at.is_not(None)
+                    )
                 )
                 or 0
             )
             assigned = select(func.count(distinct(Assignment.contact_id))).where(
-                Assignment.contact_id.in_(chunk)
+                _among(session, Assignment.contact_id, chunk)
             )
             routed += session.scalar(assigned) or 0
             notified += session.scalar(assigned.where(Assignment.notified_at.is_not(None))) or 0
             in_digest += (
                 session.scalar(
                     select(func.count(distinct(Message.contact_id))).where(
-                        Message.contact_id.in_(chunk), Message.status == HELD
+                        _among(session, Message.contact_id, chunk), Message.status == HELD
                     )
                 )
                 or 0
