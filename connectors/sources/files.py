@@ -310,8 +310,6 @@ def _header_names(cells: list[str]) -> list[str]:
     """Column names: trimmed, a blank one named by its column letter (``column C``), a
     repeated one numbered (``E-Mail (2)``) so that no cell is lost under a taken key. A
     column called ``_extra`` is numbered too: that key holds a bad row's surplus cells."""
-    from openpyxl.utils.cell import get_column_letter  # see _read_xlsx
-
     names = [cell.replace("\ufeff", "").strip() for cell in cells]
     while names and not names[-1]:
         names.pop()
