@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from config.loader import Config
 from config.settings import EnvSecrets
@@ -30,6 +30,12 @@ log = logging.getLogger("leadwerk.poll")
 # 500 → 88 µs per row stored, 2,000 → 77, 5,000 → 75). A batch holds SQLite's write lock
 # (and on PostgreSQL its contacts' row locks) for about 0.15 s: webhooks wait no longer.
 _FILE_BATCH = 2000
+# After a file of this many new leads, PostgreSQL's statistics of the tables it grew are
+# renewed at once (ANALYZE, as its manual advises after a bulk load), before the workers
+# route them: autovacuum does it a minute later at best, and never where it is off. Until
+# then the planner takes a company's few contacts for many, and routing's count of the
+# company's open leads scans every assignment instead: 49 ms a lead at 11,000 assignments.
+ANALYZE_FROM = 1000
 
 
 def _state(session: object, name: str) -> SourceState:
@@ -176,6 +182,9 @@ def import_file(
                 )
             )
     record_health(store, source_cfg.name, now, None, report.received)
+    if report.accepted >= ANALYZE_FROM and store.dialect == "postgresql":
+        with store.autocommit() as connection:
+            connection.execute(text("ANALYZE contacts, events"))
     return report
 
 
