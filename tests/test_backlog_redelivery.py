@@ -4,6 +4,7 @@ transaction; handed over again (its worker died before acknowledging it), it cha
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import dramatiq
 import pytest
@@ -60,3 +61,27 @@ def test_a_redelivered_batch_message_changes_nothing(
     assert outcome(app) == worked
     assert sorted(p.name for p in outbox.iterdir()) == written
     assert all(not queue.queue for queue in broker.queues.values())  # type: ignore[attr-defined]
+
+
+def test_the_events_of_a_batch_that_fails_go_the_per_lead_way(
+    leadwerk: tuple[App, dramatiq.Broker], config_dir: Path
+) -> None:
+    app, broker = leadwerk
+    # Given: a template that fails when it is rendered, so routing an MQL fails
+    template = config_dir / "templates" / "new_lead.txt.j2"
+    template.write_text("{% set broken = lead.id / 0 %}" + template.read_text(encoding="utf-8"))
+    report = ingest_records(
+        app.store, app.config, app.config.sources[FAIR], backlog_rows(), now=NOW
+    )
+
+    # When: a worker takes the backlog's batch
+    actors.score_backlog.fn(report.event_ids)
+
+    # Then: the batch left nothing behind, and each of its events waits as a lead of its own
+    # (where a lead is scored even when its routing fails)
+    assert outcome(app)["scores"] == []
+    queue = broker.queues["score"]  # type: ignore[attr-defined]
+    messages = [dramatiq.Message.decode(data) for data in list(queue.queue)]
+    assert [(m.actor_name, m.args) for m in messages] == [
+        ("score_lead", (event_id,)) for event_id in report.event_ids
+    ]

@@ -132,13 +132,14 @@ def batches(event_ids: Sequence[int]) -> list[list[int]]:
     return [ordered[start : start + size] for start in range(0, len(ordered), size)]
 
 
-def enqueue(pending: Pending) -> None:
+def enqueue(pending: Pending, batched: bool = True) -> None:
     """Events one message each (``score_lead``), or from :data:`BATCH_FROM` on a message per
-    batch (``score_backlog``): one Redis round trip for up to 500 leads.
+    batch (``score_backlog``): one Redis round trip for up to 500 leads. ``batched=False``:
+    one message each however many (the events of batches that failed).
     """
     from worker.pipeline.actors import route_lead, score_backlog, score_lead, send_message
 
-    if len(pending.events) < BATCH_FROM:
+    if len(pending.events) < BATCH_FROM or not batched:
         for event_id in pending.events:
             score_lead.send(event_id)
     else:

@@ -61,7 +61,7 @@ def drain(
                 deliver_batch,
             )
             pending.events = worked.handed_back
-        enqueue(pending)
+        enqueue(pending, batched=False)
         options = {"fail_fast": False} if isinstance(broker, StubBroker) else {}
         for queue in QUEUES:
             broker.join(queue, **options)  # type: ignore[attr-defined]
