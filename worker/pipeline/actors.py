@@ -94,7 +94,17 @@ def score_lead(event_id: int) -> None:
     deliver_claimed(messages)
 
 
-@dramatiq.actor(queue_name="score", max_retries=8, throws=NOT_RETRIED, broker=_declaring)
+# A batch waits its turn behind the other threads' batches (see backlog.py), some seconds each.
+BACKLOG_TIME_LIMIT_MS = 600_000
+
+
+@dramatiq.actor(
+    queue_name="score",
+    max_retries=8,
+    throws=NOT_RETRIED,
+    time_limit=BACKLOG_TIME_LIMIT_MS,
+    broker=_declaring,
+)
 def score_backlog(event_ids: list[int]) -> None:
     """A batch of a backlog's events (an import, a sweep) in one transaction
     (:func:`~worker.pipeline.backlog.work_backlog`), its claimed messages sent after the
