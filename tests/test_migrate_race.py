@@ -5,6 +5,7 @@ that cannot be reached is named in one line, and nothing starts."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -14,7 +15,7 @@ from alembic.script import ScriptDirectory
 
 from tests.process_helpers import Process, free_port, process_env, started, web_answers
 from tests.redis_namespace import own_namespace
-from worker.store.db import MIGRATIONS
+from worker.store.db import HEAD, MIGRATIONS, Store
 
 ROUNDS = 5
 
@@ -145,3 +146,27 @@ def test_a_process_with_redis_unreachable_says_so_in_one_line_and_exits_2(
     [line] = done.stderr.splitlines()
     assert line.startswith(f"cannot reach Redis at redis://:***@127.0.0.1:{url.rsplit(':', 1)[1]}")
     assert "Connection refused" in line
+
+
+def test_the_newest_migration_by_file_name_is_alembics_head() -> None:
+    """Processes skip loading Alembic when the store is at :data:`HEAD`, which is read from
+    the migrations' file names: a migration named out of turn would go unapplied."""
+    assert newest_revision() == HEAD
+
+
+def test_a_store_at_the_newest_revision_opens_without_loading_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'leadwerk.db'}"
+    Store(url).close()  # migrates from nothing, with Alembic
+    opened = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from worker.store.db import Store; s = Store(sys.argv[1]); "
+            "print(s.revision, 'alembic' in sys.modules)",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert opened.stdout.split() == [newest_revision(), "False"]
