@@ -9,7 +9,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
 from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -130,10 +142,18 @@ def migrate(engine: Engine) -> str:
     newest revision and do nothing. On SQLite the transaction begins with ``BEGIN
     IMMEDIATE`` (see :func:`make_engine`), which serialises the migrations in the same way.
     A store at :data:`HEAD` already is left alone without loading Alembic (a tenth of a
-    second and 10 MB of every process's start).
+    second and 10 MB of every process's start), and an empty one gets the models' schema
+    whole and is stamped at :data:`HEAD` (Alembic's recipe for a new database; the models
+    and the migrations describe one schema: tests/test_migrate_race.py compares them).
     """
     if _revision(engine) == HEAD:
         return HEAD
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            _lock_migrations(connection)
+        if not inspect(connection).get_table_names():
+            _create_at_head(connection)
+            return HEAD
     from alembic import command
     from alembic.config import Config as AlembicConfig
     from alembic.runtime.migration import MigrationContext
@@ -155,6 +175,21 @@ def migrate(engine: Engine) -> str:
 
 class UnknownRevision(Exception):
     """The store's schema is at a revision this Leadwerk's migrations do not know."""
+
+
+def _create_at_head(connection: Connection) -> None:
+    """An empty store: every table as the models define it, at revision :data:`HEAD`."""
+    from worker.store.models import Base
+
+    Base.metadata.create_all(connection)
+    version = Table(
+        "alembic_version",
+        MetaData(),
+        Column("version_num", String(32), nullable=False),
+        PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+    )
+    version.create(connection)
+    connection.execute(version.insert().values(version_num=HEAD))
 
 
 def _revision(engine: Engine) -> str | None:
