@@ -153,16 +153,16 @@ def test_a_backlog_worked_in_batches_ends_as_one_lead_at_a_time_does(
 CROWDED_ROUTING = """\
 rules:
   - name: busy account
-    when: account.open_leads >= 3
+    when: account.open_leads >= 4
     team: inside-sales
     strategy: least_loaded
-  - name: account owner
-    when: account.owner is not none
-    assign: account_owner
   - name: enterprise DACH
     when: country in ["DE", "AT", "CH"] and company_size >= 1000
     team: enterprise-dach
     strategy: round_robin
+  - name: account owner
+    when: account.owner is not none
+    assign: account_owner
   - name: everyone else
     team: inside-sales
     strategy: weighted
@@ -181,7 +181,7 @@ def crowded_rows(seed: int, count: int, known: list[str]) -> list[Any]:
             email = rnd.choice(known)
         else:
             domain = rnd.choice(
-                ["gmx.de", *(f"konzern{i}.de" for i in range(6)), f"firma{seed}-{n}.de"]
+                ["gmx.de", *(f"konzern{i}.de" for i in range(12)), f"firma{seed}-{n}.de"]
             )
             email = f"p{seed}-{n}@{domain}"
             known.append(email)
@@ -198,13 +198,14 @@ def crowded_rows(seed: int, count: int, known: list[str]) -> list[Any]:
     return rows
 
 
-@pytest.mark.parametrize("digest_after", [0, 4])
+@pytest.mark.parametrize(("digest_after", "batch"), [(0, 6), (4, 6), (0, 40)])
 def test_routing_a_batch_under_one_lock_keeps_every_count_as_one_at_a_time_does(
     make_settings: Callable[..., Settings],
     config_dir: Path,
     database_url: str,
     second_database_url: str,
     digest_after: int,
+    batch: int,
 ) -> None:
     """The batch router keeps the team's counters, today's counts and the companies' owners
     and open leads in memory: each pick must see what the store would show it. A backlog
@@ -226,13 +227,13 @@ def test_routing_a_batch_under_one_lock_keeps_every_count_as_one_at_a_time_does(
                 rows = crowded_rows(seed, count, known)
                 report = ingest_records(app.store, app.config, source, rows, now=NOW)
                 assert report.quarantined == 0, report.problems
-                # Each batch of 6 reads the clock 10 s after the one before; one at a
-                # time, each lead is worked at the time its batch would read.
+                # Each batch reads the clock 10 s after the one before; one at a time,
+                # each lead is worked at the time its batch would read.
                 ticks = itertools.count(seed * 100)
                 clock = functools.partial(lambda t: NOW + timedelta(seconds=10 * next(t)), ticks)
                 if way == "one at a time":
                     for n, event_id in enumerate(sorted(report.event_ids)):
-                        at = NOW + timedelta(seconds=10 * (seed * 100 + n // 6))
+                        at = NOW + timedelta(seconds=10 * (seed * 100 + n // batch))
                         score_and_route(app.store, app.config, event_id, at)
                 else:
                     worked = work_backlog(
@@ -241,7 +242,7 @@ def test_routing_a_batch_under_one_lock_keeps_every_count_as_one_at_a_time_does(
                         report.event_ids,
                         clock,
                         list,
-                        6,
+                        batch,
                     )
                     assert worked.handed_back == []
             results.append(outcome(app))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 
 from config.loader import Config
 from rules import decision
@@ -30,7 +30,6 @@ from rules.calendar import WorkCalendar
 from worker.pipeline.crm import new_mql_changes
 from worker.pipeline.digest import HELD
 from worker.pipeline.route import (
-    _OPEN_OF_DOMAIN,
     Known,
     Routing,
     _account,
@@ -67,19 +66,37 @@ _OPEN = (
     )
     .distinct()
 )
-_CRM_OWNER_AND_OPEN = select(
-    select(CRM_ACCOUNTS.c.owner)
-    .where(CRM_ACCOUNTS.c.domain == bindparam("domain"))
-    .scalar_subquery(),
-    _OPEN_OF_DOMAIN,
+# A run's companies read at once, by e-mail domain: the CRM's owners, the open assignments,
+# and the latest lead with an owner (ordered as route._OWNER_OF_DOMAIN orders them).
+_DOMAINS = bindparam("domains", expanding=True)
+_CRM_OWNERS = select(CRM_ACCOUNTS.c.domain, CRM_ACCOUNTS.c.owner).where(
+    CRM_ACCOUNTS.c.domain.in_(_DOMAINS)
 )
-# The company's latest lead with an owner, as route._OWNER_OF_DOMAIN orders them.
-_LATEST_OWNED = (
-    select(CONTACTS.c.updated_at, CONTACTS.c.id, CONTACTS.c.owner)
-    .where(CONTACTS.c.email_domain == bindparam("domain"), CONTACTS.c.owner.is_not(None))
-    .order_by(CONTACTS.c.updated_at.desc(), CONTACTS.c.id.desc())
-    .limit(1)
+_OPEN_LEADS = (
+    select(CONTACTS.c.email_domain, func.count(ASSIGNMENTS.c.id))
+    .join_from(ASSIGNMENTS, CONTACTS, CONTACTS.c.id == ASSIGNMENTS.c.contact_id)
+    .where(CONTACTS.c.email_domain.in_(_DOMAINS), ASSIGNMENTS.c.status == "open")
+    .group_by(CONTACTS.c.email_domain)
 )
+_OWNED = (
+    select(
+        CONTACTS.c.email_domain,
+        CONTACTS.c.updated_at,
+        CONTACTS.c.id,
+        CONTACTS.c.owner,
+        func.row_number()
+        .over(
+            partition_by=CONTACTS.c.email_domain,
+            order_by=(CONTACTS.c.updated_at.desc(), CONTACTS.c.id.desc()),
+        )
+        .label("rank"),
+    )
+    .where(CONTACTS.c.email_domain.in_(_DOMAINS), CONTACTS.c.owner.is_not(None))
+    .subquery()
+)
+_LATEST_OWNED = select(
+    _OWNED.c.email_domain, _OWNED.c.updated_at, _OWNED.c.id, _OWNED.c.owner
+).where(_OWNED.c.rank == 1)
 _INSERT_ASSIGNMENTS = insert(ASSIGNMENTS).returning(ASSIGNMENTS.c.id, sort_by_parameter_order=True)
 _INSERT_MESSAGES = insert(MESSAGES).returning(MESSAGES.c.id, sort_by_parameter_order=True)
 _COUNT_ASSIGNMENTS = (
@@ -124,7 +141,7 @@ class BatchRouter:
         claimed messages to send after the commit."""
         connection, config, now = self._connection, self._config, self._now
         # Scoring this run moved other contacts' ``updated_at``: companies are read afresh.
-        self._companies.clear()
+        self._read_companies([contact for contact, _ in items])
         ids = [contact.id for contact, _ in items]
         assigned = set(connection.execute(_OPEN, {"contact_ids": ids}).scalars())
         decided: list[tuple[Contact, Known, Routing, dict[str, Any]]] = []
@@ -198,7 +215,8 @@ class BatchRouter:
             self._added.clear()
 
     def _decide(self, contact: Contact, known: Known) -> Routing:
-        account = {} if _free_mail(self._config, contact) else self._company(contact).facts()
+        company = self._companies.get(contact.email_domain)
+        account = company.facts() if company is not None else {}
         made = decision.decide(
             self._config,
             lead_view(contact),
@@ -230,7 +248,7 @@ class BatchRouter:
                         self._added[(team, rep)] += 1
                     members[index] = replace(state, **changes)
         company = self._companies.get(contact.email_domain)
-        if company is not None and not _free_mail(self._config, contact):
+        if company is not None:
             company.open_leads += 1
             if rep and (company.latest is None or company.latest[:2] < (self._now, contact.id)):
                 company.latest = (self._now, contact.id, rep)
@@ -249,16 +267,23 @@ class BatchRouter:
             ]
         return self._teams[team]
 
-    def _company(self, contact: Contact) -> _Company:
-        domain = contact.email_domain
-        if domain not in self._companies:
-            params = {"domain": domain}
-            crm_owner, open_leads = self._connection.execute(_CRM_OWNER_AND_OPEN, params).one()
-            latest = self._connection.execute(_LATEST_OWNED, params).first()
-            self._companies[domain] = _Company(
-                crm_owner, tuple(latest) if latest else None, open_leads or 0
-            )
-        return self._companies[domain]
+    def _read_companies(self, contacts: Sequence[Contact]) -> None:
+        """The companies of a run's leads (free-mail domains are none), in three queries."""
+        domains = sorted(
+            {c.email_domain for c in contacts if c.email_domain and not _free_mail(self._config, c)}
+        )
+        self._companies = {domain: _Company(None, None, 0) for domain in domains}
+        if not domains:
+            return
+        params = {"domains": domains}
+        for domain, owner in self._connection.execute(_CRM_OWNERS, params):
+            self._companies[domain].crm_owner = owner
+        for domain, count in self._connection.execute(_OPEN_LEADS, params):
+            self._companies[domain].open_leads = count
+        for domain, updated_at, contact_id, owner in self._connection.execute(
+            _LATEST_OWNED, params
+        ):
+            self._companies[domain].latest = (updated_at, contact_id, owner)
 
 
 class _Snapshot:
