@@ -13,6 +13,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 MAX_JSON_DEPTH = 64
 # A page of a pulled API holds records a few levels down: it may nest this deep, and each of
 # its records is held to MAX_JSON_DEPTH on its own (a deeper one is quarantined alone).
@@ -26,11 +28,22 @@ class JsonDepthError(ValueError):
     """JSON nested deeper than the limit; the message says where."""
 
 
+def parse(text: str | bytes) -> Any:
+    """The JSON value, as ``json.loads`` gives it, parsed by orjson (a third of the time,
+    and bytes without a decoded copy). The few texts orjson refuses go to ``json.loads``:
+    it takes some that orjson does not (``NaN``, lone surrogates, integers beyond 64 bits,
+    nesting past 1024 levels) and words a syntax error as it always has."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def loads(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> Any:
-    """``json.loads`` that raises :class:`JsonDepthError` (a ValueError) for JSON nested
+    """:func:`parse` that raises :class:`JsonDepthError` (a ValueError) for JSON nested
     deeper than ``limit`` and ValueError for JSON that does not parse."""
     try:
-        value = json.loads(text)
+        value = parse(text)
     except RecursionError:
         raise JsonDepthError(too_deep(text, limit)) from None
     if nests_deeper(value, limit):

@@ -7,6 +7,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +46,23 @@ def postgres_admin() -> str:
 @pytest.fixture
 def postgres_url(postgres_admin: str) -> Iterator[str]:
     """A fresh, empty database for one test, dropped afterwards."""
+    with _postgres_database(postgres_admin) as url:
+        yield url
+
+
+@contextmanager
+def _postgres_database(postgres_admin: str) -> Iterator[str]:
     import psycopg
 
     name = f"leadwerk_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(postgres_admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = postgres_admin.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    with psycopg.connect(postgres_admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(postgres_admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -72,7 +81,7 @@ def redis_url() -> Iterator[str]:
 def rabbitmq_url() -> Iterator[str]:
     """RabbitMQ's default virtual host, with Leadwerk's queues emptied before and after the
     test (a deployment owns its virtual host; the tests share this one, one at a time)."""
-    from worker.runtime.broker import rabbitmq_connection
+    from worker.runtime.rabbitmq import rabbitmq_connection
 
     try:
         rabbitmq_connection(RABBITMQ_URL).close()
@@ -86,7 +95,8 @@ def rabbitmq_url() -> Iterator[str]:
 def _delete_leadwerk_queues(url: str) -> None:
     from dramatiq.common import dq_name, xq_name
 
-    from worker.runtime.broker import QUEUES, rabbitmq_connection
+    from worker.runtime.broker import QUEUES
+    from worker.runtime.rabbitmq import rabbitmq_connection
 
     connection = rabbitmq_connection(url)
     try:
@@ -104,6 +114,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'leadwerk.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def second_database_url(
+    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """Another empty store of the same kind as ``database_url``, for a test that compares
+    two ways of doing one thing."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'second.db'}"
+        return
+    with _postgres_database(request.getfixturevalue("postgres_admin")) as url:
+        yield url
 
 
 @pytest.fixture

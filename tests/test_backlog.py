@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
+import random
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from config.settings import Settings
@@ -24,6 +28,7 @@ from worker.store.models import (
     Message,
     RepCounter,
     Score,
+    SlaTimer,
     StageChange,
 )
 
@@ -70,15 +75,31 @@ def outcome(app: App) -> dict[str, Any]:
                 for c in session.scalars(select(Contact))
             ),
             "assignments": [
-                (email[a.contact_id], a.rep, a.team, a.rule, a.sla_policy)
+                (email[a.contact_id], a.rep, a.team, a.rule, a.sla_policy, a.reason, a.skipped)
                 for a in session.scalars(select(Assignment).order_by(Assignment.id))
             ],
+            "timers": sorted(
+                (email[a.contact_id], t.kind, t.fire_at)
+                for t, a in session.execute(
+                    select(SlaTimer, Assignment).join(
+                        Assignment, Assignment.id == SlaTimer.assignment_id
+                    )
+                )
+            ),
             "counters": sorted(
                 (c.team, c.rep, c.assigned_total, c.last_assigned_at)
                 for c in session.scalars(select(RepCounter))
             ),
             "messages": [
-                (email[m.contact_id], m.recipient, m.purpose, m.channel, m.status)
+                (
+                    email.get(m.contact_id),
+                    m.recipient,
+                    m.purpose,
+                    m.channel,
+                    m.status,
+                    m.subject,
+                    m.digest_key is not None,
+                )
                 for m in session.scalars(select(Message).order_by(Message.id))
             ],
             "scores": [
@@ -123,6 +144,116 @@ def test_a_backlog_worked_in_batches_ends_as_one_lead_at_a_time_does(
     one_at_a_time, in_batches = results
     assert len(one_at_a_time["assignments"]) >= 8  # the backlog has MQLs for both teams
     assert {a[2] for a in one_at_a_time["assignments"]} >= {"enterprise-dach", "inside-sales"}
+    assert in_batches == one_at_a_time
+
+
+# Routing that reads every count the batch router keeps in memory: open leads per company,
+# the account's owner, today's load (least loaded, capacities), lifetime turns (round robin,
+# weighted), with jonas in both teams.
+CROWDED_ROUTING = """\
+rules:
+  - name: busy account
+    when: account.open_leads >= 4
+    team: inside-sales
+    strategy: least_loaded
+  - name: enterprise DACH
+    when: country in ["DE", "AT", "CH"] and company_size >= 1000
+    team: enterprise-dach
+    strategy: round_robin
+  - name: account owner
+    when: account.owner is not none
+    assign: account_owner
+  - name: everyone else
+    team: inside-sales
+    strategy: weighted
+fallback: {notify: [anna]}
+"""
+
+
+def crowded_rows(seed: int, count: int, known: list[str]) -> list[Any]:
+    """Leads of a few companies at once, big DACH firms beyond the enterprise team's daily
+    capacity, free-mail leads, and second scans of leads of this and earlier backlogs
+    (``known``, which grows)."""
+    rnd = random.Random(seed)
+    rows = []
+    for n in range(count):
+        if known and rnd.random() < 0.25:
+            email = rnd.choice(known)
+        else:
+            domain = rnd.choice(
+                ["gmx.de", *(f"konzern{i}.de" for i in range(12)), f"firma{seed}-{n}.de"]
+            )
+            email = f"p{seed}-{n}@{domain}"
+            known.append(email)
+        rows.append(
+            fair_row(
+                email,
+                size=rnd.choice((5000, 1200, 300, 40)),
+                title=rnd.choice(("Head of IT", "CTO", "Einkauf", "")),
+                country=rnd.choice(("DE", "AT", "CH", "FR")),
+                rating=rnd.choice(("hot", "hot", "warm")),
+                at=datetime(2026, 11, 24, 9, 0, tzinfo=UTC) + timedelta(minutes=seed * 500 + n),
+            )
+        )
+    return rows
+
+
+@pytest.mark.parametrize(("digest_after", "batch"), [(0, 6), (4, 6), (0, 40)])
+def test_routing_a_batch_under_one_lock_keeps_every_count_as_one_at_a_time_does(
+    make_settings: Callable[..., Settings],
+    config_dir: Path,
+    database_url: str,
+    second_database_url: str,
+    digest_after: int,
+    batch: int,
+) -> None:
+    """The batch router keeps the team's counters, today's counts and the companies' owners
+    and open leads in memory: each pick must see what the store would show it. A backlog
+    arrives on top of an earlier one (counters and today's counts not zero) and is worked
+    both ways, on SQLite and PostgreSQL, with and without digests."""
+    (config_dir / "routing.yaml").write_text(CROWDED_ROUTING, encoding="utf-8")
+    team = (config_dir / "team.yaml").read_text(encoding="utf-8")
+    team = team.replace("members: [mehmet, sophie, tom]", "members: [mehmet, sophie, tom, jonas]")
+    team = team.replace("capacity: {per_day: 20}", "capacity: {per_day: 6}")  # jonas
+    (config_dir / "team.yaml").write_text(team, encoding="utf-8")
+    results = []
+    for way, url in (("one at a time", database_url), ("in batches", second_database_url)):
+        settings = make_settings(database_url=url, digest_after=digest_after)
+        app = init_app(settings)
+        known: list[str] = []
+        try:
+            for seed, count in ((1, 40), (2, 260)):
+                source = app.config.sources[FAIR]
+                rows = crowded_rows(seed, count, known)
+                report = ingest_records(app.store, app.config, source, rows, now=NOW)
+                assert report.quarantined == 0, report.problems
+                # Each batch reads the clock 10 s after the one before; one at a time,
+                # each lead is worked at the time its batch would read.
+                ticks = itertools.count(seed * 100)
+                clock = functools.partial(lambda t: NOW + timedelta(seconds=10 * next(t)), ticks)
+                if way == "one at a time":
+                    for n, event_id in enumerate(sorted(report.event_ids)):
+                        at = NOW + timedelta(seconds=10 * (seed * 100 + n // batch))
+                        score_and_route(app.store, app.config, event_id, at)
+                else:
+                    worked = work_backlog(
+                        app.store,
+                        app.config,
+                        report.event_ids,
+                        clock,
+                        list,
+                        batch,
+                    )
+                    assert worked.handed_back == []
+            results.append(outcome(app))
+        finally:
+            app.close()
+    one_at_a_time, in_batches = results
+    rules = {a[3] for a in one_at_a_time["assignments"]}
+    assert {"busy account", "account owner", "enterprise DACH", "everyone else"} <= rules
+    assert any("capacity" in str(a[6]) for a in one_at_a_time["assignments"])
+    if digest_after:
+        assert any(held for *_, held in one_at_a_time["messages"])
     assert in_batches == one_at_a_time
 
 

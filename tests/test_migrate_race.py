@@ -5,16 +5,19 @@ that cannot be reached is named in one line, and nothing starts."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, text
 
 from tests.process_helpers import Process, free_port, process_env, started, web_answers
 from tests.redis_namespace import own_namespace
-from worker.store.db import MIGRATIONS
+from worker.store.db import HEAD, MIGRATIONS, Store
 
 ROUNDS = 5
 
@@ -145,3 +148,88 @@ def test_a_process_with_redis_unreachable_says_so_in_one_line_and_exits_2(
     [line] = done.stderr.splitlines()
     assert line.startswith(f"cannot reach Redis at redis://:***@127.0.0.1:{url.rsplit(':', 1)[1]}")
     assert "Connection refused" in line
+
+
+def test_the_newest_migration_by_file_name_is_alembics_head() -> None:
+    """Processes skip loading Alembic when the store is at :data:`HEAD`, which is read from
+    the migrations' file names: a migration named out of turn would go unapplied."""
+    assert newest_revision() == HEAD
+
+
+def opened_in_a_new_process(url: str) -> list[str]:
+    """The revision a process finds the store at, and whether it loaded Alembic."""
+    opened = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from worker.store.db import Store; s = Store(sys.argv[1]); "
+            "print(s.revision, 'alembic' in sys.modules)",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return opened.stdout.split()
+
+
+def test_a_new_store_and_one_at_the_newest_revision_open_without_loading_alembic(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'leadwerk.db'}"
+    assert opened_in_a_new_process(url) == [newest_revision(), "False"]  # made from nothing
+    assert opened_in_a_new_process(url) == [newest_revision(), "False"]  # found at head
+
+
+def schema(connection: Any) -> dict[str, Any]:
+    """What a store's tables are made of, as the database reports it."""
+    inspector = inspect(connection)
+    tables: dict[str, Any] = {}
+    for table in sorted(inspector.get_table_names()):
+        columns = [
+            (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+            for c in inspector.get_columns(table)
+        ]
+        tables[table] = {
+            "columns": sorted(columns),
+            "primary_key": inspector.get_pk_constraint(table)["constrained_columns"],
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                for i in inspector.get_indexes(table)
+            ),
+            "unique": sorted(
+                tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)
+            ),
+            "foreign_keys": sorted(
+                (tuple(f["constrained_columns"]), f["referred_table"], str(f["options"]))
+                for f in inspector.get_foreign_keys(table)
+            ),
+        }
+        if connection.dialect.name == "postgresql":
+            tables[table]["options"] = connection.scalar(
+                text("SELECT reloptions FROM pg_class WHERE relname = :t"), {"t": table}
+            )
+    return tables
+
+
+def test_a_new_store_made_from_the_models_is_the_store_the_migrations_make(
+    database_url: str, second_database_url: str
+) -> None:
+    """A new store gets the models' schema in one go; one that grew through every migration
+    must end up the same, or a store's schema would depend on its age."""
+    from alembic import command
+
+    migrated = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with migrated.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+    made = Store(second_database_url)
+    try:
+        with migrated.connect() as old, made.engine.connect() as new:
+            assert schema(new) == schema(old)
+            assert "nurture_enrolments" in schema(new)
+    finally:
+        made.close()
+        migrated.dispose()

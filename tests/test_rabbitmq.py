@@ -29,7 +29,8 @@ from tests.test_status_facts import scrape
 from worker.commands.status import broker_queues, collect_status, health
 from worker.pipeline.actors import send_message
 from worker.runtime.app import init_app
-from worker.runtime.broker import rabbitmq_connection, setup_broker
+from worker.runtime.broker import setup_broker
+from worker.runtime.rabbitmq import rabbitmq_connection
 from worker.store.models import Assignment, Message
 from worker.web.app import readiness
 

@@ -184,7 +184,7 @@ def _check_rabbitmq(settings: Settings) -> None:
     if not settings.broker_url:
         return
     from config.settings import mask_url
-    from worker.runtime.broker import rabbitmq_problem
+    from worker.runtime.rabbitmq import rabbitmq_problem
 
     problem = rabbitmq_problem(settings.broker_url)
     if problem is not None:

@@ -15,10 +15,8 @@ from datetime import datetime
 from multiprocessing.pool import AsyncResult
 from typing import Any, TextIO
 
-import orjson
-
 from config.loader import Config
-from connectors.json_depth import too_deep
+from connectors.json_depth import parse, too_deep
 from rules.contact import FieldError
 from rules.routing import RouteDecision
 from rules.scoring import Hit, ScoreResult, r1
@@ -43,7 +41,7 @@ def _assess_line(
 ) -> dict[str, Any] | tuple[ScoreResult, RouteDecision | None, dict[str, Any] | None]:
     """(score, route, sla) of one line, or the result of a line that cannot be scored."""
     try:
-        item = _parse(line)
+        item = parse(line)
     except json.JSONDecodeError as exc:
         return {"error": f"not JSON: {exc.msg} at column {exc.colno}"}
     except RecursionError:  # nested deeper than the parser goes: no contact looks like that
@@ -58,17 +56,6 @@ def _assess_line(
         return assess(config, item["contact"], events, now, account)
     except FieldError as exc:
         return {"error": str(exc), "field": exc.field}
-
-
-def _parse(line: str) -> Any:
-    """The line's JSON value, as ``json.loads`` gives it, parsed by orjson (a third of the
-    time). The few texts orjson refuses go to ``json.loads``: it takes some that orjson does
-    not (``NaN``, lone surrogates, integers beyond 64 bits, nesting past 1024 levels) and
-    words a syntax error as it always has."""
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return json.loads(line)
 
 
 def score_stream(

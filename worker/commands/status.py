@@ -12,12 +12,7 @@ from sqlalchemy import func, select
 from worker.commands.outages import delivery_outages, render_outage
 from worker.pipeline.crm import crm_status
 from worker.runtime.app import App
-from worker.runtime.broker import (
-    QUEUES,
-    RABBITMQ_ERRORS,
-    rabbitmq_depths,
-    rabbitmq_error_text,
-)
+from worker.runtime.broker import QUEUES
 from worker.runtime.embedded import account
 from worker.runtime.processes import HEARTBEAT_LIVE_S
 from worker.store.db import Store
@@ -72,6 +67,8 @@ def broker_queues(app: App) -> dict[str, Any]:
 def _rabbitmq_queues(url: str) -> dict[str, Any]:
     """RabbitMQ tells how many messages wait, not since when: reading the oldest one would
     take it off the queue, so its age stays unknown (None)."""
+    from worker.runtime.rabbitmq import RABBITMQ_ERRORS, rabbitmq_depths, rabbitmq_error_text
+
     try:
         depths = rabbitmq_depths(url)
     except RABBITMQ_ERRORS as exc:

@@ -6,10 +6,10 @@ a ``BEGIN IMMEDIATE`` and a commit each, with worker threads queueing for the on
 Here a batch of events is one transaction: its events and contacts are locked and read with
 one statement, their histories with another, every event is scored in memory, and the
 scores, stage changes, ``processed`` marks and contact columns are written set-wise. Then the
-new MQLs are routed one after the other in event order, by the fast path's own
-:func:`~worker.pipeline.route.route_locked`: the team's counters are read and written inside the
-batch's transaction, so every pick sees the picks before it, exactly as if the events had
-been worked one at a time in that order (:func:`~worker.pipeline.lead.score_and_route`). A
+new MQLs are routed in event order by :class:`~worker.pipeline.batchroute.BatchRouter`: the
+team's counters are locked and read once for the batch and kept in memory, so every pick sees
+the picks before it, exactly as if the events had been worked one at a time in that order
+(:func:`~worker.pipeline.lead.score_and_route`). A
 contact with two events in a batch has them scored in two runs, the second seeing the first.
 The new-lead messages are written claimed and sent once the batch is committed.
 
@@ -43,8 +43,9 @@ from sqlalchemy.dialects import postgresql
 
 from config.loader import Config
 from rules.scoring import score_contact
+from worker.pipeline.batchroute import BatchRouter
 from worker.pipeline.nurture import after_score, nurture_rules
-from worker.pipeline.route import Known, route_locked
+from worker.pipeline.route import Known
 from worker.pipeline.score import event_facts, outcome, update_contacts
 from worker.store.db import Store
 from worker.store.models import (
@@ -124,8 +125,10 @@ def _score_batch(
             connection.execute(_ONE_BATCH_AT_A_TIME)
         statements = _POSTGRESQL if connection.dialect.name == "postgresql" else _SQLITE
         contact_of = dict(connection.execute(statements.contact_of, {"event_ids": event_ids}).all())
+        router = BatchRouter(connection, config, now)
         for run in _runs(event_ids, contact_of):
-            messages.extend(score_and_route_run(connection, config, statements, run, now))
+            messages.extend(score_and_route_run(connection, config, statements, run, now, router))
+        router.flush()
     return messages
 
 
@@ -193,9 +196,10 @@ def score_and_route_run(
     statements: _Statements,
     event_ids: list[int],
     now: datetime,
+    router: BatchRouter,
 ) -> list[Message]:
     """Score the pending ones of ``event_ids`` (of distinct contacts) with a handful of
-    statements, then route the new MQLs one after the other in event order, as
+    statements, then route the new MQLs in event order by ``router``, as
     :func:`~worker.pipeline.lead.score_and_route` would one event at a time; returns the
     claimed messages."""
     locked = {
@@ -254,7 +258,4 @@ def score_and_route_run(
         unrouted[frozenset(changes)].append({"contact_id": row.id, **changes})
     for rows in unrouted.values():
         update_contacts(connection, rows)
-    messages: list[Message] = []
-    for contact, known in to_route:
-        messages.extend(route_locked(connection, config, contact, now, known, claim=True))
-    return messages
+    return router.route(to_route) if to_route else []

@@ -83,7 +83,7 @@ _OWNER_OF_DOMAIN = func.coalesce(
         CONTACTS.c.id != bindparam("contact_id"),
         CONTACTS.c.owner.is_not(None),
     )
-    .order_by(CONTACTS.c.updated_at.desc())
+    .order_by(CONTACTS.c.updated_at.desc(), CONTACTS.c.id.desc())
     .limit(1)
     .scalar_subquery(),
 )
@@ -330,8 +330,8 @@ def hand_over(
     messages are written already; each carries its id. Messages held for a digest are
     written but not returned: the digest tells of them. ``assignment_id``: drawn from the
     sequence by the caller (PostgreSQL), else drawn or inserted here."""
-    decision, policy = routing.decision, routing.policy
-    values = _assignment_values(config, contact, routing, now)
+    decision = routing.decision
+    values = assignment_values(config, contact, routing, now)
     if assignment_id is None and connection.dialect.name == "postgresql":
         assignment_id = connection.execute(select(handover.NEXT_ASSIGNMENT_ID)).scalar_one()
     if assignment_id is None:
@@ -339,44 +339,71 @@ def hand_over(
     else:
         values["id"] = assignment_id
         assignment = Assignment(**values)
-    if known is not None:
-        score = known.score
-    else:
-        row = connection.execute(_LATEST_SCORE, {"contact_id": contact.id}).first()
-        score = snapshot(Score, row) if row else None
-    messages = new_lead_messages(config, contact, routing.event, assignment, decision, score)
-    hold_for_digest(connection, config, messages, now)
-    if claim:
-        for message in messages:
-            if message.status != HELD:
-                message.status, message.claimed_at, message.attempts = "sending", now, 1
-    timers = []
-    if policy is not None and decision.rep:
-        # The SLA clock lives in the store: reminders and the breach fire from these rows.
-        planned = plan_timers(now, policy.policy, config.calendars.get(decision.rep))
-        timers = [(timer.kind, timer.fire_at) for timer in planned]
+    score = known.score if known is not None else _latest_score(connection, contact.id)
+    messages = outbox_messages(connection, config, contact, routing, assignment, score, now, claim)
     counted = decision.rep in routing.counters.get(decision.team or "", {})
     plan = handover.HandOver(
         assignment=values if assignment_id is not None else {},
         assignment_id=assignment.id,
         contact_id=contact.id,
-        contact_changes={**(known.contact_changes if known else {}), "owner": decision.rep},
+        contact_changes=owner_changes(contact, decision.rep, known),
         counter=(decision.team, decision.rep) if counted and decision.rep else None,
         now=now,
-        timers=timers,
-        messages=[_given(message) for message in messages],
+        timers=sla_timers(config, routing, now),
+        messages=[message_values(message) for message in messages],
         crm_changes=new_mql_changes(
             config, contact, decision.rep, score.score if score else contact.score, now
         ),
     )
     for message, message_id in zip(messages, handover.write(connection, plan), strict=True):
         message.id = message_id
-    # The caller's contact object may belong to its session: it learns the owner as written.
-    set_committed_value(contact, "owner", decision.rep)
     return [message for message in messages if message.status != HELD]
 
 
-def _given(message: Message) -> dict[str, Any]:
+def _latest_score(connection: Connection, contact_id: int) -> Score | None:
+    row = connection.execute(_LATEST_SCORE, {"contact_id": contact_id}).first()
+    return snapshot(Score, row) if row else None
+
+
+def outbox_messages(
+    connection: Connection,
+    config: Config,
+    contact: Contact,
+    routing: Routing,
+    assignment: Assignment,
+    score: Score | None,
+    now: datetime,
+    claim: bool,
+) -> list[Message]:
+    """The hand-over's messages, not yet written: held for a digest where the rep has had
+    enough lately, else claimed for the caller with ``claim``."""
+    decision = routing.decision
+    messages = new_lead_messages(config, contact, routing.event, assignment, decision, score)
+    hold_for_digest(connection, config, messages, now)
+    if claim:
+        for message in messages:
+            if message.status != HELD:
+                message.status, message.claimed_at, message.attempts = "sending", now, 1
+    return messages
+
+
+def sla_timers(config: Config, routing: Routing, now: datetime) -> list[tuple[str, datetime]]:
+    """The SLA clock's timers (kind, fire_at): reminders and the breach fire from these rows."""
+    rep, policy = routing.decision.rep, routing.policy
+    if policy is None or not rep:
+        return []
+    return [(t.kind, t.fire_at) for t in plan_timers(now, policy.policy, config.calendars.get(rep))]
+
+
+def owner_changes(contact: Contact, rep: str | None, known: Known | None) -> dict[str, Any]:
+    """The contact's columns a hand-over writes: its new owner, with the scoring changes
+    not yet written. The caller's contact object (it may belong to a session) learns the
+    owner as written."""
+    set_committed_value(contact, "owner", rep)
+    return {**(known.contact_changes if known else {}), "owner": rep}
+
+
+def message_values(message: Message) -> dict[str, Any]:
     """The columns a new message sets, by key; the others take their defaults."""
     given = inspect(message).dict
     return {column.key: given[column.key] for column in MESSAGES.c if column.key in given}
@@ -411,7 +438,7 @@ class StoreSnapshot:
         return self._config.calendars.get(rep)
 
 
-def _assignment_values(
+def assignment_values(
     config: Config, contact: Contact, routing: Routing, now: datetime
 ) -> dict[str, Any]:
     decision, policy = routing.decision, routing.policy

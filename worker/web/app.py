@@ -302,7 +302,7 @@ def readiness(app: App) -> dict[str, bool]:
 
 
 def rabbitmq_answers(url: str) -> bool:
-    from worker.runtime.broker import rabbitmq_problem
+    from worker.runtime.rabbitmq import rabbitmq_problem
 
     problem = rabbitmq_problem(url, timeout=2)
     if problem is not None:
