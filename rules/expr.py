@@ -355,6 +355,25 @@ def required_equal(test: Callable[..., Any]) -> tuple[str, str, str] | None:
     return _EQUALS.get(test) or _NEEDS.get(test)
 
 
+# The ``and`` of ``field == "text"`` with other tests, as ((scope, key, text), the others).
+_REST: weakref.WeakKeyDictionary[Callable[..., Any], tuple[tuple[str, str, str], Test]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def given_equal(test: Test, need: tuple[str, str, str]) -> Test | None:
+    """What is left of ``test`` to ask where the field of ``need`` (as :func:`required_equal`
+    gives it) is known to equal its text: None when that alone makes ``test`` true, the rest
+    of an ``and`` when one of its parts is that comparison, else ``test`` itself. The rest is
+    true exactly where ``test`` is, for every contact and event with that field value."""
+    if _EQUALS.get(test) == need:
+        return None
+    rest = _REST.get(test)
+    if rest is not None and rest[0] == need:
+        return rest[1]
+    return test
+
+
 # --- closures -----------------------------------------------------------------------------
 
 
@@ -374,6 +393,11 @@ def _all(tests: Sequence[Test]) -> Test:
     need = required_equal(first) or required_equal(second)
     if need is not None:
         _NEEDS[both_parts] = need
+    for equal, other in ((first, second), (second, first)):
+        spec = _EQUALS.get(equal)
+        if spec is not None:
+            _REST[both_parts] = (spec, other)
+            break
     return both_parts
 
 
@@ -396,7 +420,12 @@ def _all_equal(tests: Sequence[Test]) -> Test | None:
                 return False
             return fields.get(key1) == constant1 and fields.get(key2) == constant2
 
+        def second(ctx: EvalContext) -> bool:
+            fields = mapping(ctx)
+            return False if fields is None else fields.get(key2) == constant2
+
         _NEEDS[both] = (scope, key1, constant1)
+        _REST[both] = ((scope, key1, constant1), second)
         return both
 
     def every(ctx: EvalContext) -> bool:

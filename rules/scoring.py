@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from rules.contact import coerce_datetime, email_domain
-from rules.expr import Context, Expr, required_equal
+from rules.expr import Context, Expr, given_equal, required_equal
 from rules.memo import PerObject
 
 
@@ -143,22 +144,34 @@ def score_view(
 
     # One pass over the events, every engagement rule asked about each; sums per rule add up
     # in event order, as the contract's formula reads.
-    tests = plan.engagement_tests
     points = plan.engagement_points
     by_type, any_type = plan.engagement_by_type, plan.engagement_any_type
-    totals = [0.0] * len(tests)
-    counts = [0] * len(tests)
+    totals = [0.0] * len(points)
+    counts = [0] * len(points)
     half_life = plan.half_life
     view = None
     for event in events:
         view = dict(event)  # event_view(event), inlined in this loop over every event
         if "at" in view:
-            view["at"] = coerce_datetime("event.at", view["at"])
+            at = view["at"]
+            # coerce_datetime's own first step for the usual ``2026-11-24T09:30:00+01:00``
+            # (or ``...Z``) without the call; anything else, and any failure, goes to it.
+            if at.__class__ is str and at[10:11] == "T" and "Z" not in at[:-1]:
+                try:
+                    at = _fromisoformat(at)
+                except ValueError:
+                    at = coerce_datetime("event.at", at)
+                else:
+                    if at.tzinfo is None:
+                        at = at.replace(tzinfo=UTC)
+            else:
+                at = coerce_datetime("event.at", at)
+            view["at"] = at
         ctx.event = view
         factor = None
         kind = view.get("type")
-        for index in by_type.get(kind, any_type) if isinstance(kind, str) else any_type:
-            if tests[index](ctx):
+        for index, test in by_type.get(kind, any_type) if isinstance(kind, str) else any_type:
+            if test is None or test(ctx):
                 if factor is None:
                     at = view.get("at")
                     if half_life is None or at is None:  # _decay(half_life, at, now)
@@ -202,22 +215,25 @@ class _RulesetPlan:
     def __init__(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset
         self.fit = [(Hit(r.name, "fit", r.points), _test_of(r.when)) for r in ruleset.fit]
-        self.engagement_tests = [_test_of(rule.when) for rule in ruleset.engagement]
         self.engagement_points = [rule.points for rule in ruleset.engagement]
-        # The rules an event of each type can match, in rule order: most engagement rules
-        # name the type (``event.type == "form" and ...``), so an event is asked only the
-        # few of its type and those that name none (``engagement_any_type``).
-        typed: dict[str, list[int]] = {}
-        any_type: list[int] = []
-        for index, test in enumerate(self.engagement_tests):
+        # The rules an event of each type can match, in rule order, as (index, test): most
+        # engagement rules name the type (``event.type == "form" and ...``), so an event is
+        # asked only the few of its type and those that name none (``engagement_any_type``).
+        # Asked only of events of its type, a rule's test leaves that comparison out (None:
+        # nothing else to ask, as in ``event.type == "ebook"``).
+        typed: dict[str, list[tuple[int, Callable[[Context], Any] | None]]] = {}
+        any_type: list[tuple[int, Callable[[Context], Any] | None]] = []
+        for index, rule in enumerate(ruleset.engagement):
+            test = _test_of(rule.when)
             need = required_equal(test)
             if need is not None and need[:2] == ("event", "type"):
-                typed.setdefault(need[2], []).append(index)
+                typed.setdefault(need[2], []).append((index, given_equal(test, need)))
             else:
-                any_type.append(index)
+                any_type.append((index, test))
         self.engagement_any_type = tuple(any_type)
         self.engagement_by_type = {
-            kind: tuple(sorted([*indexes, *any_type])) for kind, indexes in typed.items()
+            kind: tuple(sorted([*tests, *any_type], key=itemgetter(0)))
+            for kind, tests in typed.items()
         }
         self.disqualify = [
             (Hit(rule.name, "disqualify", 0.0), _test_of(rule.when)) for rule in ruleset.disqualify
@@ -234,6 +250,7 @@ _plan: PerObject[Ruleset, _RulesetPlan] = PerObject(_RulesetPlan)
 
 
 _SECOND = timedelta(seconds=1)
+_fromisoformat = datetime.fromisoformat
 
 
 def _decay(half_life: float | None, at: datetime | None, now: datetime) -> float:
