@@ -461,10 +461,20 @@ def _constant(result: bool) -> Test:
 
 
 def _is_true(get: Getter) -> Test:
+    reads = _READS.get(get)
+    if reads is not None and reads[0] == "contact":  # the field read here, one call less
+        key = reads[1]
+        return lambda ctx: ctx.contact.get(key) is True
     return lambda ctx: get(ctx) is True
 
 
 def _is_none(get: Getter, negate: bool) -> Test:
+    reads = _READS.get(get)
+    if reads is not None and reads[0] == "contact":  # the field read here, one call less
+        key = reads[1]
+        if negate:
+            return lambda ctx: ctx.contact.get(key) is not None
+        return lambda ctx: ctx.contact.get(key) is None
     if negate:
         return lambda ctx: get(ctx) is not None
     return lambda ctx: get(ctx) is None
@@ -558,6 +568,8 @@ def _member(
     get: Getter, normalize: Callable[[Any], Any], items: frozenset[Any], negate: bool
 ) -> Test:
     reads = _READS.get(get)
+    if reads is not None and normalize is _as_string:
+        return _text_member(*reads, items, negate)
     if reads is not None and reads[0] == "contact":
         key = reads[1]
 
@@ -580,6 +592,25 @@ def _member(
             return (value not in items) if negate else (value in items)
         except TypeError:  # an unhashable value (a list in an `any` field) equals no item
             return negate
+
+    return test
+
+
+def _text_member(scope: str, key: str, items: frozenset[Any], negate: bool) -> Test:
+    """:func:`_member` of a string field, read here without a getter or normaliser: a value
+    that is not text counts as missing, so the test is false for it, ``not in`` as well."""
+    if scope == "contact":
+        if negate:
+            return lambda ctx: isinstance(value := ctx.contact.get(key), str) and value not in items
+        return lambda ctx: isinstance(value := ctx.contact.get(key), str) and value in items
+    mapping = _scope_reader(scope)
+
+    def test(ctx: EvalContext) -> bool:
+        fields = mapping(ctx)
+        if fields is None:
+            return False
+        value = fields.get(key)
+        return isinstance(value, str) and (value not in items if negate else value in items)
 
     return test
 
@@ -629,6 +660,19 @@ def _search(get: Getter, search: Callable[[str], object]) -> Test:
             return answer
 
         return contact_test
+
+    if reads is not None:  # an event's or account's field, read as above
+        mapping, key = _scope_reader(reads[0]), reads[1]
+
+        def scope_test(ctx: EvalContext) -> bool:
+            fields = mapping(ctx)
+            value = None if fields is None else fields.get(key)
+            answer = found.get(value) if value.__class__ is str else None
+            if answer is None:
+                return isinstance(value, str) and occurs(value)
+            return answer
+
+        return scope_test
 
     def test(ctx: EvalContext) -> bool:
         value = get(ctx)
