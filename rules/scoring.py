@@ -149,11 +149,14 @@ def score_view(
     totals = [0.0] * len(points)
     counts = [0] * len(points)
     half_life = plan.half_life
-    view = None
+    # The rules see each event with its time read (event_view); where none of them reads the
+    # time, they see the event itself, and only the last one is copied (for routing).
+    copies = plan.reads_event_time
+    view: Mapping[str, Any] | None = None
+    at: Any = None
     for event in events:
-        view = dict(event)  # event_view(event), inlined in this loop over every event
-        if "at" in view:
-            at = view["at"]
+        if "at" in event:
+            at = event["at"]
             # coerce_datetime's own first step for the usual ``2026-11-24T09:30:00+01:00``
             # (or ``...Z``) without the call; anything else, and any failure, goes to it.
             if at.__class__ is str and at[10:11] == "T" and "Z" not in at[:-1]:
@@ -166,14 +169,20 @@ def score_view(
                         at = at.replace(tzinfo=UTC)
             else:
                 at = coerce_datetime("event.at", at)
-            view["at"] = at
+            if copies:
+                view = dict(event)
+                view["at"] = at
+            else:
+                view = event
+        else:
+            at = None
+            view = dict(event) if copies else event
         ctx.event = view
         factor = None
-        kind = view.get("type")
+        kind = event.get("type")
         for index, test in by_type.get(kind, any_type) if isinstance(kind, str) else any_type:
             if test is None or test(ctx):
                 if factor is None:
-                    at = view.get("at")
                     if half_life is None or at is None:  # _decay(half_life, at, now)
                         factor = 1.0
                     else:  # ``/ _SECOND`` is total_seconds() to the bit, without the call
@@ -181,6 +190,11 @@ def score_view(
                         factor = 0.5 ** ((age if age >= 0.0 else 0.0) / half_life)
                 totals[index] += points[index] * factor
                 counts[index] += 1
+    last = None  # the last event as event_view gives it
+    if view is not None:
+        last = dict(view)
+        if "at" in last:
+            last["at"] = at
     ctx.event = None
     engagement = 0.0
     for index, count in enumerate(counts):
@@ -204,7 +218,7 @@ def score_view(
         parts = {"fit": fit, "engagement": engagement, "score": total_score}
         mql = all(parts[name] >= minimum for name, minimum in ruleset.requires.items())
     result = ScoreResult(total_score, fit, engagement, mql, disqualified, tuple(hits))
-    return result, view
+    return result, last
 
 
 class _RulesetPlan:
@@ -239,6 +253,11 @@ class _RulesetPlan:
             (Hit(rule.name, "disqualify", 0.0), _test_of(rule.when)) for rule in ruleset.disqualify
         ]
         self.half_life = ruleset.half_life.total_seconds() if ruleset.half_life else None
+        # Whether an engagement rule reads the event's time (or may: a bare callable).
+        self.reads_event_time = any(
+            not isinstance(rule.when, Expr) or "event.at" in rule.when.fields
+            for rule in ruleset.engagement
+        )
 
 
 def _test_of(when: Expr) -> Callable[[Context], Any]:

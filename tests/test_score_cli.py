@@ -492,6 +492,28 @@ def test_event_times_count_alike_however_they_are_written(rules: Path) -> None:
     assert [o["engagement"] for o in out] == [20.0] * 6 + [19.3] * 2
 
 
+def test_a_rule_reading_the_event_time_sees_it_read_whatever_its_spelling(
+    config_dir: Path,
+) -> None:
+    # Given: a rule on the event's age, with no decay
+    (config_dir / "scoring.yaml").write_text(
+        "version: t-1\nmql: {threshold: 1000}\nengagement:\n  - name: recent form\n"
+        '    when: event.type == "form" and days_since(event.at) <= 7\n    points: 10\n',
+        encoding="utf-8",
+    )
+    # When: forms four, ten and one and a half days old are scored, in three spellings
+    events = [
+        {"type": "form", "at": "20.11.2026"},
+        {"type": "form", "at": "2026-11-14T12:00:00Z"},
+        {"type": "form", "at": "2026-11-23"},
+    ]
+    result = score(config_dir, line({"email": "eva@bigcorp.de"}, *events))[0]
+    # Then: the two within seven days count
+    assert result["hits"] == [
+        {"rule": "recent form", "kind": "engagement", "points": 20.0, "events": 2}
+    ]
+
+
 def test_an_event_time_that_is_no_time_refuses_the_line(rules: Path) -> None:
     # Given: event times that cannot be read, one in an event that no rule counts
     lines = [
