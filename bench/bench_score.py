@@ -1,14 +1,19 @@
 """Benchmark: ``leadwerk score --json`` over 100k contacts, against a hand-written yardstick.
 
-    python bench/bench_score.py [--rules broad|example] [--repeat N] [--contacts 100000]
+    python bench/bench_score.py [--rules broad|outside|example] [--repeat N] [--contacts 100000]
                                 [--seed 2026] [--keep DIR]
 
 ``--rules broad`` (the default) scores with ``bench/score_rules/``: a rule set as marketing ops
 write it (case-insensitive title alternations, lists, custom number/string/bool fields from
 fields.yaml, a domain pattern, ``is none`` checks, capped engagement with a 45-day half-life,
 disqualify rules) over a CRM export of 1–8 events of varied types per contact over a year,
-with missing fields and values typed as people type them. ``--rules example`` scores with
-``config/`` over the earlier, simpler export. Every 1000th line cannot be scored.
+with missing fields and values typed as people type them. ``--rules outside`` scores with
+``bench/score_rules_outside/``, a rule set deliberately shaped unlike that one: other custom
+fields (``annual_revenue``, ``employees``, ``job_title``, ``lead_source``, a bool and a list),
+lists of hundreds of domains and industries, ``days_since``, a minimum of engagement, over an
+English-language SaaS export of 1–12 events of a dozen types, with extra unknown fields.
+``--rules example`` scores with ``config/`` over the earlier, simpler export. Every 1000th
+line cannot be scored (and a few more in the outside export: revenue written as ``n/a``).
 
 Times whole processes over the same file with the same ``--now``, each a fresh child so that
 its peak RSS is its own, ``--repeat`` times interleaved (medians reported):
@@ -35,9 +40,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -244,6 +251,260 @@ def generate_broad(path: Path, contacts: int, seed: int = 2026) -> int:
     return events_total
 
 
+# The outside rule set's data (bench/score_rules_outside): an English-language SaaS CRM export
+# with its own field names, extra fields no rule reads, and values as several tools write them.
+OUTSIDE_RULES = ROOT / "bench" / "score_rules_outside"
+OUTSIDE_FIRST = ["James", "Mary", "Priya", "Chen", "Olivia", "Mohammed", "Sofia", "Liam", "Aisha"]
+OUTSIDE_LAST = ["Smith", "Johnson", "Patel", "Nguyen", "García", "O'Brien", "Kowalski", "Kim"]
+UNACCENTED = str.maketrans({"í": "i"})
+JOB_TITLES = [
+    "CEO",
+    "Co-Founder & CEO",
+    "Chief Revenue Officer",
+    "cfo",
+    "Founder",
+    "President",
+    "Vice President of Sales",
+    "VP Marketing",
+    "SVP, Revenue Operations",
+    "Director of Demand Gen",
+    "director, it",
+    "Head of Growth",
+    "HEAD OF SALES OPERATIONS",
+    "Marketing Manager",
+    "Senior Product Manager",
+    "Team Lead, Customer Success",
+    "Principal Engineer",
+    "Salesforce Administrator",
+    "HubSpot Specialist",
+    "Software Engineer",
+    "Data Analyst",
+    "Account Executive",
+    "Internal Communications Specialist",
+    "International Sales Director",
+    "Office Manager",
+    "Marketing Intern",
+    "Summer Internship",
+    "Graduate Student",
+    "PhD Candidate",
+    "Trainee Developer",
+    "Owner",
+    "Directeur Général",
+    "  sales ops lead  ",
+    "Consultant",
+    "",
+]
+OTHER_INDUSTRIES = ["Software", "software", "IT", "Tech", "Healthcare", "Finance", "Other Services"]
+REVENUE: list[Any] = [
+    250_000,
+    900_000,
+    1_200_000,
+    4_500_000,
+    9_999_999.5,
+    12_000_000,
+    85_000_000,
+    "12,500,000",
+    "2.500.000",
+    "750000",
+    " 3 000 000 ",
+    "1,5",
+    "",
+    None,
+    None,
+    None,
+]
+EMPLOYEES: list[Any] = [
+    3,
+    8,
+    25,
+    120,
+    199,
+    250,
+    1000,
+    5000,
+    "250",
+    "1,000",
+    "5000+",
+    12.0,
+    "",
+    None,
+    None,
+]
+LEAD_SOURCE: list[Any] = [
+    "Google Ads",
+    "google ads",
+    "LinkedIn Ads",
+    "Organic Search",
+    "Referral",
+    "Partner Referral",
+    "Webinar",
+    "Trade Show",
+    "Content Syndication",
+    "Direct",
+    "Purchased List",
+    "",
+    None,
+]
+OUTSIDE_COUNTRY: list[Any] = [
+    "US",
+    "us",
+    "USA",
+    "United States",
+    " US ",
+    "GB",
+    "United Kingdom",
+    "UK",
+    "CA",
+    "Canada",
+    "DE",
+    "Germany",
+    "AU",
+    "IN",
+    "BR",
+    "",
+    None,
+]
+# Yes or no as tools write it; one contact in twenty is a customer already.
+IS_CUSTOMER: list[Any] = [*[False, "no", "No", 0, None, None] * 6, "yes", True, 1]
+TAGS: list[Any] = [["hot-account", "q4"], ["nurture"], "hot-account, webinar", "nurture", [], ""]
+UNIVERSITIES = ["stateuniversity.edu", "mit.edu", "cam.ac.uk", "ucl.ac.uk", "unimelb.edu.au"]
+OUTSIDE_EVENTS: list[dict[str, Any]] = [
+    {"type": "page_view", "url": "https://acme.example/pricing"},
+    {"type": "page_view", "url": "https://acme.example/Plans?utm_source=google"},
+    {"type": "page_view", "url": "https://acme.example/docs/getting-started"},
+    {"type": "page_view", "url": "https://acme.example/integrations/salesforce"},
+    {"type": "page_view", "url": "https://acme.example/blog/lead-scoring-101"},
+    {"type": "page_view", "url": "https://acme.example/"},
+    {"type": "page_view"},
+    {"type": "Page_View", "url": "https://acme.example/pricing"},
+    {"type": "page_view", "source": "g2", "url": "https://www.g2.com/products/acme/reviews"},
+    {"type": "email_open", "campaign": "nurture-1"},
+    {"type": "email_open", "campaign": "newsletter-nov"},
+    {"type": "email_click", "campaign": "newsletter-nov", "url": "https://acme.example/blog/x"},
+    {"type": "form_submit", "form": "demo"},
+    {"type": "form_submit", "form": "free-trial"},
+    {"type": "form_submit", "form": "newsletter"},
+    {"type": "form_submit", "form": "Contact-Sales"},
+    {"type": "webinar", "campaign": "webinar-q4", "rating": "attended"},
+    {"type": "webinar", "campaign": "webinar-q4", "rating": "no-show"},
+    {"type": "webinar", "campaign": "webinar-q3"},
+    {"type": "content", "asset": "Whitepaper: Scoring at Scale"},
+    {"type": "content", "asset": "ebook-revops"},
+    {"type": "content", "asset": "Case Study ACME"},
+    {"type": "content", "asset": "product-sheet"},
+    {"type": "meeting", "source": "calendly"},
+    {"type": "intent", "source": "g2", "topic": "lead scoring"},
+    {"type": "intent", "source": "bombora", "score": 71},
+    {"type": "chat", "source": "intercom"},
+    {"type": "unsubscribe", "campaign": "newsletter-nov"},
+    {"source": "hubspot", "note": "no type"},
+]
+# How often each of OUTSIDE_EVENTS occurs: page views and e-mail opens most of all.
+OUTSIDE_EVENT_WEIGHTS = [8, 3, 3, 2, 6, 6, 1, 1, 1, 10, 8, 5, 1, 1, 2, 1, 2, 1, 1, 2, 2, 1, 1]
+OUTSIDE_EVENT_WEIGHTS += [1, 1, 1, 1, 1, 1]
+
+
+def generate_outside(path: Path, contacts: int, seed: int = 2026) -> int:
+    """The outside rule set's JSON Lines: 1–12 events of a dozen types (unsorted, a few without
+    a time or in the future, times in several spellings), domains from its lists, custom fields
+    as tools export them, unknown extra fields; every 1000th line has no valid e-mail and
+    revenue written as ``n/a`` makes a few more unscorable. Returns the event count."""
+    lists = yaml.safe_load((OUTSIDE_RULES / "scoring.yaml").read_text(encoding="utf-8"))["lists"]
+    targets, personal = lists["target_accounts"], lists["personal_email"]
+    competitors, icp = lists["competitors"], lists["icp_industries"]
+    low = lists["low_fit_industries"]
+    rng = random.Random(seed)
+    events_total = 0
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(contacts):
+            first, last = rng.choice(OUTSIDE_FIRST), rng.choice(OUTSIDE_LAST)
+            roll = rng.random()
+            if roll < 0.02:
+                domain = rng.choice(competitors)
+            elif roll < 0.04:
+                domain = rng.choice(UNIVERSITIES)
+            elif roll < 0.22:
+                domain = "gmail.com" if rng.random() < 0.4 else rng.choice(personal)
+            elif roll < 0.37:
+                domain = rng.choice(targets)
+            else:
+                domain = f"company{i % 15000}.{rng.choice(['com', 'io', 'co.uk', 'de', 'net'])}"
+            if rng.random() < 0.01:  # a role address, as forms collect them
+                local = rng.choice(["info", "sales", "noreply", "test"])
+            else:  # accents spelled out, as most mail providers require; a few keep them
+                local = f"{first}.{last}{i}".lower().replace("'", "")
+                local = local if i % 500 == 0 else local.translate(UNACCENTED)
+            email = f"{local}@{domain}"
+            if rng.random() < 0.1:  # as some forms keep it: capitals, spaces around
+                email = f" {email.title()} " if rng.random() < 0.3 else email.title()
+            if i % 1000 == 999:
+                email = email.replace("@", " at ")
+            contact: dict[str, Any] = {"email": email}
+            if rng.random() < 0.9:
+                contact["first_name"], contact["last_name"] = first, last
+            if rng.random() < 0.85:
+                contact["company"] = f"{domain.split('.')[0].title()} Inc."
+            if rng.random() < 0.92:
+                contact["job_title"] = rng.choice(JOB_TITLES)
+            industry = rng.random()
+            if industry < 0.6:
+                name = rng.choice(icp)
+                contact["industry"] = name if rng.random() < 0.9 else name.lower()
+            elif industry < 0.7:
+                contact["industry"] = rng.choice(low)
+            elif industry < 0.85:
+                contact["industry"] = rng.choice(OTHER_INDUSTRIES)
+            revenue = "n/a" if rng.random() < 0.002 else rng.choice(REVENUE)
+            for key, value in (
+                ("annual_revenue", revenue),
+                ("employees", rng.choice(EMPLOYEES)),
+                ("lead_source", rng.choice(LEAD_SOURCE)),
+                ("country", rng.choice(OUTSIDE_COUNTRY)),
+                ("is_customer", rng.choice(IS_CUSTOMER)),
+            ):
+                if value is not None:
+                    contact[key] = value
+            if rng.random() < 0.3:
+                contact["tags"] = rng.choice(TAGS)
+            if rng.random() < 0.7:
+                created = NOW - timedelta(days=rng.uniform(0, 400))
+                spellings = [created.isoformat(), created.date().isoformat()]
+                spellings += [created.strftime("%d.%m.%Y"), created.strftime("%Y-%m-%dT%H:%M:%SZ")]
+                contact["created_at"] = rng.choice(spellings)
+            # Fields no rule reads, as CRM exports carry them.
+            contact["hubspot_id"] = 1_000_000 + i
+            if rng.random() < 0.5:
+                contact["utm_campaign"] = rng.choice(["q4-abm", "brand", "retargeting", None])
+            if rng.random() < 0.3:
+                contact["address"] = {"city": "Austin", "zip": "78701", "state": "TX"}
+            if rng.random() < 0.4:
+                contact["phone"] = f"+1 512 {rng.randint(100, 999)} {rng.randint(1000, 9999)}"
+            if rng.random() < 0.1:
+                contact["notes"] = "Met at SaaStr; wants a call after budget planning. " * 3
+            events = []
+            kinds = rng.choices(OUTSIDE_EVENTS, OUTSIDE_EVENT_WEIGHTS, k=rng.randint(1, 12))
+            for kind in kinds:
+                event: dict[str, Any] = dict(kind)
+                timing = rng.random()
+                if timing < 0.02:
+                    event["at"] = None
+                elif timing < 0.03:
+                    event["at"] = (NOW + timedelta(minutes=rng.randint(1, 600))).isoformat()
+                elif timing < 0.99:
+                    at = NOW - timedelta(seconds=rng.randint(0, 365 * 86400))
+                    if timing < 0.3:
+                        event["at"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+                    elif timing < 0.4:
+                        event["at"] = at.astimezone(timezone(timedelta(hours=-6))).isoformat()
+                    else:
+                        event["at"] = at.isoformat()
+                events.append(event)
+            events_total += len(events)
+            out.write(json.dumps({"contact": contact, "events": events}, ensure_ascii=False))
+            out.write("\n")
+    return events_total
+
+
 def timed(command: list[str], output: Path, refused: bool = False) -> dict[str, float]:
     """Run one child to completion: its wall time, and from ``wait4`` its CPU time and peak
     RSS (both counting the processes it forked). ``refused``: exit code 1 is expected, as
@@ -282,17 +543,26 @@ def agreement(a: Path, b: Path) -> dict[str, Any]:
     return {"lines": lines, **shares, "every_line": all(c == lines for c in same.values())}
 
 
+# Each rule set: its folder of scoring.yaml and fields.yaml (None: config/ itself) and its data.
+RULE_SETS = {
+    "broad": (ROOT / "bench" / "score_rules", generate_broad),
+    "outside": (OUTSIDE_RULES, generate_outside),
+    "example": (None, generate),
+}
+
+
 def rule_config(folder: Path, rules: str) -> Path:
-    """The config folder to score with: ``config/`` itself, or a copy of it with the broad
-    rule set's scoring.yaml and fields.yaml (team, routing and SLA stay the example's)."""
-    if rules == "example":
+    """The config folder to score with: ``config/`` itself, or a copy of it with the rule
+    set's scoring.yaml and fields.yaml (team, routing and SLA stay the example's)."""
+    rules_folder = RULE_SETS[rules][0]
+    if rules_folder is None:
         return ROOT / "config"
     config = folder / "config"
     shutil.copytree(
         ROOT / "config", config, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.py", "__*")
     )
     for name in ("scoring.yaml", "fields.yaml"):
-        shutil.copy(ROOT / "bench" / "score_rules" / name, config / name)
+        shutil.copy(rules_folder / name, config / name)
     return config
 
 
@@ -302,9 +572,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument(
         "--rules",
-        choices=["broad", "example"],
+        choices=list(RULE_SETS),
         default="broad",
-        help="bench/score_rules (the default) or config/ with its own, simpler data",
+        help="bench/score_rules (the default), bench/score_rules_outside, or config/ with its "
+        "own, simpler data",
     )
     parser.add_argument(
         "--repeat", type=int, default=1, help="Runs of each, interleaved; medians reported."
@@ -315,8 +586,7 @@ def main() -> None:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         data = folder / "contacts.jsonl"
-        make = generate_broad if args.rules == "broad" else generate
-        events = make(data, args.contacts, args.seed)
+        events = RULE_SETS[args.rules][1](data, args.contacts, args.seed)
         now = NOW.isoformat()
         yardstick_command = [
             sys.executable,

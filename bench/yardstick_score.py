@@ -1,9 +1,10 @@
 """The yardstick for ``leadwerk score``: a rule set hand-written as plain Python.
 
-    python bench/yardstick_score.py FILE --now ISO8601 [--rules broad|example] > results.jsonl
+    python bench/yardstick_score.py FILE --now ISO8601 [--rules broad|outside|example] > out
 
 What a developer would write without Leadwerk: the rules of ``bench/score_rules/scoring.yaml``
-(``--rules broad``, the default) or of ``config/scoring.yaml`` (``--rules example``), with
+(``--rules broad``, the default), of ``bench/score_rules_outside/scoring.yaml`` (``--rules
+outside``) or of ``config/scoring.yaml`` (``--rules example``), with
 ``routing.yaml`` and ``sla.yaml``, as ``if`` statements over the same JSON Lines, with the same
 output shape (score, fit, engagement, mql, disqualified, hits, route, sla, ruleset). Simplified
 where hand-written code usually is: e-mail checked for an ``@``, no phone normalisation, the
@@ -13,12 +14,16 @@ rep drawn from the e-mail's CRC, SLA due times on the wall clock instead of busi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
 import zlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 FREE_MAIL = frozenset(
     [
@@ -315,6 +320,282 @@ def score_broad(
     }
 
 
+# The outside rule set (bench/score_rules_outside/scoring.yaml); its lists are read from that
+# file, as a developer would keep them where marketing edits them.
+OUTSIDE_RULES = Path(__file__).resolve().parent / "score_rules_outside" / "scoring.yaml"
+C_LEVEL = re.compile(r"(?i)\b(ceo|cfo|cto|cio|cmo|coo|cro|cso)\b|chief|founder|owner|president")
+VP_DIRECTOR = re.compile(r"(?i)\bvp\b|svp|evp|vice president|director|head of")
+MANAGER = re.compile(r"(?i)manager|\blead\b|principal|supervisor")
+REVENUE_TEAM = re.compile(
+    r"(?i)marketing|revenue|growth|demand gen|sales op|revops|crm|salesforce|hubspot"
+)
+OUTSIDE_STUDENT = re.compile(
+    r"(?i)student|intern\b|internship|trainee|phd candidate|graduate assistant"
+)
+ACADEMIC = re.compile(r"\.edu$|\.ac\.[a-z]{2}$")
+ROLE_ADDRESS = re.compile(r"^(info|sales|admin|noreply|no-reply|test)@")
+PRICING_PAGE = re.compile(r"(?i)/(pricing|plans|quote)")
+DOCS_PAGE = re.compile(r"(?i)/docs/|/api/|/integrations")
+CONTENT = re.compile(r"(?i)whitepaper|e-?book|report|guide|case.study")
+DEMO_FORMS = frozenset({"demo", "free-trial", "contact-sales", "talk-to-sales"})
+OUTSIDE_HALF_LIFE = 45 * 86400.0
+OUTSIDE_COUNTRY_NAMES = {
+    **COUNTRY_NAMES,
+    "usa": "US",
+    "united states": "US",
+    "united kingdom": "GB",
+}
+NO = frozenset({"false", "no", "nein", "n", "0"})
+NUMBER_JUNK = re.compile(r"[\s\u00a0'’]")
+THOUSANDS_DOT = re.compile(r"-?\d{1,3}(\.\d{3})+")
+THOUSANDS_COMMA = re.compile(r"-?\d{1,3}(,\d{3})+")
+GERMAN_DATE = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})")
+# (name, points, cap) of each engagement rule, in the rule set's order.
+OUTSIDE_ENGAGEMENT = [
+    ("demo or trial request", 40.0, None),
+    ("meeting booked", 30.0, None),
+    ("pricing page", 6.0, 18.0),
+    ("docs reader", 2.0, 8.0),
+    ("page view", 1.0, 6.0),
+    ("e-mail click", 4.0, 16.0),
+    ("e-mail open", 1.0, 5.0),
+    ("webinar attended", 12.0, 24.0),
+    ("webinar registered", 3.0, 6.0),
+    ("content download", 8.0, 24.0),
+    ("intent signal", 5.0, 10.0),
+    ("unsubscribed", -15.0, None),
+]
+OUTSIDE_RULESET = {"version": "outside-1", "hash": "handwritten"}
+
+
+class OutsideLists:
+    """The named lists of the outside rule set, loaded once."""
+
+    def __init__(self) -> None:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        with OUTSIDE_RULES.open(encoding="utf-8") as file:
+            lists = yaml.load(file, Loader=loader)["lists"]
+        self.targets = frozenset(lists["target_accounts"])
+        self.personal = frozenset(lists["personal_email"])
+        self.competitors = frozenset(lists["competitors"])
+        self.icp = frozenset(lists["icp_industries"])
+        self.low_fit = frozenset(lists["low_fit_industries"])
+        self.paid = frozenset(lists["paid_sources"])
+        self.countries = frozenset(lists["target_countries"])
+        self.intent = frozenset(lists["intent_sources"])
+
+
+def amount(value: Any) -> float | None:
+    """A number as CRM exports write it: ``12,500,000``, ``2.500.000``, ``1,5``, ``5000+``.
+    Raises ValueError for text that is no number."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(value, int | float):
+        return value
+    value = NUMBER_JUNK.sub("", str(value)).rstrip("+")
+    if not value:
+        return None
+    if THOUSANDS_DOT.fullmatch(value):
+        value = value.replace(".", "")
+    elif THOUSANDS_COMMA.fullmatch(value):
+        value = value.replace(",", "")
+    else:
+        value = value.replace(",", ".")
+    return float(value)
+
+
+def flag(value: Any) -> bool | None:
+    """A yes/no field; raises ValueError for anything else."""
+    if value is None or isinstance(value, bool):
+        return value
+    value = str(value).strip().lower()
+    if not value:
+        return None
+    if value in YES:
+        return True
+    if value in NO:
+        return False
+    raise ValueError(f"expected yes/no, got {value!r}")
+
+
+def tag_list(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(item) for item in value]
+    return [part.strip() for part in str(value or "").split(",") if part.strip()]
+
+
+def day(value: Any) -> datetime | None:
+    """ISO 8601 or ``31.10.2026``; naive means UTC."""
+    if value is None or not str(value).strip():
+        return None
+    value = str(value).strip()
+    try:
+        return when(value)
+    except ValueError:
+        found = GERMAN_DATE.fullmatch(value)
+        if not found:
+            raise
+        return datetime(int(found[3]), int(found[2]), int(found[1]), tzinfo=UTC)
+
+
+def score_outside(
+    contact: dict[str, Any], events: list[dict[str, Any]], now: datetime, lists: OutsideLists
+) -> dict[str, Any]:
+    email = str(contact.get("email") or "").strip().lower()
+    if "@" not in email:
+        return {"error": "email: not a valid e-mail address", "field": "email"}
+    domain = email.rpartition("@")[2]
+    revenue = amount(contact.get("annual_revenue"))
+    employees = amount(contact.get("employees"))
+    title = text(contact.get("job_title"))
+    industry = text(contact.get("industry"))
+    source = text(contact.get("lead_source"))
+    country = text(contact.get("country")) or ""
+    if len(country) == 2 and country.isalpha():
+        country = country.upper()
+    else:
+        country = OUTSIDE_COUNTRY_NAMES.get(country.lower(), country)
+    customer = flag(contact.get("is_customer"))
+    created = day(contact.get("created_at"))
+    hits: list[dict[str, Any]] = []
+
+    fit = 0.0
+
+    def add(name: str, points: float) -> None:
+        nonlocal fit
+        fit += points
+        hits.append({"rule": name, "kind": "fit", "points": points})
+
+    if title:
+        if C_LEVEL.search(title):
+            add("c-level", 25.0)
+        if VP_DIRECTOR.search(title):
+            add("vp or director", 18.0)
+        if MANAGER.search(title):
+            add("manager", 8.0)
+        if REVENUE_TEAM.search(title):
+            add("revenue team", 7.0)
+    if industry in lists.icp:
+        add("ideal industry", 12.0)
+    if industry in lists.low_fit:
+        add("poor-fit industry", -15.0)
+    if revenue is not None and revenue >= 10_000_000:
+        add("revenue over 10M", 15.0)
+    if revenue is not None and 1_000_000 <= revenue < 10_000_000:
+        add("revenue 1M to 10M", 8.0)
+    if employees is not None and employees >= 200:
+        add("200+ employees", 10.0)
+    if employees is not None and employees < 10:
+        add("under 10 employees", -10.0)
+    if revenue is None and employees is None:
+        add("size unknown", -5.0)
+    if title is None:
+        add("no job title", -8.0)
+    if domain in lists.targets:
+        add("target account", 20.0)
+    if source in lists.paid:
+        add("paid source", 5.0)
+    if source in ("Referral", "Partner Referral"):
+        add("referral", 10.0)
+    personal = domain in lists.personal
+    if country in lists.countries and not personal:
+        add("target country", 5.0)
+    if personal:
+        add("personal e-mail", -20.0)
+    if created is not None and (now - created).total_seconds() / 86400.0 <= 30:
+        add("signed up recently", 5.0)
+    if "hot-account" in tag_list(contact.get("tags")):
+        add("flagged hot", 5.0)
+
+    totals = [0.0] * len(OUTSIDE_ENGAGEMENT)
+    counts = [0] * len(OUTSIDE_ENGAGEMENT)
+    for event in events:
+        kind = event.get("type")
+        matched = []
+        if kind == "form_submit":
+            if event.get("form") in DEMO_FORMS:
+                matched.append(0)
+        elif kind == "meeting":
+            matched.append(1)
+        elif kind == "page_view":
+            url = event.get("url")
+            if isinstance(url, str):
+                if PRICING_PAGE.search(url):
+                    matched.append(2)
+                if DOCS_PAGE.search(url):
+                    matched.append(3)
+            matched.append(4)
+        elif kind == "email_click":
+            matched.append(5)
+        elif kind == "email_open":
+            matched.append(6)
+        elif kind == "webinar":
+            rating = event.get("rating")
+            if rating == "attended":
+                matched.append(7)
+            elif rating is None:
+                matched.append(8)
+        elif kind == "content":
+            asset = event.get("asset")
+            if isinstance(asset, str) and CONTENT.search(asset):
+                matched.append(9)
+        elif kind == "unsubscribe":
+            matched.append(11)
+        if event.get("source") in lists.intent:
+            matched.append(10)
+        if not matched:
+            continue
+        at = when(event.get("at"))
+        weight = (
+            1.0 if at is None else 0.5 ** (max((now - at).total_seconds(), 0.0) / OUTSIDE_HALF_LIFE)
+        )
+        for index in matched:
+            totals[index] += OUTSIDE_ENGAGEMENT[index][1] * weight
+            counts[index] += 1
+    engagement = 0.0
+    for (name, _points, cap), total, count in zip(OUTSIDE_ENGAGEMENT, totals, counts, strict=True):
+        if count:
+            if cap is not None:
+                total = min(cap, total)
+            engagement += total
+            hits.append(
+                {"rule": name, "kind": "engagement", "points": round(total, 1), "events": count}
+            )
+
+    disqualified = None
+    if domain in lists.competitors:
+        disqualified = "competitor"
+    elif (title and OUTSIDE_STUDENT.search(title)) or ACADEMIC.search(domain):
+        disqualified = "student"
+    elif customer:
+        disqualified = "existing customer"
+    elif ROLE_ADDRESS.search(email):
+        disqualified = "role address"
+    elif source == "Purchased List":
+        disqualified = "purchased list"
+    if disqualified:
+        hits.append({"rule": disqualified, "kind": "disqualify", "points": 0.0})
+
+    total_score = fit + engagement
+    mql = disqualified is None and total_score >= 70 and fit >= 20 and engagement >= 10
+    route = sla = None
+    if mql:
+        route, sla = route_and_sla(email, country, None, total_score, events, now)
+    return {
+        "score": round(total_score, 1) + 0.0,
+        "fit": round(fit, 1) + 0.0,
+        "engagement": round(engagement, 1) + 0.0,
+        "mql": mql,
+        "disqualified": disqualified,
+        "hits": hits,
+        "route": route,
+        "sla": sla,
+        "ruleset": OUTSIDE_RULESET,
+    }
+
+
 def route_and_sla(
     email: str,
     country: str,
@@ -340,9 +621,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file")
     parser.add_argument("--now", required=True)
-    parser.add_argument("--rules", choices=["broad", "example"], default="broad")
+    parser.add_argument("--rules", choices=["broad", "outside", "example"], default="broad")
     args = parser.parse_args()
     rules = score_broad if args.rules == "broad" else score
+    if args.rules == "outside":
+        rules = functools.partial(score_outside, lists=OutsideLists())
     now = when(args.now)
     assert now is not None
     out = sys.stdout

@@ -419,10 +419,10 @@ _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 def _load_crm(c: _Collector, doc: YamlDoc | None, team: TeamFile) -> CrmSettings | None:
     """crm.yaml: the kind's environment variables named (and set, else a warning), the
     owners map naming reps of team.yaml, stages naming Leadwerk's stages."""
-    from connectors.crm import REQUIRED_ENV
-
     if doc is None:
         return None
+    from connectors.crm import REQUIRED_ENV  # here: the CRM connectors load only with a CRM
+
     model = c.model(doc, CrmFile)
     if model is None:
         return None

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from tenacity import (
     RetryCallState,
     RetryError,
@@ -44,9 +43,11 @@ from tenacity.wait import wait_base
 from connectors import json_depth
 from connectors.errors import FatalError, RetriableError
 
+if TYPE_CHECKING:  # imported where used: a command that only loads config/ never loads httpx
+    import httpx
+
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 # Statuses that say "not now" rather than "never": timeouts, rate limits and server faults.
 RETRIABLE_STATUSES = frozenset({408, 425, 429})
 # Error identifiers vendors put in error bodies ("AUTHENTICATION_FAILED", "invalid_token"): safe
@@ -72,12 +73,14 @@ def make_client(
     """An ``httpx.Client`` with Leadwerk's User-Agent and explicit timeouts (connect 5 s,
     read 15 s unless ``timeout`` says otherwise). Redirects are followed; httpx drops the
     Authorization header when a redirect leaves the origin."""
+    import httpx
+
     merged = {"User-Agent": USER_AGENT, "Accept": "application/json"}
     merged.update(headers or {})
     return httpx.Client(
         base_url=base_url or "",
         headers=merged,
-        timeout=timeout or DEFAULT_TIMEOUT,
+        timeout=timeout or httpx.Timeout(15.0, connect=5.0),
         follow_redirects=True,
     )
 
@@ -150,6 +153,8 @@ def request_json_reply(
     sees every response first and may raise a connector error of its own (a vendor's error
     code in a body, an expired token), which is retried when retriable.
     """
+    import httpx
+
     request = client.build_request(
         method, url, params=params, json=json, data=data, content=content, headers=headers
     )

@@ -278,6 +278,8 @@ def _e164(text: str, region: str | None) -> str | None:
 
 
 _NUMBER_JUNK = re.compile(r"[\s\u00a0'’]")
+_THOUSANDS_DOT = re.compile(r"-?\d{1,3}(\.\d{3})+")  # 5.000, 1.250.000
+_THOUSANDS_COMMA = re.compile(r"-?\d{1,3}(,\d{3})+")  # 5,000, 1,250,000
 
 
 def coerce_number(field: str, value: Any) -> float | int | None:
@@ -291,9 +293,9 @@ def coerce_number(field: str, value: Any) -> float | int | None:
     text = _NUMBER_JUNK.sub("", str(value)).rstrip("+")
     if not text:
         return None
-    if re.fullmatch(r"-?\d{1,3}(\.\d{3})+", text):
+    if _THOUSANDS_DOT.fullmatch(text):
         text = text.replace(".", "")
-    elif re.fullmatch(r"-?\d{1,3}(,\d{3})+", text):
+    elif _THOUSANDS_COMMA.fullmatch(text):
         text = text.replace(",", "")
     else:
         text = text.replace(",", ".")
@@ -382,6 +384,8 @@ def normalise_contact(
         ftype = custom_fields[key] if key in custom_fields else standard.get(key)
         if ftype is FieldType.STRING and value.__class__ is str:
             value = value.strip() or None  # what coerce gives, without the calls
+        elif ftype is FieldType.NUMBER and (value.__class__ is int or value.__class__ is float):
+            pass  # what coerce gives: the number as it is
         elif ftype:
             value = coerce(key, value, ftype)
         if value.__class__ is str:

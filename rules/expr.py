@@ -355,6 +355,25 @@ def required_equal(test: Callable[..., Any]) -> tuple[str, str, str] | None:
     return _EQUALS.get(test) or _NEEDS.get(test)
 
 
+# The ``and`` of ``field == "text"`` with other tests, as ((scope, key, text), the others).
+_REST: weakref.WeakKeyDictionary[Callable[..., Any], tuple[tuple[str, str, str], Test]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def given_equal(test: Test, need: tuple[str, str, str]) -> Test | None:
+    """What is left of ``test`` to ask where the field of ``need`` (as :func:`required_equal`
+    gives it) is known to equal its text: None when that alone makes ``test`` true, the rest
+    of an ``and`` when one of its parts is that comparison, else ``test`` itself. The rest is
+    true exactly where ``test`` is, for every contact and event with that field value."""
+    if _EQUALS.get(test) == need:
+        return None
+    rest = _REST.get(test)
+    if rest is not None and rest[0] == need:
+        return rest[1]
+    return test
+
+
 # --- closures -----------------------------------------------------------------------------
 
 
@@ -374,6 +393,11 @@ def _all(tests: Sequence[Test]) -> Test:
     need = required_equal(first) or required_equal(second)
     if need is not None:
         _NEEDS[both_parts] = need
+    for equal, other in ((first, second), (second, first)):
+        spec = _EQUALS.get(equal)
+        if spec is not None:
+            _REST[both_parts] = (spec, other)
+            break
     return both_parts
 
 
@@ -396,7 +420,12 @@ def _all_equal(tests: Sequence[Test]) -> Test | None:
                 return False
             return fields.get(key1) == constant1 and fields.get(key2) == constant2
 
+        def second(ctx: EvalContext) -> bool:
+            fields = mapping(ctx)
+            return False if fields is None else fields.get(key2) == constant2
+
         _NEEDS[both] = (scope, key1, constant1)
+        _REST[both] = ((scope, key1, constant1), second)
         return both
 
     def every(ctx: EvalContext) -> bool:
@@ -432,10 +461,20 @@ def _constant(result: bool) -> Test:
 
 
 def _is_true(get: Getter) -> Test:
+    reads = _READS.get(get)
+    if reads is not None and reads[0] == "contact":  # the field read here, one call less
+        key = reads[1]
+        return lambda ctx: ctx.contact.get(key) is True
     return lambda ctx: get(ctx) is True
 
 
 def _is_none(get: Getter, negate: bool) -> Test:
+    reads = _READS.get(get)
+    if reads is not None and reads[0] == "contact":  # the field read here, one call less
+        key = reads[1]
+        if negate:
+            return lambda ctx: ctx.contact.get(key) is not None
+        return lambda ctx: ctx.contact.get(key) is None
     if negate:
         return lambda ctx: get(ctx) is not None
     return lambda ctx: get(ctx) is None
@@ -529,6 +568,8 @@ def _member(
     get: Getter, normalize: Callable[[Any], Any], items: frozenset[Any], negate: bool
 ) -> Test:
     reads = _READS.get(get)
+    if reads is not None and normalize is _as_string:
+        return _text_member(*reads, items, negate)
     if reads is not None and reads[0] == "contact":
         key = reads[1]
 
@@ -551,6 +592,25 @@ def _member(
             return (value not in items) if negate else (value in items)
         except TypeError:  # an unhashable value (a list in an `any` field) equals no item
             return negate
+
+    return test
+
+
+def _text_member(scope: str, key: str, items: frozenset[Any], negate: bool) -> Test:
+    """:func:`_member` of a string field, read here without a getter or normaliser: a value
+    that is not text counts as missing, so the test is false for it, ``not in`` as well."""
+    if scope == "contact":
+        if negate:
+            return lambda ctx: isinstance(value := ctx.contact.get(key), str) and value not in items
+        return lambda ctx: isinstance(value := ctx.contact.get(key), str) and value in items
+    mapping = _scope_reader(scope)
+
+    def test(ctx: EvalContext) -> bool:
+        fields = mapping(ctx)
+        if fields is None:
+            return False
+        value = fields.get(key)
+        return isinstance(value, str) and (value not in items if negate else value in items)
 
     return test
 
@@ -600,6 +660,19 @@ def _search(get: Getter, search: Callable[[str], object]) -> Test:
             return answer
 
         return contact_test
+
+    if reads is not None:  # an event's or account's field, read as above
+        mapping, key = _scope_reader(reads[0]), reads[1]
+
+        def scope_test(ctx: EvalContext) -> bool:
+            fields = mapping(ctx)
+            value = None if fields is None else fields.get(key)
+            answer = found.get(value) if value.__class__ is str else None
+            if answer is None:
+                return isinstance(value, str) and occurs(value)
+            return answer
+
+        return scope_test
 
     def test(ctx: EvalContext) -> bool:
         value = get(ctx)

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from rules.contact import coerce_datetime, email_domain
-from rules.expr import Context, Expr, required_equal
+from rules.expr import Context, Expr, given_equal, required_equal
 from rules.memo import PerObject
 
 
@@ -143,24 +144,45 @@ def score_view(
 
     # One pass over the events, every engagement rule asked about each; sums per rule add up
     # in event order, as the contract's formula reads.
-    tests = plan.engagement_tests
     points = plan.engagement_points
     by_type, any_type = plan.engagement_by_type, plan.engagement_any_type
-    totals = [0.0] * len(tests)
-    counts = [0] * len(tests)
+    totals = [0.0] * len(points)
+    counts = [0] * len(points)
     half_life = plan.half_life
-    view = None
+    # The rules see each event with its time read (event_view); where none of them reads the
+    # time, they see the event itself, and only the last one is copied (for routing).
+    copies = plan.reads_event_time
+    view: Mapping[str, Any] | None = None
+    at: Any = None
     for event in events:
-        view = dict(event)  # event_view(event), inlined in this loop over every event
-        if "at" in view:
-            view["at"] = coerce_datetime("event.at", view["at"])
+        if "at" in event:
+            at = event["at"]
+            # coerce_datetime's own first step for the usual ``2026-11-24T09:30:00+01:00``
+            # (or ``...Z``) without the call; anything else, and any failure, goes to it.
+            if at.__class__ is str and at[10:11] == "T" and "Z" not in at[:-1]:
+                try:
+                    at = _fromisoformat(at)
+                except ValueError:
+                    at = coerce_datetime("event.at", at)
+                else:
+                    if at.tzinfo is None:
+                        at = at.replace(tzinfo=UTC)
+            else:
+                at = coerce_datetime("event.at", at)
+            if copies:
+                view = dict(event)
+                view["at"] = at
+            else:
+                view = event
+        else:
+            at = None
+            view = dict(event) if copies else event
         ctx.event = view
         factor = None
-        kind = view.get("type")
-        for index in by_type.get(kind, any_type) if isinstance(kind, str) else any_type:
-            if tests[index](ctx):
+        kind = event.get("type")
+        for index, test in by_type.get(kind, any_type) if isinstance(kind, str) else any_type:
+            if test is None or test(ctx):
                 if factor is None:
-                    at = view.get("at")
                     if half_life is None or at is None:  # _decay(half_life, at, now)
                         factor = 1.0
                     else:  # ``/ _SECOND`` is total_seconds() to the bit, without the call
@@ -168,6 +190,11 @@ def score_view(
                         factor = 0.5 ** ((age if age >= 0.0 else 0.0) / half_life)
                 totals[index] += points[index] * factor
                 counts[index] += 1
+    last = None  # the last event as event_view gives it
+    if view is not None:
+        last = dict(view)
+        if "at" in last:
+            last["at"] = at
     ctx.event = None
     engagement = 0.0
     for index, count in enumerate(counts):
@@ -191,7 +218,7 @@ def score_view(
         parts = {"fit": fit, "engagement": engagement, "score": total_score}
         mql = all(parts[name] >= minimum for name, minimum in ruleset.requires.items())
     result = ScoreResult(total_score, fit, engagement, mql, disqualified, tuple(hits))
-    return result, view
+    return result, last
 
 
 class _RulesetPlan:
@@ -202,27 +229,35 @@ class _RulesetPlan:
     def __init__(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset
         self.fit = [(Hit(r.name, "fit", r.points), _test_of(r.when)) for r in ruleset.fit]
-        self.engagement_tests = [_test_of(rule.when) for rule in ruleset.engagement]
         self.engagement_points = [rule.points for rule in ruleset.engagement]
-        # The rules an event of each type can match, in rule order: most engagement rules
-        # name the type (``event.type == "form" and ...``), so an event is asked only the
-        # few of its type and those that name none (``engagement_any_type``).
-        typed: dict[str, list[int]] = {}
-        any_type: list[int] = []
-        for index, test in enumerate(self.engagement_tests):
+        # The rules an event of each type can match, in rule order, as (index, test): most
+        # engagement rules name the type (``event.type == "form" and ...``), so an event is
+        # asked only the few of its type and those that name none (``engagement_any_type``).
+        # Asked only of events of its type, a rule's test leaves that comparison out (None:
+        # nothing else to ask, as in ``event.type == "ebook"``).
+        typed: dict[str, list[tuple[int, Callable[[Context], Any] | None]]] = {}
+        any_type: list[tuple[int, Callable[[Context], Any] | None]] = []
+        for index, rule in enumerate(ruleset.engagement):
+            test = _test_of(rule.when)
             need = required_equal(test)
             if need is not None and need[:2] == ("event", "type"):
-                typed.setdefault(need[2], []).append(index)
+                typed.setdefault(need[2], []).append((index, given_equal(test, need)))
             else:
-                any_type.append(index)
+                any_type.append((index, test))
         self.engagement_any_type = tuple(any_type)
         self.engagement_by_type = {
-            kind: tuple(sorted([*indexes, *any_type])) for kind, indexes in typed.items()
+            kind: tuple(sorted([*tests, *any_type], key=itemgetter(0)))
+            for kind, tests in typed.items()
         }
         self.disqualify = [
             (Hit(rule.name, "disqualify", 0.0), _test_of(rule.when)) for rule in ruleset.disqualify
         ]
         self.half_life = ruleset.half_life.total_seconds() if ruleset.half_life else None
+        # Whether an engagement rule reads the event's time (or may: a bare callable).
+        self.reads_event_time = any(
+            not isinstance(rule.when, Expr) or "event.at" in rule.when.fields
+            for rule in ruleset.engagement
+        )
 
 
 def _test_of(when: Expr) -> Callable[[Context], Any]:
@@ -234,6 +269,7 @@ _plan: PerObject[Ruleset, _RulesetPlan] = PerObject(_RulesetPlan)
 
 
 _SECOND = timedelta(seconds=1)
+_fromisoformat = datetime.fromisoformat
 
 
 def _decay(half_life: float | None, at: datetime | None, now: datetime) -> float:

@@ -418,6 +418,115 @@ def test_rules_that_name_no_event_type_count_events_of_every_type(config_dir: Pa
     assert result["engagement"] == 8 + 3 + 20 + 5 + 10
 
 
+TYPE_AND_MORE = """\
+version: typed-1
+mql:
+  threshold: 1000
+engagement:
+  - name: pricing page
+    when: event.type == "web" and event.url matches "/pricing"
+    points: 1
+  - name: docs page
+    when: event.url matches "/docs" and event.type == "web"
+    points: 1
+  - name: hot at the fair
+    when: event.type == "tradefair" and event.rating == "hot"
+    points: 1
+  - name: demo with a campaign
+    when: event.type == "form" and event.form in ["demo", "trial"] and event.campaign is not none
+    points: 1
+  - name: any e-book
+    when: event.type == "ebook"
+    points: 1
+  - name: not a hot web visit
+    when: event.type == "web" and not event.rating == "hot"
+    points: 1
+"""
+
+
+def test_a_rule_naming_a_type_and_more_counts_only_events_meeting_all_of_it(
+    config_dir: Path,
+) -> None:
+    # Given: rules that name an event type together with other conditions, in several shapes
+    (config_dir / "scoring.yaml").write_text(TYPE_AND_MORE, encoding="utf-8")
+    events = [
+        {"type": "web", "url": "https://x.de/pricing", "rating": "hot"},
+        {"type": "web", "url": "https://x.de/docs/api"},
+        {"type": "ebook", "url": "https://x.de/pricing/docs", "rating": "hot"},
+        {"type": "tradefair", "rating": "hot", "url": "https://x.de/docs"},
+        {"type": "tradefair", "rating": "warm"},
+        {"type": "form", "form": "demo", "campaign": "q4"},
+        {"type": "form", "form": "demo"},
+        {"type": "webinar", "form": "trial", "campaign": "q4"},
+        {"url": "https://x.de/pricing", "rating": "hot", "form": "demo", "campaign": "q4"},
+    ]
+    # When: one contact with all of them is scored
+    result = score(config_dir, line({"email": "eva@bigcorp.de"}, *events))[0]
+    # Then: each rule counts the events that meet every part of it, and no others
+    counts = {hit["rule"]: hit["events"] for hit in result["hits"]}
+    assert counts == {
+        "pricing page": 1,
+        "docs page": 1,
+        "hot at the fair": 1,
+        "demo with a campaign": 1,
+        "any e-book": 1,
+        "not a hot web visit": 1,
+    }
+
+
+def test_event_times_count_alike_however_they_are_written(rules: Path) -> None:
+    # Given: a form sent ten days ago (one half-life), its time written in eight ways
+    times = [
+        "2026-11-14T12:00:00+00:00",
+        "2026-11-14T12:00:00Z",
+        "2026-11-14T13:00:00+01:00",
+        "2026-11-14T12:00:00",  # no offset: UTC
+        " 2026-11-14T12:00:00Z ",
+        "2026-11-14 12:00:00+00:00",
+        "2026-11-14",  # midnight, UTC: ten days and twelve hours
+        "14.11.2026",
+    ]
+    # When: each is scored
+    out = score(rules, *[line(BIG, {"type": "form", "at": at}) for at in times])
+    # Then: each weighs half (40 x 0.5), the two dates a little less (40 x 0.5 ** 1.05)
+    assert [o["engagement"] for o in out] == [20.0] * 6 + [19.3] * 2
+
+
+def test_a_rule_reading_the_event_time_sees_it_read_whatever_its_spelling(
+    config_dir: Path,
+) -> None:
+    # Given: a rule on the event's age, with no decay
+    (config_dir / "scoring.yaml").write_text(
+        "version: t-1\nmql: {threshold: 1000}\nengagement:\n  - name: recent form\n"
+        '    when: event.type == "form" and days_since(event.at) <= 7\n    points: 10\n',
+        encoding="utf-8",
+    )
+    # When: forms four, ten and one and a half days old are scored, in three spellings
+    events = [
+        {"type": "form", "at": "20.11.2026"},
+        {"type": "form", "at": "2026-11-14T12:00:00Z"},
+        {"type": "form", "at": "2026-11-23"},
+    ]
+    result = score(config_dir, line({"email": "eva@bigcorp.de"}, *events))[0]
+    # Then: the two within seven days count
+    assert result["hits"] == [
+        {"rule": "recent form", "kind": "engagement", "points": 20.0, "events": 2}
+    ]
+
+
+def test_an_event_time_that_is_no_time_refuses_the_line(rules: Path) -> None:
+    # Given: event times that cannot be read, one in an event that no rule counts
+    lines = [
+        line(BIG, {"type": "form", "at": "2026-11-14T25:00:00Z"}),
+        line(BIG, {"type": "page", "at": "2026-11-14Tnoon"}),
+        line(BIG, {"type": "form", "at": "2026-11-14Z12:00:00"}),
+    ]
+    # When: they are scored
+    out = score(rules, *lines, exit_code=1)
+    # Then: every line is refused, naming the event's time
+    assert [o.get("field") for o in out] == ["event.at"] * 3
+
+
 def test_a_title_pattern_answers_alike_for_more_distinct_titles_than_are_remembered(
     rules: Path,
 ) -> None:

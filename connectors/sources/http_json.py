@@ -26,16 +26,18 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from urllib.parse import urljoin
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.errors import FatalError
 from connectors.http import ClientOwner, JsonReply, describe_url, request_json_reply
 from connectors.json_depth import MAX_JSON_DEPTH, nests_deeper
 from connectors.sources.base import Page, PulledSource, RawRecord, SourceConfig
+
+if TYPE_CHECKING:
+    import httpx
 
 # --- paths into JSON -----------------------------------------------------------------------
 
@@ -269,6 +271,8 @@ class NextLinkPaginator(Paginator):
             link = reply.response.links.get("next", {}).get("url")
         if not link:
             return None
+        import httpx
+
         current = reply.response.url
         target = httpx.URL(urljoin(str(current), str(link)))
         origin = httpx.URL(self.origin)

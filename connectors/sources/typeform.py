@@ -18,16 +18,18 @@ import hashlib
 import hmac
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-import httpx
 from pydantic import Field
 
 from connectors.errors import FatalError, IgnoredDelivery, SignatureError, SkippableError
 from connectors.http import ClientOwner, request_json_reply
 from connectors.sources.base import Page, PulledSource, PushedSource, RawRecord, SourceConfig
 from connectors.sources.http_json import parse_time, require_env
+
+if TYPE_CHECKING:
+    import httpx
 
 SIGNATURE_HEADER = "Typeform-Signature"
 PAGE_SIZE_MAX = 1000

@@ -49,13 +49,23 @@ def _assess_line(
     if not isinstance(item, dict) or not isinstance(item.get("contact"), dict):
         return {"error": 'expected an object like {"contact": {...}, "events": [...]}'}
     events = item.get("events") or []
-    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+    if not isinstance(events, list) or not _all_objects(events):
         return {"error": "events must be a list of objects"}
     account = item.get("account") if isinstance(item.get("account"), dict) else None
     try:
         return assess(config, item["contact"], events, now, account)
     except FieldError as exc:
         return {"error": str(exc), "field": exc.field}
+
+
+def _all_objects(events: list[Any]) -> bool:
+    """Whether every item is a JSON object: as ``all(isinstance(e, dict) for e in events)``,
+    with the classes of a line's events looked at together (a parser gives plain dicts)."""
+    classes = set(map(type, events))
+    return classes <= _DICT or all(isinstance(e, dict) for e in events)
+
+
+_DICT = frozenset({dict})
 
 
 def score_stream(
@@ -169,7 +179,7 @@ def _json_line(
     """The bytes ``_dumps({**score_line(...), "line": number}) + "\\n"`` gives, written
     directly: the parts that are the same on many lines (a fit rule's hit, the ruleset) are
     encoded once."""
-    mql = "true" if result.mql is True else _dumps(result.mql)
+    mql = "true" if result.mql is True else "false" if result.mql is False else _dumps(result.mql)
     hits = ",".join([_hit_json(hit) for hit in result.hits])
     if route:
         skipped = ",".join(
