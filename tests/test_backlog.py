@@ -26,6 +26,8 @@ from worker.store.models import (
     Contact,
     Event,
     Message,
+    NurtureEnrolment,
+    NurtureRefusal,
     RepCounter,
     Score,
     SlaTimer,
@@ -106,6 +108,14 @@ def outcome(app: App) -> dict[str, Any]:
                 (email[s.contact_id], s.event_id, round(s.score, 3), s.mql)
                 for s in session.scalars(select(Score).order_by(Score.event_id))
             ],
+            "enrolments": sorted(
+                (email[n.contact_id], n.sequence, n.channel, n.status, n.next_due_at)
+                for n in session.scalars(select(NurtureEnrolment))
+            ),
+            "refusals": sorted(
+                (email[r.contact_id], r.sequence, r.reason)
+                for r in session.scalars(select(NurtureRefusal))
+            ),
             "stage_changes": sorted(
                 (email[g.contact_id], g.from_stage, g.to_stage, g.cause)
                 for g in session.scalars(select(StageChange))
@@ -144,6 +154,7 @@ def test_a_backlog_worked_in_batches_ends_as_one_lead_at_a_time_does(
     one_at_a_time, in_batches = results
     assert len(one_at_a_time["assignments"]) >= 8  # the backlog has MQLs for both teams
     assert {a[2] for a in one_at_a_time["assignments"]} >= {"enterprise-dach", "inside-sales"}
+    assert one_at_a_time["enrolments"]  # the example's nurture takes the leads that are no MQL
     assert in_batches == one_at_a_time
 
 

@@ -44,7 +44,7 @@ from sqlalchemy.dialects import postgresql
 from config.loader import Config
 from rules.scoring import score_contact
 from worker.pipeline.batchroute import BatchRouter
-from worker.pipeline.nurture import after_score, nurture_rules
+from worker.pipeline.nurture import after_score, nurture_rules, read_run_facts, write_run_facts
 from worker.pipeline.route import Known
 from worker.pipeline.score import event_facts, outcome, update_contacts
 from worker.store.db import Store
@@ -215,6 +215,7 @@ def score_and_route_run(
     for row in connection.execute(statements.events_to_score, parameters):
         history[row.contact_id].append(row)
     nurtured = bool(nurture_rules(config).sequences)
+    facts = read_run_facts(connection, [row.id for row in locked.values()]) if nurtured else None
     scores: list[dict[str, Any]] = []
     stage_changes: list[dict[str, Any]] = []
     outcomes = []
@@ -250,12 +251,15 @@ def score_and_route_run(
                     values["event_id"],
                     result.mql,
                     now,
+                    facts,
                 )
             if stage == "mql" and row.owner is None:
                 latest = snapshot(Event, max(events, key=lambda e: (e.occurred_at, e.id)))
                 to_route.append((contact, Known(latest, Score(id=score_id, **values), changes)))
                 continue
         unrouted[frozenset(changes)].append({"contact_id": row.id, **changes})
+    if facts is not None:
+        write_run_facts(connection, facts)
     for rows in unrouted.values():
         update_contacts(connection, rows)
     return router.route(to_route) if to_route else []

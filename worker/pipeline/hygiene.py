@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -391,10 +391,20 @@ def suppressed(conn: Connection | Session, contact_id: int) -> str | None:
 
 def hard_bounced(conn: Connection | Session, contact_id: int) -> bool:
     """Whether list hygiene holds the contact's address hard-bounced."""
-    state = conn.execute(
-        select(AddressState.state).where(AddressState.contact_id == contact_id)
-    ).scalar()
-    return state == HARD
+    return bool(hard_bounced_among(conn, [contact_id]))
+
+
+def hard_bounced_among(conn: Connection | Session, contact_ids: Sequence[int]) -> set[int]:
+    """Those of the contacts whose address list hygiene holds hard-bounced."""
+    if not contact_ids:
+        return set()
+    return set(
+        conn.execute(
+            select(AddressState.contact_id).where(
+                AddressState.contact_id.in_(contact_ids), AddressState.state == HARD
+            )
+        ).scalars()
+    )
 
 
 def list_suspended(conn: Connection | Session, contact_id: int) -> bool:

@@ -31,6 +31,7 @@ from rules.expr import Context, Expr
 from rules.nurture import (
     Active,
     NurtureRules,
+    Plan,
     SendWindow,
     StepRules,
     exit_reason,
@@ -41,7 +42,7 @@ from rules.nurture import (
 )
 from rules.scoring import contact_view
 from worker.pipeline.crm import lead_fields, record
-from worker.pipeline.hygiene import hard_bounced, list_suspended, suppressed
+from worker.pipeline.hygiene import hard_bounced, hard_bounced_among, list_suspended, suppressed
 from worker.pipeline.notify import (
     _html_env,
     channel_for,
@@ -180,6 +181,41 @@ SUSPENDED_LIST_RECHECK = timedelta(days=1)
 # --- enrolment, after scoring ---------------------------------------------------------------
 
 
+@dataclass
+class RunFacts:
+    """What :func:`after_score` reads of a batch run's contacts, read at once, and the rows
+    it writes, written at once (:func:`read_run_facts`, :func:`write_run_facts`): a
+    backlog's events are otherwise three or four round trips each."""
+
+    bounced: set[int]
+    held: dict[int, list[Row[Any]]]
+    paused: dict[str, datetime] | None = None  # read when a first enrolment needs it
+    enrolments: list[dict[str, Any]] = field(default_factory=list)
+    refusals: list[dict[str, Any]] = field(default_factory=list)
+
+
+_HELD_OF = select(
+    ENROLMENTS.c.id, ENROLMENTS.c.contact_id, ENROLMENTS.c.sequence, ENROLMENTS.c.channel
+).where(ENROLMENTS.c.status.in_(HELD))
+_PAUSES = select(NurturePause.sequence, NurturePause.paused_at)
+
+
+def read_run_facts(connection: Connection, contact_ids: Sequence[int]) -> RunFacts:
+    """The run's contacts' hard bounces and held enrolments, and the paused sequences."""
+    ids = list(contact_ids)
+    held: dict[int, list[Row[Any]]] = {}
+    for row in connection.execute(_HELD_OF.where(ENROLMENTS.c.contact_id.in_(ids))):
+        held.setdefault(row.contact_id, []).append(row)
+    return RunFacts(bounced=hard_bounced_among(connection, ids), held=held)
+
+
+def write_run_facts(connection: Connection, facts: RunFacts) -> None:
+    if facts.refusals:
+        connection.execute(insert(REFUSALS), facts.refusals)
+    if facts.enrolments:
+        connection.execute(insert(ENROLMENTS), facts.enrolments)
+
+
 def after_score(
     connection: Connection,
     config: Config,
@@ -188,33 +224,36 @@ def after_score(
     event_id: int,
     mql: bool,
     now: datetime,
+    facts: RunFacts | None = None,
 ) -> None:
     """Nurture's part of scoring an event, in the scoring transaction (the contact is locked).
 
     Enrolments whose ``exit_when`` now holds end at once (an MQL leaves as scoring makes it
     one, a ``reply`` event ends what it answers); then the new event is checked against the
-    sequences' ``enroll_when``, first match wins, and the enrolment or its refusal is stored."""
+    sequences' ``enroll_when``, first match wins, and the enrolment or its refusal is stored.
+    ``facts``: what a batch run read at once; the new rows are left in it for the caller to
+    write."""
     rules = nurture_rules(config)
     if not rules.sequences:
         return
     from worker.pipeline.score import event_facts
 
+    if facts is None:
+        facts = read_run_facts(connection, [contact.id])
+        written_here = True
+    else:
+        written_here = False
     view = nurture_view(
         config,
         contact,
         events,
         now,
         mql=mql or contact.stage in MQL_STAGES,
-        bounced=hard_bounced(connection, contact.id),
+        bounced=contact.id in facts.bounced,
     )
-    held = connection.execute(
-        select(ENROLMENTS.c.id, ENROLMENTS.c.sequence, ENROLMENTS.c.channel).where(
-            ENROLMENTS.c.contact_id == contact.id, ENROLMENTS.c.status.in_(HELD)
-        )
-    ).all()
     ctx = Context(contact=view, event=None, now=now)
     active = []
-    for row in held:
+    for row in facts.held.get(contact.id, ()):
         sequence = _sequence(rules, row.sequence)
         reason = exit_reason(sequence, ctx) if sequence else None
         if reason:
@@ -222,44 +261,57 @@ def after_score(
         else:
             active.append(Active(row.sequence, row.channel))
     event = next((e for e in events if e.id == event_id), None)
-    if event is None:
-        return
-    plan = plan_contact(rules, view, [event_facts(event)], active, now)
+    if event is not None:
+        plan = plan_contact(rules, view, [event_facts(event)], active, now)
+        _enrol(connection, facts, plan, contact.id, event_id, now)
+    if written_here:
+        write_run_facts(connection, facts)
+
+
+def _enrol(
+    connection: Connection,
+    facts: RunFacts,
+    plan: Plan,
+    contact_id: int,
+    event_id: int,
+    now: datetime,
+) -> None:
+    """The planned enrolment or its refusal, as a row for ``facts``."""
     if plan.sequence is None or plan.refused == "already_enrolled":
         return
     if plan.refused:
-        connection.execute(
-            insert(REFUSALS).values(
-                contact_id=contact.id,
-                event_id=event_id,
-                sequence=plan.sequence,
-                channel=plan.channel,
-                reason=plan.refused,
-                at=now,
-            )
+        facts.refusals.append(
+            {
+                "contact_id": contact_id,
+                "event_id": event_id,
+                "sequence": plan.sequence,
+                "channel": plan.channel,
+                "reason": plan.refused,
+                "at": now,
+            }
         )
-        log.info("lead %s not enrolled in %s: %s", contact.id, plan.sequence, plan.refused)
+        log.info("lead %s not enrolled in %s: %s", contact_id, plan.sequence, plan.refused)
         return
     first = plan.steps[0].at
-    paused = connection.execute(
-        select(NurturePause.paused_at).where(NurturePause.sequence == plan.sequence)
-    ).first()
-    connection.execute(
-        insert(ENROLMENTS).values(
-            contact_id=contact.id,
-            sequence=plan.sequence,
-            channel=plan.channel,
-            step=1,
-            planned_at=first,
-            next_due_at=first,
-            status="paused" if paused else "active",
-            paused_at=now if paused else None,
-            call_tasks=0,
-            enrolled_at=now,
-            updated_at=now,
-        )
+    if facts.paused is None:
+        facts.paused = {row.sequence: row.paused_at for row in connection.execute(_PAUSES)}
+    paused = plan.sequence in facts.paused
+    facts.enrolments.append(
+        {
+            "contact_id": contact_id,
+            "sequence": plan.sequence,
+            "channel": plan.channel,
+            "step": 1,
+            "planned_at": first,
+            "next_due_at": first,
+            "status": "paused" if paused else "active",
+            "paused_at": now if paused else None,
+            "call_tasks": 0,
+            "enrolled_at": now,
+            "updated_at": now,
+        }
     )
-    log.info("lead %s enrolled in %s, first step %s", contact.id, plan.sequence, first)
+    log.info("lead %s enrolled in %s, first step %s", contact_id, plan.sequence, first)
 
 
 def _end(
