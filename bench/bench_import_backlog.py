@@ -275,15 +275,14 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         # The schema first, so that the processes do not race to migrate an empty database.
         subprocess.run([*command, "migrate"], env=env, check=True, capture_output=True)
         roles = ["worker"] * args.workers + ([] if args.no_clock else ["clock"])
-        for role in roles:
-            processes.append(
-                subprocess.Popen(
-                    [*command, role],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+        logs = [work / f"{role}{n}.log" for n, role in enumerate(roles, 1)]
+        for role, log in zip(roles, logs, strict=True):
+            with log.open("wb") as out:
+                processes.append(
+                    subprocess.Popen(
+                        [*command, role], env=env, stdout=out, stderr=subprocess.STDOUT
+                    )
                 )
-            )
         names = [f"{role}{n}" for n, role in enumerate(roles, 1)]
         memory = ProcessSampler({n: p.pid for n, p in zip(names, processes, strict=True)})
         memory.start()
@@ -345,6 +344,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "queue_peak": {"total": sampler.peak, **sampler.peak_by_queue},
         "queue_samples": sampler.samples,
         "processes": facts,
+        # Batches that failed (a deadlock, a lost connection) and went the per-lead way.
+        "batches_failed": sum(
+            log.read_text(errors="replace").count("each goes on its own") for log in logs
+        ),
     }
 
 

@@ -3,6 +3,7 @@ transaction; handed over again (its worker died before acknowledging it), it cha
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from sqlalchemy import select
 
 from config.settings import Settings
 from tests.lead_helpers import FAIR, restore_logging  # noqa: F401
-from tests.test_backlog import NOW, backlog_rows, outcome
+from tests.test_backlog import CROWDED_ROUTING, NOW, backlog_rows, crowded_rows, outcome
 from worker.pipeline import actors
+from worker.pipeline.backlog import work_backlog
 from worker.pipeline.ingest import ingest_records
 from worker.runtime.app import App, init_app
 from worker.runtime.broker import setup_broker
@@ -88,3 +90,50 @@ def test_the_events_of_a_batch_that_fails_go_the_per_lead_way(
     assert [(m.actor_name, m.args) for m in messages] == [
         ("score_lead", (event_id,)) for event_id in report.event_ids
     ]
+
+
+def test_batches_side_by_side_on_postgresql_never_wait_for_each_other_in_a_circle(
+    make_settings: Callable[..., Settings], config_dir: Path, postgres_url: str
+) -> None:
+    """Two workers take batches of one backlog at once. Each batch locks all its contacts
+    first, then every team's counters in name order: whatever the batches hold, neither
+    holds what the other waits for while waiting itself. A deadlock would fail a batch
+    (PostgreSQL breaks it) and send its events the per-lead way."""
+    (config_dir / "routing.yaml").write_text(CROWDED_ROUTING, encoding="utf-8")
+    settings = make_settings(database_url=postgres_url)
+    app = init_app(settings)
+    try:
+        known: list[str] = []
+        rows = crowded_rows(1, 200, known) + crowded_rows(2, 200, known)
+        report = ingest_records(app.store, app.config, app.config.sources[FAIR], rows, now=NOW)
+        ids = sorted(report.event_ids)
+        # Batches of 16 taken alternately, so that a contact scanned twice is often in two
+        # batches at once, and MQLs of both teams in each.
+        batches = [ids[n : n + 16] for n in range(0, len(ids), 16)]
+        halves = [batches[0::2], batches[1::2]]
+        handed_back: list[int] = []
+        barrier = threading.Barrier(2)
+
+        def work(mine: list[list[int]]) -> None:
+            barrier.wait()
+            for batch in mine:
+                worked = work_backlog(app.store, app.config, batch, lambda: NOW, list, 16)
+                handed_back.extend(worked.handed_back)
+
+        threads = [threading.Thread(target=work, args=(half,)) for half in halves]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert handed_back == []
+        done = outcome(app)
+        routed = [a[0] for a in done["assignments"]]
+        assert len(routed) == len(set(routed)) >= 40  # every MQL routed once
+        teams = {a[2] for a in done["assignments"]}
+        assert {"enterprise-dach", "inside-sales"} <= teams
+        totals = {(team, rep): total for team, rep, total, _ in done["counters"]}
+        for team, rep in totals:
+            picks = [a for a in done["assignments"] if a[1] == rep and a[2] == team]
+            assert totals[(team, rep)] == len(picks), (team, rep)
+    finally:
+        app.close()

@@ -33,7 +33,6 @@ from sqlalchemy import (
     Row,
     any_,
     bindparam,
-    func,
     insert,
     or_,
     select,
@@ -61,13 +60,6 @@ from worker.store.models import (
 )
 
 log = logging.getLogger("leadwerk.backlog")
-
-# Batches take turns on PostgreSQL (SQLite's transaction holds the whole database anyway). A
-# batch routes its MQLs in event order, each locking its team's counters until the batch
-# commits: two batches at once lock two teams in opposite orders and deadlock. 20,000 rows
-# worked by 2 workers of 4 threads each lost 27 of 40 batches that way, each handed back to
-# the per-lead path.
-_ONE_BATCH_AT_A_TIME = select(func.pg_advisory_xact_lock(8317002))
 
 # Events per transaction: large enough that commits do not count, small enough that a batch
 # that fails and goes the per-lead way costs little, and that the messages of a batch go out
@@ -121,8 +113,6 @@ def _score_batch(
 ) -> list[Message]:
     messages: list[Message] = []
     with store.transaction() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(_ONE_BATCH_AT_A_TIME)
         statements = _POSTGRESQL if connection.dialect.name == "postgresql" else _SQLITE
         contact_of = dict(connection.execute(statements.contact_of, {"event_ids": event_ids}).all())
         router = BatchRouter(connection, config, now)
@@ -160,7 +150,16 @@ class _Statements:
 
 def _statements(among: Callable[[Any, str], Any]) -> _Statements:
     return _Statements(
-        contact_of=select(EVENTS.c.id, EVENTS.c.contact_id).where(among(EVENTS.c.id, "event_ids")),
+        # Every contact of the batch locked at its start, in id order, before any team's
+        # counters (BatchRouter locks all teams, in name order): batches on PostgreSQL run side
+        # by side and always take their locks in the same order, so none waits in a circle.
+        contact_of=(
+            select(EVENTS.c.id, EVENTS.c.contact_id)
+            .join_from(EVENTS, CONTACTS, EVENTS.c.contact_id == CONTACTS.c.id)
+            .where(among(EVENTS.c.id, "event_ids"))
+            .order_by(CONTACTS.c.id)
+            .with_for_update()
+        ),
         lock_events=(
             select(EVENTS.c.id.label("event_id"), EVENTS.c.status.label("event_status"), CONTACTS)
             .join_from(EVENTS, CONTACTS, EVENTS.c.contact_id == CONTACTS.c.id)

@@ -254,17 +254,20 @@ class BatchRouter:
                 company.latest = (self._now, contact.id, rep)
 
     def members(self, team: str) -> list[RepState]:
-        if team not in self._teams:
-            if team not in self._config.team.teams:
-                return []
-            states, self._counters[team] = team_states(
-                self._connection, self._config, team, self._now
-            )
-            # Today's counts in the store lack this run's picks, not yet written.
-            self._teams[team] = [
-                replace(s, assigned_today=s.assigned_today + self._unwritten_today[s.name])
-                for s in states
-            ]
+        if team not in self._config.team.teams:
+            return []
+        if not self._teams:
+            # Every team's counters at the first pick, in name order: two batches side by
+            # side then never hold one team each while waiting for the other's.
+            for name in sorted(self._config.team.teams):
+                states, self._counters[name] = team_states(
+                    self._connection, self._config, name, self._now
+                )
+                # Today's counts in the store lack this run's picks, not yet written.
+                self._teams[name] = [
+                    replace(s, assigned_today=s.assigned_today + self._unwritten_today[s.name])
+                    for s in states
+                ]
         return self._teams[team]
 
     def _read_companies(self, contacts: Sequence[Contact]) -> None:
