@@ -94,7 +94,8 @@ def score_lead(event_id: int) -> None:
     deliver_claimed(messages)
 
 
-# A batch waits its turn behind the other threads' batches (see backlog.py), some seconds each.
+# A batch may wait for the teams' counters, which the other threads' batches hold until they
+# commit (see batchroute.py), some seconds each behind a long queue of batches.
 BACKLOG_TIME_LIMIT_MS = 600_000
 
 
