@@ -32,9 +32,9 @@ from worker.pipeline.digest import HELD
 from worker.pipeline.route import (
     Known,
     Routing,
-    _account,
-    _free_mail,
+    account_of,
     assignment_values,
+    free_mail,
     lead_view,
     message_values,
     outbox_messages,
@@ -120,7 +120,7 @@ class _Company:
 
     def facts(self) -> dict[str, Any]:
         owner = self.crm_owner or (self.latest[2] if self.latest else None)
-        return _account(owner, self.open_leads)
+        return account_of(owner, self.open_leads)
 
 
 class BatchRouter:
@@ -133,13 +133,14 @@ class BatchRouter:
         self._teams: dict[str, list[RepState]] = {}
         self._counters: dict[str, dict[str, Row[Any]]] = {}
         self._added: Counter[tuple[str, str]] = Counter()  # (team, rep): picks not yet written
-        self._unwritten_today: Counter[str] = Counter()  # rep: this run's assignments
         self._companies: dict[str, _Company] = {}
 
     def route(self, items: Sequence[tuple[Contact, Known]]) -> list[Message]:
         """Route a run of MQLs (distinct contacts, locked, scored) in order; returns the
         claimed messages to send after the commit."""
         connection, config, now = self._connection, self._config, self._now
+        if not self._teams:
+            self._lock_teams()
         # Scoring this run moved other contacts' ``updated_at``: companies are read afresh.
         self._read_companies([contact for contact, _ in items])
         ids = [contact.id for contact, _ in items]
@@ -161,7 +162,6 @@ class BatchRouter:
             .scalars()
             .all()
         )
-        self._unwritten_today.clear()
         # A digest counts the messages already in the store: with digests on, each lead's
         # messages are written before the next lead's are held or not.
         one_by_one = bool(config.settings.digest_after)
@@ -236,7 +236,6 @@ class BatchRouter:
         open leads."""
         team, rep = routing.decision.team, routing.decision.rep
         if rep:
-            self._unwritten_today[rep] += 1
             for members in self._teams.values():
                 for index, state in enumerate(members):
                     if state.name != rep:
@@ -253,27 +252,25 @@ class BatchRouter:
             if rep and (company.latest is None or company.latest[:2] < (self._now, contact.id)):
                 company.latest = (self._now, contact.id, rep)
 
+    def calendar(self, rep: str) -> WorkCalendar | None:
+        return self._config.calendars.get(rep)
+
+    def _lock_teams(self) -> None:
+        """Every team's counters and today's counts, before the batch's first pick, in name
+        order: two batches side by side then never hold one team each while waiting for the
+        other's, and no pick of the batch is missing from the counts read."""
+        for name in sorted(self._config.team.teams):
+            self._teams[name], self._counters[name] = team_states(
+                self._connection, self._config, name, self._now
+            )
+
     def members(self, team: str) -> list[RepState]:
-        if team not in self._config.team.teams:
-            return []
-        if not self._teams:
-            # Every team's counters at the first pick, in name order: two batches side by
-            # side then never hold one team each while waiting for the other's.
-            for name in sorted(self._config.team.teams):
-                states, self._counters[name] = team_states(
-                    self._connection, self._config, name, self._now
-                )
-                # Today's counts in the store lack this run's picks, not yet written.
-                self._teams[name] = [
-                    replace(s, assigned_today=s.assigned_today + self._unwritten_today[s.name])
-                    for s in states
-                ]
-        return self._teams[team]
+        return self._teams.get(team, [])
 
     def _read_companies(self, contacts: Sequence[Contact]) -> None:
         """The companies of a run's leads (free-mail domains are none), in three queries."""
         domains = sorted(
-            {c.email_domain for c in contacts if c.email_domain and not _free_mail(self._config, c)}
+            {c.email_domain for c in contacts if c.email_domain and not free_mail(self._config, c)}
         )
         self._companies = {domain: _Company(None, None, 0) for domain in domains}
         if not domains:
@@ -300,7 +297,7 @@ class _Snapshot:
         return self._router.members(team)
 
     def calendar(self, rep: str) -> WorkCalendar | None:
-        return self._router._config.calendars.get(rep)
+        return self._router.calendar(rep)
 
 
 def _insert_messages(connection: Connection, messages: list[Message]) -> None:

@@ -238,11 +238,9 @@ def after_score(
         return
     from worker.pipeline.score import event_facts
 
+    on_its_own = facts is None
     if facts is None:
         facts = read_run_facts(connection, [contact.id])
-        written_here = True
-    else:
-        written_here = False
     view = nurture_view(
         config,
         contact,
@@ -264,7 +262,7 @@ def after_score(
     if event is not None:
         plan = plan_contact(rules, view, [event_facts(event)], active, now)
         _enrol(connection, facts, plan, contact.id, event_id, now)
-    if written_here:
+    if on_its_own:
         write_run_facts(connection, facts)
 
 

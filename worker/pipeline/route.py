@@ -127,17 +127,17 @@ def lead_view(contact: Contact) -> dict[str, Any]:
 def account_facts(connection: Connection, config: Config, contact: Contact) -> dict[str, Any]:
     """The company, matched by e-mail domain: who owns it and how many leads are open.
     Free-mail domains never match an account. One round trip for both facts."""
-    if _free_mail(config, contact):
+    if free_mail(config, contact):
         return {}
     params = {"domain": contact.email_domain, "contact_id": contact.id}
-    return _account(*connection.execute(_ACCOUNT, params).one())
+    return account_of(*connection.execute(_ACCOUNT, params).one())
 
 
-def _free_mail(config: Config, contact: Contact) -> bool:
+def free_mail(config: Config, contact: Contact) -> bool:
     return contact.email_domain in set(config.lists.get("free_mail", ()))
 
 
-def _account(owner: str | None, open_leads: int | None) -> dict[str, Any]:
+def account_of(owner: str | None, open_leads: int | None) -> dict[str, Any]:
     """The account facts as rules read them (``account.owner``, ``account.open_leads``)."""
     return {"owner": owner, "open_leads": open_leads or 0}
 
@@ -249,7 +249,7 @@ def route_locked(
         if known is not None:
             update_contact(connection, contact.id, known.contact_changes)
         return []
-    account = {} if _free_mail(config, contact) else _account(owner, open_leads)
+    account = {} if free_mail(config, contact) else account_of(owner, open_leads)
     routing = decide(connection, config, contact, now, known=known, account=account)
     messages = hand_over(
         connection, config, contact, routing, now, known, claim=claim, assignment_id=assignment_id
