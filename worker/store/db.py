@@ -56,8 +56,7 @@ def make_engine(url: str) -> Engine:
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             hide_parameters=True,
-            json_serializer=_json_text,
-            json_deserializer=parse,
+            **_JSON_COLUMNS,
         )
 
         @event.listens_for(engine, "connect")
@@ -84,8 +83,7 @@ def make_engine(url: str) -> Engine:
         pool_size=10,
         max_overflow=10,
         hide_parameters=True,
-        json_serializer=_json_text,
-        json_deserializer=parse,
+        **_JSON_COLUMNS,
     )
     _ping_when_idle(engine)
     return engine
@@ -99,6 +97,8 @@ def _json_text(value: Any) -> str:
     except TypeError:
         return json.dumps(value)
 
+
+_JSON_COLUMNS: dict[str, Any] = {"json_serializer": _json_text, "json_deserializer": parse}
 
 # A pooled connection idle for longer than this is pinged before use.
 PING_AFTER_IDLE_S = 5.0
