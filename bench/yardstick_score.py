@@ -124,25 +124,10 @@ def score(contact: dict[str, Any], events: list[dict[str, Any]], now: datetime) 
         disqualified = "competitor"
     elif STUDENT.search(title):
         disqualified = "student"
-    if disqualified:
-        hits.append({"rule": disqualified, "kind": "disqualify", "points": 0.0})
-
     total = fit + engagement
     mql = disqualified is None and total >= 60 and fit >= 15
-    route = sla = None
-    if mql:
-        route, sla = route_and_sla(email, country, size, total, events, now)
-    return {
-        "score": round(total, 1) + 0.0,
-        "fit": round(fit, 1) + 0.0,
-        "engagement": round(engagement, 1) + 0.0,
-        "mql": mql,
-        "disqualified": disqualified,
-        "hits": hits,
-        "route": route,
-        "sla": sla,
-        "ruleset": RULESET,
-    }
+    routed = route_and_sla(email, country, size, total, events, now) if mql else (None, None)
+    return outcome(fit, engagement, hits, disqualified, mql, routed, RULESET)
 
 
 # The broad rule set (bench/score_rules/scoring.yaml).
@@ -280,15 +265,7 @@ def score_broad(
         for index in matched:
             totals[index] += BROAD_ENGAGEMENT[index][1] * weight
             counts[index] += 1
-    engagement = 0.0
-    for (name, _points, cap), total, count in zip(BROAD_ENGAGEMENT, totals, counts, strict=True):
-        if count:
-            if cap is not None:
-                total = min(cap, total)
-            engagement += total
-            hits.append(
-                {"rule": name, "kind": "engagement", "points": round(total, 1), "events": count}
-            )
+    engagement = capped_engagement(BROAD_ENGAGEMENT, totals, counts, hits)
 
     disqualified = None
     if domain in BROAD_COMPETITORS:
@@ -299,25 +276,10 @@ def score_broad(
         disqualified = "partner"
     elif AGENCY.search(domain):
         disqualified = "agency"
-    if disqualified:
-        hits.append({"rule": disqualified, "kind": "disqualify", "points": 0.0})
-
     total_score = fit + engagement
     mql = disqualified is None and total_score >= 65 and fit >= 10
-    route = sla = None
-    if mql:
-        route, sla = route_and_sla(email, country, size, total_score, events, now)
-    return {
-        "score": round(total_score, 1) + 0.0,
-        "fit": round(fit, 1) + 0.0,
-        "engagement": round(engagement, 1) + 0.0,
-        "mql": mql,
-        "disqualified": disqualified,
-        "hits": hits,
-        "route": route,
-        "sla": sla,
-        "ruleset": BROAD_RULESET,
-    }
+    routed = route_and_sla(email, country, size, total_score, events, now) if mql else (None, None)
+    return outcome(fit, engagement, hits, disqualified, mql, routed, BROAD_RULESET)
 
 
 # The outside rule set (bench/score_rules_outside/scoring.yaml); its lists are read from that
@@ -554,15 +516,7 @@ def score_outside(
         for index in matched:
             totals[index] += OUTSIDE_ENGAGEMENT[index][1] * weight
             counts[index] += 1
-    engagement = 0.0
-    for (name, _points, cap), total, count in zip(OUTSIDE_ENGAGEMENT, totals, counts, strict=True):
-        if count:
-            if cap is not None:
-                total = min(cap, total)
-            engagement += total
-            hits.append(
-                {"rule": name, "kind": "engagement", "points": round(total, 1), "events": count}
-            )
+    engagement = capped_engagement(OUTSIDE_ENGAGEMENT, totals, counts, hits)
 
     disqualified = None
     if domain in lists.competitors:
@@ -575,16 +529,47 @@ def score_outside(
         disqualified = "role address"
     elif source == "Purchased List":
         disqualified = "purchased list"
-    if disqualified:
-        hits.append({"rule": disqualified, "kind": "disqualify", "points": 0.0})
-
     total_score = fit + engagement
     mql = disqualified is None and total_score >= 70 and fit >= 20 and engagement >= 10
-    route = sla = None
-    if mql:
-        route, sla = route_and_sla(email, country, None, total_score, events, now)
+    routed = route_and_sla(email, country, None, total_score, events, now) if mql else (None, None)
+    return outcome(fit, engagement, hits, disqualified, mql, routed, OUTSIDE_RULESET)
+
+
+def capped_engagement(
+    table: list[tuple[str, float, float | None]],
+    totals: list[float],
+    counts: list[int],
+    hits: list[dict[str, Any]],
+) -> float:
+    """The engagement rules' decayed totals, each capped, added up; a hit for each that
+    matched an event."""
+    engagement = 0.0
+    for (name, _points, cap), total, count in zip(table, totals, counts, strict=True):
+        if count:
+            if cap is not None:
+                total = min(cap, total)
+            engagement += total
+            hits.append(
+                {"rule": name, "kind": "engagement", "points": round(total, 1), "events": count}
+            )
+    return engagement
+
+
+def outcome(
+    fit: float,
+    engagement: float,
+    hits: list[dict[str, Any]],
+    disqualified: str | None,
+    mql: bool,
+    routed: tuple[Any, Any],
+    ruleset: str,
+) -> dict[str, Any]:
+    """One output line, as `leadwerk score --json` writes it."""
+    if disqualified:
+        hits.append({"rule": disqualified, "kind": "disqualify", "points": 0.0})
+    route, sla = routed
     return {
-        "score": round(total_score, 1) + 0.0,
+        "score": round(fit + engagement, 1) + 0.0,
         "fit": round(fit, 1) + 0.0,
         "engagement": round(engagement, 1) + 0.0,
         "mql": mql,
@@ -592,7 +577,7 @@ def score_outside(
         "hits": hits,
         "route": route,
         "sla": sla,
-        "ruleset": OUTSIDE_RULESET,
+        "ruleset": ruleset,
     }
 
 
