@@ -104,7 +104,7 @@ def phase_stages(path: Path) -> dict[str, Any]:
     from config.settings import load_settings
     from connectors.sources.files import read_export
     from rules.contact import FieldError
-    from worker.pipeline.ingest import prepare, record_mapper
+    from worker.pipeline.ingest import preparer
 
     with tempfile.TemporaryDirectory() as tmp:
         config_dir = Path(tmp) / "config"
@@ -114,10 +114,10 @@ def phase_stages(path: Path) -> dict[str, Any]:
     start = time.perf_counter()
     records = list(read_export(path))
     parsed = time.perf_counter()
-    mapper, now = record_mapper(config, source), datetime.now(UTC)
+    prepare = preparer(config, source, datetime.now(UTC))
     for record in records:
         with contextlib.suppress(FieldError):  # quarantined rows are timed all the same
-            prepare(config, source, record, now, mapper)
+            prepare(record)
     validated = time.perf_counter()
     rows = len(records)
     return {

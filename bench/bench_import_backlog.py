@@ -20,10 +20,12 @@ into a table of its own in the same fresh database, before the Leadwerk processe
 Prints one JSON object: ``yardstick_seconds``; ``import_seconds`` (until ``leadwerk import``
 returned) and ``import_cpu_seconds``; ``accounted_seconds`` (from its start until no event is
 pending, no MQL waits for routing and no message waits to be sent); both as ratios to the
-yardstick; ``queue_peak`` (the most messages waiting in the Redis queues at once, sampled
-every 0.1 s, in total and per queue; a batch of leads is one message); per process
-(``processes``) its CPU seconds and peak RSS (the kernel's VmHWM, and the sampled peak of the
-process with its children, every 0.5 s); and the import's own summary counts.
+yardstick; ``import_pool_cpu_seconds``, the CPU of the processes that prepared the file's
+records for the import (sampled); ``queue_peak`` (the most messages waiting in the Redis
+queues at once, sampled every 0.1 s, in total and per queue; a batch of leads is one
+message); per process (``processes``) its CPU seconds and peak RSS (the kernel's VmHWM, and
+the sampled peak of the process with its children, every 0.5 s); and the import's own
+summary counts.
 """
 
 from __future__ import annotations
@@ -229,6 +231,32 @@ class ProcessSampler(threading.Thread):
         return facts
 
 
+class TreeCpu(threading.Thread):
+    """The CPU seconds of a process's children and their children (the processes that
+    prepare a file's records), sampled from ``/proc`` every 0.2 s until stopped: the last
+    sample of each process counts, so at most 0.2 s of each is missed."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.last: dict[int, float] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        ticks = os.sysconf("SC_CLK_TCK")
+        while not self.done.is_set():
+            for pid in ProcessSampler._tree(self.pid)[1:]:
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                self.last[pid] = (int(stat[11]) + int(stat[12])) / ticks
+            self.done.wait(0.2)
+
+    def seconds(self) -> float:
+        return sum(self.last.values())
+
+
 def outstanding(database_url: str) -> dict[str, int]:
     """What still waits: events not scored, MQLs not routed, messages not sent."""
     import psycopg
@@ -289,18 +317,24 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         sampler.start()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        imported = subprocess.run(
+        importing = subprocess.Popen(
             [*command, "import", str(export), "--source", SOURCE, "--json"],
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
+        pool_cpu = TreeCpu(importing.pid)
+        pool_cpu.start()
+        stdout, stderr = importing.communicate()
         import_seconds = time.perf_counter() - start
+        pool_cpu.done.set()
+        pool_cpu.join()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         import_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-        if imported.returncode != 0:
-            raise SystemExit(f"leadwerk import failed: {imported.stderr[-2000:]}")
-        summary = json.loads(imported.stdout.strip().splitlines()[-1])
+        if importing.returncode != 0:
+            raise SystemExit(f"leadwerk import failed: {stderr[-2000:]}")
+        summary = json.loads(stdout.strip().splitlines()[-1])
         left = outstanding(database_url)
         while any(left.values()) and time.perf_counter() - start < args.timeout:
             time.sleep(0.5)
@@ -335,6 +369,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "yardstick_seconds": measured["seconds"],
         "import_seconds": round(import_seconds, 2),
         "import_cpu_seconds": round(import_cpu, 2),
+        "import_pool_cpu_seconds": round(pool_cpu.seconds(), 2),
         "accounted_seconds": round(accounted_seconds, 2),
         "import_to_yardstick": round(import_seconds / measured["seconds"], 2),
         "accounted_to_yardstick": round(accounted_seconds / measured["seconds"], 2),

@@ -20,7 +20,7 @@ from rules.expr import Context
 from rules.routing import RouteDecision, choose_sla
 from worker.commands.stage import find_contact
 from worker.pipeline.crm import record
-from worker.pipeline.ingest import prepare, store_prepared
+from worker.pipeline.ingest import preparer, store_prepared
 from worker.pipeline.notify import local_time_text
 from worker.pipeline.route import Routing, account_facts, hand_over, lead_view
 from worker.pipeline.score import event_facts
@@ -116,7 +116,7 @@ def retry_quarantine(
             error = item.reason if item.field == "record" else None
             raw = RawRecord(data=item.raw, record_id=item.record_id, row=item.row, error=error)
             try:
-                prepared = prepare(app.config, source_cfg, raw, now)
+                prepared = preparer(app.config, source_cfg, now)(raw)
             except FieldError as exc:
                 item.reason = str(exc).split(": ", 1)[-1]
                 item.field = exc.field

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy import (
     Connection,
     Executable,
@@ -299,9 +300,18 @@ def _insert_new(
     if not rows:
         return []
     if statements.postgresql:
-        document = json.dumps(rows, default=_json_value, ensure_ascii=False)
-        return [tuple(row) for row in session.execute(statement, {"document": document})]
+        return [tuple(row) for row in session.execute(statement, {"document": _document(rows)})]
     return [tuple(row) for row in session.execute(statement, rows)]
+
+
+def _document(rows: list[dict[str, Any]]) -> str:
+    """The rows as one JSON text, by orjson (a datetime keeps its offset; a naive one is
+    UTC, as UtcDateTime takes it); what orjson refuses (an integer beyond 64 bits) by
+    ``json``."""
+    try:
+        return orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC | orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(rows, default=_json_value, ensure_ascii=False)
 
 
 def _json_value(value: Any) -> Any:

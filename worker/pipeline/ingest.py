@@ -6,8 +6,6 @@ normalised content), so re-polling, a webhook's re-delivery or a re-imported fil
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,13 +21,17 @@ from connectors.sources.base import RawRecord, SourceConfig
 from connectors.sources.mapping import RecordMapper
 from rules.contact import (
     STANDARD_FIELDS,
-    FieldError,
-    bound_event,
-    coerce_datetime,
-    mask_phone,
-    normalise_contact,
 )
 from worker.pipeline.batch import Bad, is_transient, store_alone, store_batch, store_quarantined
+from worker.pipeline.prepare import (
+    PoolUse,
+    Prepared,
+    PreparedBatch,
+    Preparer,
+    Refused,
+    json_safe,
+    prepared_batches,
+)
 from worker.store.db import Store
 
 log = logging.getLogger("leadwerk.ingest")
@@ -98,48 +100,6 @@ class IngestReport:
         }
 
 
-@dataclass
-class Prepared:
-    key: str
-    contact: dict[str, Any]
-    event: dict[str, Any]
-    occurred_at: datetime
-    # (field, why) for each value dropped from the contact; the lead is taken in without it.
-    dropped: list[tuple[str, str]] = field(default_factory=list)
-
-
-_PLAIN = frozenset({str, int, float, bool, type(None)})
-
-
-def _json_safe(value: Any) -> Any:
-    """The value as storable JSON: non-JSON types as text, and NUL characters removed
-    (PostgreSQL refuses them in text and JSONB, and no lead needs one)."""
-    # A flat dict of plain values (every CSV row) is JSON as it is: skip the round trip.
-    if type(value) is dict and all(
-        type(k) is str and type(v) in _PLAIN and not (type(v) is str and "\x00" in v)
-        for k, v in value.items()
-    ):
-        return dict(value)
-    return _without_nul(json.loads(json.dumps(value, default=str, ensure_ascii=False)))
-
-
-def _without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "") if "\x00" in value else value
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_nul(v) for v in value]
-    return value
-
-
-def record_key(record: RawRecord, contact: dict[str, Any], event: dict[str, Any]) -> str:
-    if record.record_id:
-        return f"id:{record.record_id}"[:200]
-    canonical = json.dumps({"c": contact, "e": event}, sort_keys=True, default=str)
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def record_mapper(config: Config, source: SourceConfig) -> RecordMapper:
     """The source's mapping, worked out once for all the records of an ingest."""
     return RecordMapper(
@@ -150,34 +110,9 @@ def record_mapper(config: Config, source: SourceConfig) -> RecordMapper:
     )
 
 
-def prepare(
-    config: Config,
-    source: SourceConfig,
-    record: RawRecord,
-    now: datetime,
-    mapper: RecordMapper | None = None,
-) -> Prepared:
-    """Map and normalise one record; raises :class:`FieldError` for a bad one. ``mapper``
-    is the source's :func:`record_mapper`, made once by a caller with many records."""
-    if record.error:
-        raise FieldError("record", record.error)
-    raw_contact, event = (mapper or record_mapper(config, source))(record)
-    contact = _json_safe(normalise_contact(raw_contact, config.custom_fields))
-    at = coerce_datetime("event.at", event.pop("at", None)) or record.occurred_at or now
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    event = _json_safe(bound_event(event))
-    key = record_key(record, contact, event)
-    return Prepared(key, contact, event, at, _dropped(raw_contact, contact))
-
-
-def _dropped(raw: dict[str, Any], contact: dict[str, Any]) -> list[tuple[str, str]]:
-    """Values given but not kept: a phone cell that holds no number (``bitte nicht
-    anrufen``). The value is masked: the reason goes to logs and summaries."""
-    phone = raw.get("phone")
-    if "phone" in contact or phone is None or not str(phone).strip():
-        return []
-    return [("phone", f"not a phone number ({mask_phone(str(phone).strip())}); left out")]
+def preparer(config: Config, source: SourceConfig, now: datetime) -> Preparer:
+    """What prepares the source's records of an ingest at ``now``."""
+    return Preparer(record_mapper(config, source), config.custom_fields, now)
 
 
 def quarantine(
@@ -190,14 +125,14 @@ def quarantine(
     key: str | None = None,
 ) -> None:
     """Quarantine one record (not again while the same record is still open there)."""
-    store_quarantined(session, source, [Bad(record, reason, field_name, file, key)], _json_safe)
+    store_quarantined(session, source, [Bad(record, reason, field_name, file, key)], json_safe)
 
 
 def store_prepared(
     session: Session, source: str, prepared: Prepared, raw: RawRecord, now: datetime
 ) -> int | None:
     """Insert the event (and upsert its contact); None when the key was already taken in."""
-    return store_batch(session, source, [(prepared, raw)], now, _json_safe)[0]
+    return store_batch(session, source, [(prepared, raw)], now, json_safe)[0]
 
 
 def ingest_records(
@@ -209,57 +144,71 @@ def ingest_records(
     now: datetime | None = None,
     file: str | None = None,
     batch_size: int = 500,
-    on_batch: Any = None,
+    on_batch: Callable[[Session], None] | None = None,
+    on_last_batch: Callable[[Session], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    processes: int = 0,
+    pool_use: PoolUse | None = None,
 ) -> IngestReport:
     """Take records in, in batches of one transaction each; returns what happened to each.
 
-    ``on_batch(session)`` runs inside each batch's transaction (a pull source stores its
-    cursor there, so the cursor never runs ahead of stored records). ``on_progress(n)`` is
-    told after each committed batch how many records have been taken in so far.
+    ``on_batch(session)`` runs inside each batch's transaction, ``on_last_batch(session)``
+    inside the last one's (a pull source stores its cursor there, so the cursor never runs
+    ahead of stored records); with a hook and no records, one empty batch runs it.
+    ``on_progress(n)`` is told after each committed batch how many records have been taken
+    in so far. With ``processes``, a large input is prepared by that many processes while
+    earlier batches are stored (:func:`~worker.pipeline.prepare.prepared_batches`;
+    ``pool_use`` learns by which).
     """
     now = now or datetime.now(UTC)
     report = IngestReport(source.name)
-    batch: list[RawRecord] = []
-    mapper = record_mapper(config, source)
 
-    def flush() -> None:
+    def flush(batch: PreparedBatch) -> None:
         # Mapping and validation happen before the transaction: on SQLite the transaction
         # holds the database, and webhooks should not wait for our CPU work.
         good: list[tuple[Prepared, RawRecord]] = []
         bad: list[Bad] = []
-        for record in batch:
-            try:
-                good.append((prepare(config, source, record, now, mapper), record))
-            except FieldError as exc:
-                bad.append(Bad(record, str(exc).split(": ", 1)[-1], exc.field, file))
+        for record, result in zip(batch.records, batch.results, strict=True):
+            if isinstance(result, Refused):
+                bad.append(Bad(record, result.reason, result.field, file))
+            else:
+                good.append((result, record))
+        last_hook = on_last_batch if batch.last else None
         # A lone good record (a webhook delivery) on PostgreSQL is one statement, which
         # needs no transaction around it.
-        alone = len(good) == 1 and not bad and on_batch is None and store.dialect == "postgresql"
+        alone = (
+            len(good) == 1
+            and not bad
+            and on_batch is None
+            and last_hook is None
+            and store.dialect == "postgresql"
+        )
 
         def store_records() -> list[int | None]:
             if alone:
                 prepared, raw = good[0]
-                return [store_alone(store, source.name, prepared, raw, now, _json_safe)]
+                return [store_alone(store, source.name, prepared, raw, now, json_safe)]
             with store.session() as session:
-                event_ids = store_batch(session, source.name, good, now, _json_safe)
-                store_quarantined(session, source.name, bad, _json_safe)
+                event_ids = store_batch(session, source.name, good, now, json_safe)
+                store_quarantined(session, source.name, bad, json_safe)
                 if on_batch is not None:
                     on_batch(session)
+                if last_hook is not None:
+                    last_hook(session)
             return event_ids
 
         event_ids = _deadlock_retry(source.name)(store_records)
         _count(report, event_ids, bad, good)
-        batch.clear()
         if on_progress is not None:
             on_progress(report.received)
 
-    for record in records:
-        batch.append(record)
-        if len(batch) >= batch_size:
-            flush()
-    if batch or on_batch is not None:
-        flush()
+    flushed = False
+    prepare = preparer(config, source, now)
+    for batch in prepared_batches(records, batch_size, prepare, processes, pool_use):
+        flush(batch)
+        flushed = True
+    if not flushed and (on_batch is not None or on_last_batch is not None):
+        flush(PreparedBatch([], [], last=True))
     if report.received:
         log.info(
             "%s: %d received, %d accepted, %d duplicates, %d quarantined",
