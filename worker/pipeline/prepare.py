@@ -217,7 +217,7 @@ def prepared_batches(
                     try:
                         future = pool.submit(_prepare_in_pool, chunk)
                     except BrokenProcessPool:
-                        broken = True
+                        broken = _broke()
                 window.append((chunk, last, future))
             if not window:
                 return
@@ -227,14 +227,17 @@ def prepared_batches(
                 try:
                     done = future.result()
                 except BrokenProcessPool:
-                    if not broken:
-                        log.warning("the processes preparing records stopped; going on here")
-                    broken = True
+                    broken = broken or _broke()
             pid, results = done or (os.getpid(), preparer.batch(chunk))
             use.pids.add(pid)
             yield PreparedBatch(chunk, results, last)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _broke() -> bool:
+    log.warning("the processes preparing records stopped; going on here")
+    return True
 
 
 def _chunks(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord]]:
