@@ -21,11 +21,11 @@ Prints one JSON object: ``yardstick_seconds``; ``import_seconds`` (until ``leadw
 returned) and ``import_cpu_seconds``; ``accounted_seconds`` (from its start until no event is
 pending, no MQL waits for routing and no message waits to be sent); both as ratios to the
 yardstick; ``import_pool_cpu_seconds``, the CPU of the processes that prepared the file's
-records for the import (sampled); ``queue_peak`` (the most messages waiting in the Redis
-queues at once, sampled every 0.1 s, in total and per queue; a batch of leads is one
-message); per process (``processes``) its CPU seconds and peak RSS (the kernel's VmHWM, and
-the sampled peak of the process with its children, every 0.5 s); and the import's own
-summary counts.
+records for the import, and ``import_peak_rss_with_children_mib`` (both sampled);
+``queue_peak`` (the most messages waiting in the Redis queues at once, sampled every 0.1 s,
+in total and per queue; a batch of leads is one message); per process (``processes``) its
+CPU seconds and peak RSS (the kernel's VmHWM, and the sampled peak of the process with its
+children, every 0.5 s); and the import's own summary counts.
 """
 
 from __future__ import annotations
@@ -231,30 +231,35 @@ class ProcessSampler(threading.Thread):
         return facts
 
 
-class TreeCpu(threading.Thread):
-    """The CPU seconds of a process's children and their children (the processes that
-    prepare a file's records), sampled from ``/proc`` every 0.2 s until stopped: the last
-    sample of each process counts, so at most 0.2 s of each is missed."""
+class ImportTree(threading.Thread):
+    """The import process with the processes it starts (those that prepare a file's
+    records), sampled from ``/proc`` every 0.2 s until stopped: the peak of their summed RSS,
+    and the CPU seconds of the started ones (the last sample of each counts, so at most
+    0.2 s of each is missed)."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid = pid
-        self.last: dict[int, float] = {}
+        self.cpu: dict[int, float] = {}
+        self.peak_kib = 0
         self.done = threading.Event()
 
     def run(self) -> None:
         ticks = os.sysconf("SC_CLK_TCK")
         while not self.done.is_set():
-            for pid in ProcessSampler._tree(self.pid)[1:]:
+            tree = ProcessSampler._tree(self.pid)
+            rss = sum(ProcessSampler._status(pid, "VmRSS") for pid in tree)
+            self.peak_kib = max(self.peak_kib, rss)
+            for pid in tree[1:]:
                 try:
                     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 except OSError:
                     continue
-                self.last[pid] = (int(stat[11]) + int(stat[12])) / ticks
+                self.cpu[pid] = (int(stat[11]) + int(stat[12])) / ticks
             self.done.wait(0.2)
 
-    def seconds(self) -> float:
-        return sum(self.last.values())
+    def pool_cpu_seconds(self) -> float:
+        return sum(self.cpu.values())
 
 
 def outstanding(database_url: str) -> dict[str, int]:
@@ -324,12 +329,12 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             stderr=subprocess.PIPE,
             text=True,
         )
-        pool_cpu = TreeCpu(importing.pid)
-        pool_cpu.start()
+        tree = ImportTree(importing.pid)
+        tree.start()
         stdout, stderr = importing.communicate()
         import_seconds = time.perf_counter() - start
-        pool_cpu.done.set()
-        pool_cpu.join()
+        tree.done.set()
+        tree.join()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         import_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         if importing.returncode != 0:
@@ -369,7 +374,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "yardstick_seconds": measured["seconds"],
         "import_seconds": round(import_seconds, 2),
         "import_cpu_seconds": round(import_cpu, 2),
-        "import_pool_cpu_seconds": round(pool_cpu.seconds(), 2),
+        "import_pool_cpu_seconds": round(tree.pool_cpu_seconds(), 2),
+        "import_peak_rss_with_children_mib": round(tree.peak_kib / 1024, 1),
         "accounted_seconds": round(accounted_seconds, 2),
         "import_to_yardstick": round(import_seconds / measured["seconds"], 2),
         "accounted_to_yardstick": round(accounted_seconds / measured["seconds"], 2),
