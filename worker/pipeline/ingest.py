@@ -19,9 +19,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from config.loader import Config
 from connectors.sources.base import RawRecord, SourceConfig
 from connectors.sources.mapping import RecordMapper
-from rules.contact import (
-    STANDARD_FIELDS,
-)
+from rules.contact import STANDARD_FIELDS
 from worker.pipeline.batch import Bad, is_transient, store_alone, store_batch, store_quarantined
 from worker.pipeline.prepare import (
     PoolUse,
