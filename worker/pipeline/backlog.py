@@ -46,6 +46,7 @@ from worker.pipeline.batchroute import BatchRouter
 from worker.pipeline.nurture import after_score, nurture_rules, read_run_facts, write_run_facts
 from worker.pipeline.route import Known
 from worker.pipeline.score import event_facts, outcome, update_contacts
+from worker.store.bulk import insert_ids
 from worker.store.db import Store
 from worker.store.models import (
     CONTACTS,
@@ -185,7 +186,6 @@ _SQLITE = _statements(lambda column, name: column.in_(bindparam(name, expanding=
 _POSTGRESQL = _statements(
     lambda column, name: column == any_(bindparam(name, type_=postgresql.ARRAY(Integer)))
 )
-_INSERT_SCORES = insert(SCORES).returning(SCORES.c.id, sort_by_parameter_order=True)
 _INSERT_STAGE_CHANGES = insert(STAGE_CHANGES)
 
 
@@ -227,7 +227,7 @@ def score_and_route_run(
         if stage_change is not None:
             stage_changes.append(stage_change)
         outcomes.append((row, events, result, changes))
-    score_ids = connection.execute(_INSERT_SCORES, scores).scalars().all()
+    score_ids = insert_ids(connection, SCORES, scores)
     if stage_changes:
         connection.execute(_INSERT_STAGE_CHANGES, stage_changes)
     connection.execute(statements.mark_processed, {"event_ids": pending, "now": now})

@@ -28,7 +28,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -41,7 +41,6 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
-    column,
     exists,
     func,
     literal,
@@ -55,6 +54,7 @@ from sqlalchemy.orm import Session
 
 from connectors.sources.base import RawRecord
 from rules.contact import email_domain
+from worker.store.bulk import document, recordset
 from worker.store.db import Store
 from worker.store.models import CONTACTS, EVENTS, QUARANTINE
 
@@ -191,11 +191,7 @@ def _recordset_insert(
     :document, unpacked by ``jsonb_to_recordset``: one short statement, where a ``VALUES``
     list is 5,000 parameters and arrays of JSON are escaped element by element (66 ms per 500
     events; this: 20-30 ms)."""
-    unpacked = (
-        func.jsonb_to_recordset(cast(bindparam("document", type_=Text), postgresql.JSONB))
-        .table_valued(*[column(name, table.c[name].type) for name in names])
-        .render_derived(with_types=True)
-    )
+    unpacked = recordset(table, names)
     return (
         postgresql.insert(table)
         .from_select(list(names), select(*[unpacked.c[name] for name in names]))
@@ -305,24 +301,8 @@ def _insert_new(
     if not rows:
         return []
     if statements.postgresql:
-        return [tuple(row) for row in session.execute(statement, {"document": _document(rows)})]
+        return [tuple(row) for row in session.execute(statement, {"document": document(rows)})]
     return [tuple(row) for row in session.execute(statement, rows)]
-
-
-def _document(rows: list[dict[str, Any]]) -> str:
-    """The rows as one JSON text, by orjson (a datetime keeps its offset; a naive one is
-    UTC, as UtcDateTime takes it); what orjson refuses (an integer beyond 64 bits) by
-    ``json``."""
-    try:
-        return orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC | orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        return json.dumps(rows, default=_json_value, ensure_ascii=False)
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime):  # stored as UTC, as UtcDateTime does
-        return value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat() + "Z"
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def store_batch(

@@ -43,6 +43,7 @@ from worker.pipeline.route import (
     team_states,
 )
 from worker.pipeline.score import event_facts, update_contacts
+from worker.store.bulk import insert_ids
 from worker.store.models import (
     ASSIGNMENTS,
     CONTACTS,
@@ -97,8 +98,6 @@ _OWNED = (
 _LATEST_OWNED = select(
     _OWNED.c.email_domain, _OWNED.c.updated_at, _OWNED.c.id, _OWNED.c.owner
 ).where(_OWNED.c.rank == 1)
-_INSERT_ASSIGNMENTS = insert(ASSIGNMENTS).returning(ASSIGNMENTS.c.id, sort_by_parameter_order=True)
-_INSERT_MESSAGES = insert(MESSAGES).returning(MESSAGES.c.id, sort_by_parameter_order=True)
 _COUNT_ASSIGNMENTS = (
     update(COUNTERS)
     .where(COUNTERS.c.team == bindparam("counter_team"), COUNTERS.c.rep == bindparam("counter_rep"))
@@ -157,11 +156,7 @@ class BatchRouter:
         _update_contacts(connection, unrouted)
         if not decided:
             return []
-        assignment_ids = (
-            connection.execute(_INSERT_ASSIGNMENTS, [values for *_, values in decided])
-            .scalars()
-            .all()
-        )
+        assignment_ids = insert_ids(connection, ASSIGNMENTS, [values for *_, values in decided])
         # A digest counts the messages already in the store: with digests on, each lead's
         # messages are written before the next lead's are held or not.
         one_by_one = bool(config.settings.digest_after)
@@ -307,7 +302,7 @@ def _insert_messages(connection: Connection, messages: list[Message]) -> None:
     for index, row in enumerate(rows):
         shapes[tuple(row)].append(index)
     for indices in shapes.values():
-        ids = connection.execute(_INSERT_MESSAGES, [rows[i] for i in indices]).scalars().all()
+        ids = insert_ids(connection, MESSAGES, [rows[i] for i in indices])
         for index, message_id in zip(indices, ids, strict=True):
             messages[index].id = message_id
 
