@@ -44,7 +44,7 @@ def test_each_row_gets_its_own_id_in_row_order_with_the_defaults_of_what_it_leav
                 "recipient": f"rep{n}@firma.de",
                 "message_id": f"<{n}@leadwerk>",
                 "subject": f"Lead {n}: Schäfer & Söhne",
-                "body_text": f"Zeile {n}\n\"zitiert\" \\ {'ü' * n}",
+                "body_text": f'Zeile {n}\n"zitiert" \\ {"ü" * n}',
                 "blocks": [{"type": "section", "n": n}] if n % 2 else None,
                 "created_at": NOW + timedelta(minutes=n % 7),
             }
