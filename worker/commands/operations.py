@@ -48,6 +48,7 @@ def replay_dead_letters(app: App, broker: dramatiq.Broker, letter: int | None) -
     from worker.store.models import Message
 
     actors = {a.actor_name: a for a in ALL}
+    sends: list[tuple[dramatiq.Actor[Any, Any], list[Any]]] = []
     count = 0
     with app.store.session() as session:
         query = select(DeadLetter).where(DeadLetter.status == "open")
@@ -62,9 +63,13 @@ def replay_dead_letters(app: App, broker: dramatiq.Broker, letter: int | None) -
                     message.retry_at = message.first_failed_at = None
             actor = actors.get(dead.actor)
             if actor is not None:
-                actor.send(*dead.args)
+                sends.append((actor, list(dead.args)))
             dead.status = "replayed"
             count += 1
+    # Enqueued once committed: a worker quicker than the commit would find the message still
+    # failed, do nothing, and leave it to the clock's sweep.
+    for actor, args in sends:
+        actor.send(*args)
     return count
 
 

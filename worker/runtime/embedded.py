@@ -41,6 +41,9 @@ def drain(
     the store shows nothing pending (single-process mode: the in-process broker). ``now``:
     the time nurture steps are due by (``run --once --now``), else the clock's."""
     for _ in range(rounds):
+        # What is on the queue already (a replayed dead letter) is done first: a message a
+        # worker is sending is not pending, and would otherwise end the drain unsent.
+        _settle(broker, worker)
         # The store's own bookkeeping (leases of messages being sent) keeps the real clock.
         pending = find_pending(
             app.store, datetime.now(UTC), send_lease=timedelta(seconds=app.settings.send_lease)
@@ -62,11 +65,16 @@ def drain(
             )
             pending.events = worked.handed_back
         enqueue(pending, batched=False)
-        options = {"fail_fast": False} if isinstance(broker, StubBroker) else {}
-        for queue in QUEUES:
-            broker.join(queue, **options)  # type: ignore[attr-defined]
-        if worker is not None:
-            worker.join()
+        _settle(broker, worker)
+
+
+def _settle(broker: dramatiq.Broker, worker: Worker | None) -> None:
+    """Wait until the queues are empty and the worker has finished what it took."""
+    options = {"fail_fast": False} if isinstance(broker, StubBroker) else {}
+    for queue in QUEUES:
+        broker.join(queue, **options)  # type: ignore[attr-defined]
+    if worker is not None:
+        worker.join()
 
 
 @dataclass

@@ -75,7 +75,6 @@ class ConfigReloader:
             try:
                 config = load_config(self.app.settings)
             except ConfigErrors as exc:
-                self.refusals += 1
                 record_reload(self.app, "refused", old, len(exc.issues), str(exc.issues[0]))
                 log.error(
                     "config change refused (%s); still running rules v%s (%s). %d error(s):\n%s",
@@ -85,9 +84,10 @@ class ConfigReloader:
                     len(exc.issues),
                     exc.render(),
                 )
+                # Counted once said, here and below: whoever waits on a count finds the log.
+                self.refusals += 1
                 return False
             except OSError as exc:
-                self.refusals += 1
                 record_reload(self.app, "refused", old, 1, str(exc))
                 log.error(
                     "config change refused (%s): %s; still running rules v%s (%s)",
@@ -96,9 +96,9 @@ class ConfigReloader:
                     old.ruleset.version,
                     old.hash,
                 )
+                self.refusals += 1
                 return False
             set_config(config)
-            self.reloads += 1
             record_reload(self.app, "loaded", config)
             with _listeners_lock:
                 listeners = list(_listeners)
@@ -115,6 +115,7 @@ class ConfigReloader:
                 config.ruleset.version,
                 config.hash,
             )
+            self.reloads += 1
             return True
 
     def start(self, watch_files: bool = True) -> ConfigReloader:
