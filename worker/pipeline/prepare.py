@@ -165,7 +165,7 @@ class PreparedBatch:
 @dataclass
 class PoolUse:
     """Which processes prepared the batches of one input (the caller's own pid when none
-    did): for the log, and for tests that check the pool did its part."""
+    did), for a caller that checks the pool did its part (the tests)."""
 
     pids: set[int] = field(default_factory=set)
 

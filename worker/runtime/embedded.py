@@ -41,8 +41,9 @@ def drain(
     the store shows nothing pending (single-process mode: the in-process broker). ``now``:
     the time nurture steps are due by (``run --once --now``), else the clock's."""
     for _ in range(rounds):
-        # What is on the queue already (a replayed dead letter) is done first: a message a
-        # worker is sending is not pending, and would otherwise end the drain unsent.
+        # What is on the queue is done before the store is asked (the last round's work, a
+        # replayed dead letter): a message a worker is sending is not pending, and would
+        # otherwise end the drain unsent.
         _settle(broker, worker)
         # The store's own bookkeeping (leases of messages being sent) keeps the real clock.
         pending = find_pending(
@@ -65,7 +66,7 @@ def drain(
             )
             pending.events = worked.handed_back
         enqueue(pending, batched=False)
-        _settle(broker, worker)
+    _settle(broker, worker)
 
 
 def _settle(broker: dramatiq.Broker, worker: Worker | None) -> None:
