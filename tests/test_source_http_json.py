@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -342,6 +345,29 @@ def test_clients_have_explicit_timeouts() -> None:
     with make_client() as client:
         assert client.timeout.connect == 5.0
         assert client.timeout.read == 15.0
+
+
+def test_a_client_loads_without_trio_which_stays_importable() -> None:
+    """httpcore would import trio (0.16 s of each start) wherever it is installed."""
+    pytest.importorskip("trio", reason="trio is not installed here: nothing to keep out")
+    script = (
+        "import sys\n"
+        "from connectors.http import make_client\n"
+        "with make_client() as client:\n"
+        "    reply = client.get(sys.argv[1])\n"
+        "loaded = 'trio' in sys.modules\n"
+        "import trio\n"
+        "print(reply.status_code, loaded, trio.__name__)\n"
+    )
+    with JsonApiServer(SUBMISSIONS) as api:
+        done = subprocess.run(
+            [sys.executable, "-c", script, api.url],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    assert done.stdout.split() == ["200", "False", "trio"]
 
 
 # --- retries -----------------------------------------------------------------------------------
