@@ -20,7 +20,13 @@ from connectors.sources.base import RawRecord
 from connectors.sources.files import read_export_bytes
 from worker.pipeline.ingest import IngestReport, ingest_records, preparer
 from worker.pipeline.poll import import_file
-from worker.pipeline.prepare import PARALLEL_FROM, PoolUse, pool_size, prepared_batches
+from worker.pipeline.prepare import (
+    PARALLEL_FROM,
+    PoolUse,
+    json_safe,
+    pool_size,
+    prepared_batches,
+)
 from worker.store.db import Store
 
 FAIR = "messe-hannover-2026"
@@ -165,3 +171,21 @@ def test_a_pool_process_killed_midway_leaves_the_rest_to_the_importing_process(
     assert results == one_by_one
     assert os.getpid() in use.pids  # the batches after the kill were prepared here
     assert "the processes preparing records stopped; going on here" in caplog.text
+
+
+def test_raw_data_is_stored_as_json_text_without_nul_characters() -> None:
+    when = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
+    raw = {
+        "name": "Eva\u0000",
+        "scanned": when,
+        "answers": {1: ["a\u0000b", None, 2.5], "big": 2**70},
+        "path\\u0000": "kept",
+    }
+
+    assert json_safe(raw) == {
+        "name": "Eva",
+        "scanned": "2026-11-03 09:30:00+00:00",
+        "answers": {"1": ["ab", None, 2.5], "big": 2**70},
+        "path\\u0000": "kept",
+    }
+    assert json_safe({"booth": "B12", "size": 200}) == {"booth": "B12", "size": 200}

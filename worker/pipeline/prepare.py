@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from itertools import chain, islice
 from typing import Any
 
+import orjson
+
 from connectors.sources.base import RawRecord
 from connectors.sources.mapping import RecordMapper
 from rules.contact import (
@@ -60,19 +62,22 @@ class Refused:
     reason: str
 
 
-_PLAIN = frozenset({str, int, float, bool, type(None)})
+# Dates and dataclasses as ``str()`` writes them (what ``json.dumps(default=str)`` gives).
+_AS_TEXT = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
 
 
 def json_safe(value: Any) -> Any:
-    """The value as storable JSON: non-JSON types as text, and NUL characters removed
-    (PostgreSQL refuses them in text and JSONB, and no lead needs one)."""
-    # A flat dict of plain values (every CSV row) is JSON as it is: skip the round trip.
-    if type(value) is dict and all(
-        type(k) is str and type(v) in _PLAIN and not (type(v) is str and "\x00" in v)
-        for k, v in value.items()
-    ):
-        return dict(value)
-    return _without_nul(json.loads(json.dumps(value, default=str, ensure_ascii=False)))
+    """The value as storable JSON: non-JSON types as text (``str()``, as ``json.dumps``'
+    ``default=str`` gives them), and NUL characters removed (PostgreSQL refuses them in text
+    and JSONB, and no lead needs one)."""
+    try:
+        text = orjson.dumps(value, default=str, option=_AS_TEXT)
+    except (orjson.JSONEncodeError, TypeError):  # an integer beyond 64 bits, a deep value
+        return _without_nul(json.loads(json.dumps(value, default=str, ensure_ascii=False)))
+    safe = orjson.loads(text)
+    return _without_nul(safe) if b"\\u0000" in text else safe
 
 
 def _without_nul(value: Any) -> Any:
