@@ -3,11 +3,11 @@ the columns a row leaves out take the defaults SQLAlchemy's own insert would giv
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, text
 
-from worker.store.bulk import insert_ids
+from worker.store.bulk import insert_ids, update_rows
 from worker.store.db import Store
 from worker.store.models import CONTACTS, MESSAGES
 
@@ -77,4 +77,77 @@ def test_no_rows_insert_nothing(database_url: str) -> None:
     store = Store(database_url)
     with store.transaction() as connection:
         assert insert_ids(connection, MESSAGES, []) == []
+    store.close()
+
+
+def test_rows_are_stored_exactly_as_sqlalchemys_own_insert_stores_them(database_url: str) -> None:
+    # SQLite compares dates as text: a stored date in another format would sort wrongly.
+    store = Store(database_url)
+    row = {
+        "email": "jan@firma.de",
+        "email_domain": "firma.de",
+        "fields": {"name": "Jan \u00d6zdemir", "size": 1.5, "tags": [], "none": None},
+        "source": "messe",
+        "stage": "lead",
+        "score": 42.0,
+        "created_at": NOW,
+        "updated_at": NOW.astimezone(timezone(timedelta(hours=2))),
+    }
+    raw = text(
+        "SELECT fields, score, created_at, updated_at, unsubscribed_at FROM contacts "
+        "WHERE email = :email"
+    )
+    with store.transaction() as connection:
+        connection.execute(insert(CONTACTS), [row])
+        insert_ids(connection, CONTACTS, [{**row, "email": "jan2@firma.de"}])
+        own = connection.execute(raw, {"email": "jan@firma.de"}).one()
+        bulk = connection.execute(raw, {"email": "jan2@firma.de"}).one()
+
+    assert bulk == own
+    store.close()
+
+
+def test_many_rows_are_updated_in_one_go_and_a_row_given_twice_takes_its_later_values(
+    database_url: str,
+) -> None:
+    store = Store(database_url)
+    with store.transaction() as connection:
+        ids = insert_ids(
+            connection,
+            CONTACTS,
+            [
+                {
+                    "email": f"p{n}@firma.de",
+                    "email_domain": "firma.de",
+                    "fields": {},
+                    "source": "messe",
+                    "stage": "lead",
+                    "created_at": NOW,
+                    "updated_at": NOW,
+                }
+                for n in range(4)
+            ],
+        )
+        later = NOW + timedelta(hours=1)
+        update_rows(
+            connection,
+            CONTACTS,
+            "contact_id",
+            [
+                {"contact_id": ids[0], "stage": "mql", "fields": {"a": 1}, "updated_at": later},
+                {"contact_id": ids[2], "stage": "mql", "fields": {"b": None}, "updated_at": later},
+                {"contact_id": ids[0], "stage": "sal", "fields": {"a": 2}, "updated_at": later},
+            ],
+        )
+        stored = {
+            row.id: (row.stage, row.fields, row.updated_at.replace(tzinfo=UTC))
+            for row in connection.execute(select(CONTACTS))
+        }
+
+    assert stored == {
+        ids[0]: ("sal", {"a": 2}, later),
+        ids[1]: ("lead", {}, NOW),
+        ids[2]: ("mql", {"b": None}, later),
+        ids[3]: ("lead", {}, NOW),
+    }
     store.close()

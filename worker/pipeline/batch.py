@@ -54,7 +54,7 @@ from sqlalchemy.orm import Session
 
 from connectors.sources.base import RawRecord
 from rules.contact import email_domain
-from worker.store.bulk import document, recordset
+from worker.store.bulk import packed, unpacked
 from worker.store.db import Store
 from worker.store.models import CONTACTS, EVENTS, QUARANTINE
 
@@ -110,7 +110,7 @@ class Bad:
 class _Statements:
     """One database's statements. Parameters: ``known_keys`` :source, :keys; ``lock_contacts``
     :emails; ``open_quarantined`` :source, :keys. The inserts of new contacts and events
-    take their rows, on PostgreSQL as one JSON :document (see :func:`_insert_new`)."""
+    take their rows as one JSON :document (see :func:`_insert_new`)."""
 
     postgresql: bool
     # The value of a list parameter (:keys, :emails): JSON text on PostgreSQL.
@@ -150,9 +150,11 @@ def _postgresql_statements() -> _Statements:
         texts=lambda values: orjson.dumps(values).decode(),
         known_keys=select(wanted.c.key).select_from(wanted.join(hit, true())),
         lock_contacts=_lock_contacts(among(CONTACTS.c.email, "emails")),
-        insert_contacts=_recordset_insert(CONTACTS, _CONTACT_COLUMNS, ["email"], "email"),
-        insert_events=_recordset_insert(
-            EVENTS, _EVENT_COLUMNS, ["source", "record_key"], "record_key"
+        insert_contacts=_unpacked_insert(
+            "postgresql", CONTACTS, _CONTACT_COLUMNS, ["email"], "email"
+        ),
+        insert_events=_unpacked_insert(
+            "postgresql", EVENTS, _EVENT_COLUMNS, ["source", "record_key"], "record_key"
         ),
         open_quarantined=_open_quarantined(among(QUARANTINE.c.record_key, "keys")),
         insert_quarantined=postgresql.insert(QUARANTINE).on_conflict_do_nothing(),
@@ -160,13 +162,6 @@ def _postgresql_statements() -> _Statements:
 
 
 def _sqlite_statements() -> _Statements:
-    def insert(table: Table, unique: list[str], key: str) -> Executable:
-        return (
-            sqlite.insert(table)
-            .on_conflict_do_nothing(index_elements=unique)
-            .returning(table.c.id, table.c[key])
-        )
-
     return _Statements(
         postgresql=False,
         texts=list,
@@ -175,8 +170,10 @@ def _sqlite_statements() -> _Statements:
             EVENTS.c.record_key.in_(bindparam("keys", expanding=True)),
         ),
         lock_contacts=_lock_contacts(CONTACTS.c.email.in_(bindparam("emails", expanding=True))),
-        insert_contacts=insert(CONTACTS, ["email"], "email"),
-        insert_events=insert(EVENTS, ["source", "record_key"], "record_key"),
+        insert_contacts=_unpacked_insert("sqlite", CONTACTS, _CONTACT_COLUMNS, ["email"], "email"),
+        insert_events=_unpacked_insert(
+            "sqlite", EVENTS, _EVENT_COLUMNS, ["source", "record_key"], "record_key"
+        ),
         open_quarantined=_open_quarantined(
             QUARANTINE.c.record_key.in_(bindparam("keys", expanding=True))
         ),
@@ -184,17 +181,19 @@ def _sqlite_statements() -> _Statements:
     )
 
 
-def _recordset_insert(
-    table: Table, names: tuple[str, ...], unique: list[str], key: str
+def _unpacked_insert(
+    dialect: str, table: Table, names: tuple[str, ...], unique: list[str], key: str
 ) -> Executable:
     """``INSERT ... ON CONFLICT DO NOTHING RETURNING id, <key>`` of the rows in the JSON
-    :document, unpacked by ``jsonb_to_recordset``: one short statement, where a ``VALUES``
-    list is 5,000 parameters and arrays of JSON are escaped element by element (66 ms per 500
+    :document (see ``worker.store.bulk``): one short statement, where a ``VALUES`` list is
+    5,000 parameters (on PostgreSQL, arrays of JSON escaped element by element: 66 ms per 500
     events; this: 20-30 ms)."""
-    unpacked = recordset(table, names)
+    rows = unpacked(dialect, table, names)
+    # ``WHERE true``: SQLite would read the ON of ON CONFLICT as a join's after a bare SELECT.
+    chosen = select(*[rows.c[name] for name in names]).where(true())
+    dml = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     return (
-        postgresql.insert(table)
-        .from_select(list(names), select(*[unpacked.c[name] for name in names]))
+        dml.from_select(list(names), chosen)
         .on_conflict_do_nothing(index_elements=unique)
         .returning(table.c.id, table.c[key])
     )
@@ -293,16 +292,20 @@ def _statements(session: Session) -> _Statements:
 
 
 def _insert_new(
-    session: Session, statements: _Statements, statement: Executable, rows: list[dict[str, Any]]
+    session: Session,
+    statement: Executable,
+    table: Table,
+    names: tuple[str, ...],
+    rows: list[dict[str, Any]],
 ) -> list[tuple[Any, Any]]:
-    """Insert ``rows`` (of ``statement``'s columns, in order) except those whose unique
-    columns are taken; returns (id, key) of the rows inserted. On PostgreSQL the whole batch
-    travels as one JSON document; SQLite gets the ``VALUES`` list."""
+    """Insert ``rows`` (of ``table``'s columns ``names``) except those whose unique columns
+    are taken; returns (id, key) of the rows inserted. The whole batch travels as one JSON
+    document."""
     if not rows:
         return []
-    if statements.postgresql:
-        return [tuple(row) for row in session.execute(statement, {"document": document(rows)})]
-    return [tuple(row) for row in session.execute(statement, rows)]
+    connection = session.connection()
+    data = packed(connection.dialect, table, names, rows)
+    return [tuple(row) for row in connection.execute(statement, {"document": data})]
 
 
 def store_batch(
@@ -357,7 +360,7 @@ def store_batch(
                 "attempts": 0,
             }
         )
-    created = _insert_new(session, statements, statements.insert_events, rows)
+    created = _insert_new(session, statements.insert_events, EVENTS, _EVENT_COLUMNS, rows)
     inserted = {key: event_id for event_id, key in created}
     for index in fresh:
         results[index] = inserted.get(items[index][0].key)
@@ -434,7 +437,7 @@ def _upsert_contacts(
             }
             for email in new
         ]
-        created = _insert_new(session, statements, statements.insert_contacts, rows)
+        created = _insert_new(session, statements.insert_contacts, CONTACTS, _CONTACT_COLUMNS, rows)
         ids.update({email: contact_id for contact_id, email in created})
         raced = [email for email in new if email not in ids]  # created meanwhile elsewhere
         if raced:

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Row, Select, bindparam, insert, or_, select, 
 from config.loader import Config
 from rules.scoring import ScoreResult, r1, score_contact
 from worker.pipeline.nurture import after_score
+from worker.store.bulk import update_rows
 from worker.store.ctes import insert_cte, prefixed, with_defaults
 from worker.store.db import Store
 from worker.store.models import (
@@ -116,8 +117,8 @@ def update_contact(connection: Connection, contact_id: int, changes: dict[str, A
 
 def update_contacts(connection: Connection, changes: list[dict[str, Any]]) -> None:
     """Write the changed columns of many contacts (``contact_id`` and the columns, the same
-    columns in every row), in one batch."""
-    connection.execute(_UPDATE_CONTACT, changes)
+    columns in every row), in one statement."""
+    update_rows(connection, CONTACTS, "contact_id", changes)
 
 
 def _record(

@@ -1,11 +1,13 @@
-"""Many rows into one table in one short statement on PostgreSQL, their ids in row order.
+"""Many rows into one table, or many rows of one table updated, in one short statement,
+the rows travelling as one JSON document; inserted rows' ids come back in row order.
 
 SQLAlchemy sends many rows with ``RETURNING`` as one ``INSERT ... VALUES`` of a parameter per
-value (5,000 for 500 scores). psycopg converts a statement's placeholders with a regular
-expression and caches the result only for statements up to 4 KB: each such statement was
-parsed anew, a quarter of a backlog worker's CPU. Here the rows travel as one JSON document,
-unpacked by ``jsonb_to_recordset``: a short statement of the same text every time, whose
-conversion psycopg caches and PostgreSQL prepares. SQLite keeps SQLAlchemy's own statement.
+value (5,000 for 500 scores), and many updates as one statement per row. On PostgreSQL,
+psycopg converts a statement's placeholders with a regular expression and caches the result
+only for statements up to 4 KB: each such statement was parsed anew, a quarter of a backlog
+worker's CPU. On SQLite, building the parameters of every row, value by value, was a tenth
+of a ``run --once``. Here PostgreSQL unpacks the document with ``jsonb_to_recordset`` and
+SQLite with ``json_each``: a short statement of the same text every time, prepared once.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from sqlalchemy import (
     column,
     func,
     insert,
+    literal_column,
     select,
+    update,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
 
 
 def document(rows: Sequence[dict[str, Any]]) -> str:
@@ -66,9 +71,54 @@ def recordset(table: Table, names: tuple[str, ...], *extra: ColumnClause[Any]) -
 _PLACE = "_place"
 
 
+def unpacked(dialect: str, table: Table, names: tuple[str, ...], *extra: ColumnClause[Any]) -> Any:
+    """The rows of the JSON :document (see :func:`packed`) as a FROM clause of ``names``
+    (``table``'s columns) and the ``extra`` columns, and ``_place``, each row's place in the
+    document."""
+    if dialect == "postgresql":
+        return recordset(table, names, *extra, column(_PLACE, Integer))
+    # SQLite: each row an array of its values, already as SQLAlchemy would bind them.
+    each = func.json_each(bindparam("document", type_=Text)).table_valued("key", "value")
+    every = [*names, *(c.name for c in extra)]
+    return select(
+        *[
+            func.json_extract(each.c.value, literal_column(f"'$[{i}]'")).label(n)
+            for i, n in enumerate(every)
+        ],
+        each.c.key.label(_PLACE),
+    ).subquery()
+
+
+def packed(
+    dialect: Dialect, table: Table, names: tuple[str, ...], rows: Sequence[dict[str, Any]]
+) -> str:
+    """``rows`` as the JSON :document that :func:`unpacked` reads: on PostgreSQL the rows
+    as they are (a datetime keeps its offset; a naive one is UTC, as UtcDateTime takes it);
+    on SQLite each row as an array of its values of ``names`` and then of the extra columns,
+    each value as the column's own type binds it (the same text for dates and JSON)."""
+    if dialect.name == "postgresql":
+        return document([{**row, _PLACE: place} for place, row in enumerate(rows)])
+    binds = _binds(dialect, table, names)
+    extra = [name for name in rows[0] if name not in binds] if rows else []
+    return document(
+        [
+            [
+                *(bind(row[name]) if bind else row[name] for name, bind in binds.items()),
+                *(row[name] for name in extra),
+            ]
+            for row in rows
+        ]
+    )
+
+
 @functools.lru_cache(maxsize=64)
-def _insert_ids(table: Table, names: tuple[str, ...]) -> Executable:
-    rows = recordset(table, names, column(_PLACE, Integer))
+def _binds(dialect: Dialect, table: Table, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: table.c[name].type._cached_bind_processor(dialect) for name in names}
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_ids(dialect: str, table: Table, names: tuple[str, ...]) -> Executable:
+    rows = unpacked(dialect, table, names)
     return (
         insert(table)
         .from_select(
@@ -82,19 +132,42 @@ def insert_ids(connection: Connection, table: Table, rows: Sequence[dict[str, An
     """Insert ``rows`` (all with the same keys) into ``table``; their new ids, in row order.
 
     Columns a row leaves out take their defaults, the Python-side ones included, as
-    SQLAlchemy's own insert gives them. On PostgreSQL the rows are inserted in document
-    order, so the ids a sequence hands out ascend in that order (SQLAlchemy's
+    SQLAlchemy's own insert gives them. The rows are inserted in document order, so the ids
+    that PostgreSQL's sequence or SQLite's rowid hand out ascend in that order (SQLAlchemy's
     ``sort_by_parameter_order`` relies on the same)."""
     if not rows:
         return []
-    if connection.dialect.name != "postgresql":
-        statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-        return list(connection.execute(statement, list(rows)).scalars().all())
     rows = _with_defaults(table, rows)
     names = tuple(rows[0])
-    placed = [{**row, _PLACE: place} for place, row in enumerate(rows)]
-    ids = connection.execute(_insert_ids(table, names), {"document": document(placed)})
+    dialect = connection.dialect
+    statement = _insert_ids(dialect.name, table, names)
+    ids = connection.execute(statement, {"document": packed(dialect, table, names, rows)})
     return sorted(ids.scalars().all())
+
+
+@functools.lru_cache(maxsize=64)
+def _update(dialect: str, table: Table, key: str, names: tuple[str, ...]) -> Executable:
+    rows = unpacked(dialect, table, names, column(key, Integer))
+    return (
+        update(table)
+        .where(table.c.id == rows.c[key])
+        .values({name: rows.c[name] for name in names})
+    )
+
+
+def update_rows(
+    connection: Connection, table: Table, key: str, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Update the rows of ``table`` whose id is each row's ``key``, to the row's other
+    values (the same columns in every row). A row given twice takes the later values, as
+    one update after the other would leave it."""
+    if not rows:
+        return
+    last = list({row[key]: row for row in rows}.values())
+    names = tuple(name for name in last[0] if name != key)
+    dialect = connection.dialect
+    statement = _update(dialect.name, table, key, names)
+    connection.execute(statement, {"document": packed(dialect, table, names, last)})
 
 
 def _with_defaults(table: Table, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
