@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -157,6 +158,10 @@ def _boot(config_dir: Path | None) -> Any:
     _check_rabbitmq(settings)
     application = _open(settings, config)
     broker = setup_broker(settings)
+    # What start-up loaded (modules, the config, the schema) lives as long as the process:
+    # kept out of the garbage collector's passes, which would walk it again and again while
+    # a backlog allocates (a ninth of the CPU of ``run --once`` on 10,000 leads).
+    gc.freeze()
     return application, broker
 
 
