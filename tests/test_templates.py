@@ -264,3 +264,20 @@ def test_a_template_rendered_anyway_yields_nothing_from_python_internals(
         climb.output
     )
     assert "Traceback" not in climb.output and "object at 0x" not in climb.output
+
+
+def test_facts_read_as_attributes_as_keys_and_through_dict_methods(
+    config_dir: Path, tmp_path: Path
+) -> None:
+    (config_dir / "templates" / "facts.txt.j2").write_text(
+        "[{{ lead.name }}][{{ lead['company'] }}][{{ lead.nickname }}][{{ lead.nickname.first }}]"
+        "[{{ lead.get('title') }}][{{ lead.keys() | list | length }}][{{ lead.items is callable }}]\n",
+        encoding="utf-8",
+    )
+    contact = tmp_path / "eva.json"
+    contact.write_text(json.dumps(EVA), encoding="utf-8")
+
+    shown = leadwerk(config_dir, "preview", "facts", "--contact", str(contact))
+
+    assert shown.exit_code == 0, shown.output
+    assert "[Eva Müller][Bigcorp AG][][][Head of IT][9][True]" in shown.stdout
