@@ -182,6 +182,8 @@ class WorkCalendar:
         # Answers of next_open and add_business_time: a calendar never changes once made, and
         # scoring a file asks the same question for every lead at one ``now``.
         self._memo: dict[tuple[datetime, timedelta | None], datetime] = {}
+        # A day's open spans, likewise: routing a backlog asks about today for every pick.
+        self._days: dict[date, tuple[tuple[datetime, datetime], ...]] = {}
 
     def is_open(self, at: datetime) -> bool:
         """Whether ``at`` falls in working hours, on a day that is neither a holiday nor away."""
@@ -306,16 +308,24 @@ class WorkCalendar:
                 )
             day += timedelta(days=1)
 
-    def _day_spans(self, day: date) -> list[tuple[datetime, datetime]]:
+    def _day_spans(self, day: date) -> tuple[tuple[datetime, datetime], ...]:
+        spans = self._days.get(day)
+        if spans is None:
+            if len(self._days) > 4096:
+                self._days.clear()
+            spans = self._days[day] = self._open_spans(day)
+        return spans
+
+    def _open_spans(self, day: date) -> tuple[tuple[datetime, datetime], ...]:
         if self._away_until(day) is not None:
-            return []
+            return ()
         if self._holidays is not None and day in self._holidays:
-            return []
+            return ()
         windows = (
             ((0, _MINUTES_PER_DAY),) if self._hours is None else self._hours.days[day.weekday()]
         )
         spans = [(self._instant(day, start), self._instant(day, end)) for start, end in windows]
-        return [(start, end) for start, end in spans if start < end]
+        return tuple((start, end) for start, end in spans if start < end)
 
     def _instant(self, day: date, minute: int) -> datetime:
         """The UTC instant at which the local clock on ``day`` first shows ``minute``."""
