@@ -232,7 +232,12 @@ def channel_for(config: Config, rep: Rep) -> str:
 
 def message_id_domain(config: Config) -> str:
     """The domain of the Message-IDs Leadwerk makes: the sender's."""
-    return parseaddr(config.settings.mail_from)[1].rpartition("@")[2] or "leadwerk.local"
+    return _domain_of(config.settings.mail_from)
+
+
+@functools.lru_cache(maxsize=8)
+def _domain_of(mail_from: str) -> str:
+    return parseaddr(mail_from)[1].rpartition("@")[2] or "leadwerk.local"
 
 
 def accept_link(config: Config, assignment: Assignment, reader: str) -> str:
