@@ -158,10 +158,13 @@ def _boot(config_dir: Path | None) -> Any:
     _check_rabbitmq(settings)
     application = _open(settings, config)
     broker = setup_broker(settings)
-    # What start-up loaded (modules, the config, the schema) lives as long as the process:
-    # kept out of the garbage collector's passes, which would walk it again and again while
-    # a backlog allocates (a ninth of the CPU of ``run --once`` on 10,000 leads).
-    gc.freeze()
+    if _own_process:
+        # What start-up loaded (modules, the config, the schema) lives as long as the
+        # process: kept out of the garbage collector's passes, which would walk it again and
+        # again while a backlog allocates (a ninth of the CPU of ``run --once`` on 10,000
+        # leads). Not where a command runs inside another program (a test's runner): its
+        # objects are not ours to keep.
+        gc.freeze()
     return application, broker
 
 
@@ -1368,5 +1371,11 @@ def _now_option(value: str | None) -> datetime:
         raise typer.Exit(2) from None
 
 
+# Set by :func:`main`: the process is a ``leadwerk`` command's own.
+_own_process = False
+
+
 def main() -> None:
+    global _own_process
+    _own_process = True
     app()
