@@ -54,18 +54,18 @@ def loads(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> Any:
 def nests_deeper(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether a parsed value nests deeper than ``limit``: a walk with a stack of its own,
     so that the walk cannot recurse too deeply either."""
+    if not isinstance(value, (dict, list)):
+        return False
+    # Only containers go on the stack: a page of 10,000 flat records is 10,000 entries, not
+    # the 100,000 of its values.
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children)
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
     return False
 
 
