@@ -127,7 +127,7 @@ def retry_quarantine(
                 item.field = exc.field
                 refused.append(_quarantined(item))
                 continue
-            store_prepared(session, item.source, prepared, raw, now)
+            store_prepared(session, item.source, prepared, now)
             item.status = "replayed"
             accepted += 1
     return accepted, refused

@@ -90,9 +90,10 @@ class PreparedRecord(Protocol):
     """What ingest makes of a record that maps cleanly (``worker.pipeline.ingest.Prepared``)."""
 
     key: str
-    contact: dict[str, Any]
+    contact: dict[str, Any]  # storable as JSON already, as ``raw`` is
     event: dict[str, Any]
     occurred_at: datetime
+    raw: Any
 
 
 @dataclass(frozen=True)
@@ -309,26 +310,21 @@ def _insert_new(
 
 
 def store_batch(
-    session: Session,
-    source: str,
-    items: Sequence[tuple[PreparedRecord, RawRecord]],
-    now: datetime,
-    json_safe: Callable[[Any], Any],
+    session: Session, source: str, items: Sequence[PreparedRecord], now: datetime
 ) -> list[int | None]:
     """Store the events of ``items`` and upsert their contacts; returns, per item, the new
     event's id, or None for a duplicate (a key stored before, earlier in the batch, or by
-    a concurrent writer). ``json_safe`` makes the raw data storable as JSON."""
+    a concurrent writer)."""
     results: list[int | None] = [None] * len(items)
     first: dict[str, int] = {}
-    for index, (prepared, _raw) in enumerate(items):
+    for index, prepared in enumerate(items):
         first.setdefault(prepared.key, index)
     if not first:
         return results
     statements = _statements(session)
     if statements.postgresql and len(first) == 1:
         index = next(iter(first.values()))
-        prepared, raw = items[index]
-        results[index] = _store_one(session.connection(), source, prepared, raw, now, json_safe)
+        results[index] = _store_one(session.connection(), source, items[index], now)
         return results
     known = set(
         session.scalars(
@@ -340,12 +336,12 @@ def store_batch(
         return results
     fields: dict[str, dict[str, Any]] = {}
     for index in fresh:
-        contact = items[index][0].contact
-        fields.setdefault(contact["email"], {}).update(json_safe(contact))
+        contact = items[index].contact
+        fields.setdefault(contact["email"], {}).update(contact)
     contact_ids = _upsert_contacts(session, statements, source, fields, now)
     rows = []
     for index in fresh:
-        prepared, raw = items[index]
+        prepared = items[index]
         rows.append(
             {
                 "contact_id": contact_ids[prepared.contact["email"]],
@@ -353,7 +349,7 @@ def store_batch(
                 "record_key": prepared.key,
                 "type": str(prepared.event.get("type")),
                 "attrs": prepared.event,
-                "raw": json_safe(raw.data),
+                "raw": prepared.raw,
                 "occurred_at": prepared.occurred_at,
                 "received_at": now,
                 "status": "pending",
@@ -363,18 +359,11 @@ def store_batch(
     created = _insert_new(session, statements.insert_events, EVENTS, _EVENT_COLUMNS, rows)
     inserted = {key: event_id for event_id, key in created}
     for index in fresh:
-        results[index] = inserted.get(items[index][0].key)
+        results[index] = inserted.get(items[index].key)
     return results
 
 
-def store_alone(
-    store: Store,
-    source: str,
-    prepared: PreparedRecord,
-    raw: RawRecord,
-    now: datetime,
-    json_safe: Callable[[Any], Any],
-) -> int | None:
+def store_alone(store: Store, source: str, prepared: PreparedRecord, now: datetime) -> int | None:
     """Store one record in a transaction of its own, on PostgreSQL; returns the new event's
     id, or None for a duplicate, as :func:`store_batch` does.
 
@@ -382,18 +371,13 @@ def store_alone(
     round trip to the database, not ``BEGIN``, the statement and ``COMMIT``. When it returns,
     the record is committed."""
     with store.autocommit() as connection:
-        return _store_one(connection, source, prepared, raw, now, json_safe)
+        return _store_one(connection, source, prepared, now)
 
 
 def _store_one(
-    connection: Connection,
-    source: str,
-    prepared: PreparedRecord,
-    raw: RawRecord,
-    now: datetime,
-    json_safe: Callable[[Any], Any],
+    connection: Connection, source: str, prepared: PreparedRecord, now: datetime
 ) -> int | None:
-    fields = json_safe(prepared.contact)
+    fields = prepared.contact
     email = fields["email"]
     parameters = {
         "source": source,
@@ -403,7 +387,7 @@ def _store_one(
         "fields": fields,
         "type": str(prepared.event.get("type")),
         "attrs": prepared.event,
-        "raw": json_safe(raw.data),
+        "raw": prepared.raw,
         "occurred_at": prepared.occurred_at,
         "now": now,
     }

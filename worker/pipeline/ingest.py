@@ -126,11 +126,9 @@ def quarantine(
     store_quarantined(session, source, [Bad(record, reason, field_name, file, key)], json_safe)
 
 
-def store_prepared(
-    session: Session, source: str, prepared: Prepared, raw: RawRecord, now: datetime
-) -> int | None:
+def store_prepared(session: Session, source: str, prepared: Prepared, now: datetime) -> int | None:
     """Insert the event (and upsert its contact); None when the key was already taken in."""
-    return store_batch(session, source, [(prepared, raw)], now, json_safe)[0]
+    return store_batch(session, source, [prepared], now)[0]
 
 
 def ingest_records(
@@ -184,10 +182,9 @@ def ingest_records(
 
         def store_records() -> list[int | None]:
             if alone:
-                prepared, raw = good[0]
-                return [store_alone(store, source.name, prepared, raw, now, json_safe)]
+                return [store_alone(store, source.name, good[0][0], now)]
             with store.session() as session:
-                event_ids = store_batch(session, source.name, good, now, json_safe)
+                event_ids = store_batch(session, source.name, [p for p, _ in good], now)
                 store_quarantined(session, source.name, bad, json_safe)
                 if on_batch is not None:
                     on_batch(session)

@@ -50,6 +50,7 @@ class Prepared:
     contact: dict[str, Any]
     event: dict[str, Any]
     occurred_at: datetime
+    raw: Any  # the record's data, storable as JSON (the contact and event are too)
     # (field, why) for each value dropped from the contact; the lead is taken in without it.
     dropped: list[tuple[str, str]] = field(default_factory=list)
 
@@ -117,7 +118,8 @@ class Preparer:
             at = at.replace(tzinfo=UTC)
         event = json_safe(bound_event(event))
         key = record_key(record, contact, event)
-        return Prepared(key, contact, event, at, _dropped(raw_contact, contact))
+        raw = json_safe(record.data)
+        return Prepared(key, contact, event, at, raw, _dropped(raw_contact, contact))
 
     def batch(self, records: list[RawRecord]) -> list[Prepared | Refused]:
         """Each record prepared, or refused with its field and reason."""
