@@ -75,7 +75,7 @@ _PLACE = "_place"
 def unpacked(dialect: str, table: Table, names: tuple[str, ...], *extra: ColumnClause[Any]) -> Any:
     """The rows of the JSON :document (see :func:`packed`) as a FROM clause of ``names``
     (``table``'s columns) and the ``extra`` columns, and ``_place``, each row's place in the
-    document."""
+    document (on PostgreSQL, of a document packed ``ordered``)."""
     if dialect == "postgresql":
         return recordset(table, names, *extra, column(_PLACE, Integer))
     # SQLite: each row an array of its values, already as SQLAlchemy would bind them.
@@ -91,13 +91,20 @@ def unpacked(dialect: str, table: Table, names: tuple[str, ...], *extra: ColumnC
 
 
 def packed(
-    dialect: Dialect, table: Table, names: tuple[str, ...], rows: Sequence[dict[str, Any]]
+    dialect: Dialect,
+    table: Table,
+    names: tuple[str, ...],
+    rows: Sequence[dict[str, Any]],
+    ordered: bool = False,
 ) -> str:
     """``rows`` as the JSON :document that :func:`unpacked` reads: on PostgreSQL the rows
-    as they are (a datetime keeps its offset; a naive one is UTC, as UtcDateTime takes it);
-    on SQLite each row as an array of its values of ``names`` and then of the extra columns,
-    each value as the column's own type binds it (the same text for dates and JSON)."""
+    as they are (a datetime keeps its offset; a naive one is UTC, as UtcDateTime takes it),
+    ``ordered``: with their places; on SQLite each row as an array of its values of ``names``
+    and then of the extra columns, each value as the column's own type binds it (the same
+    text for dates and JSON)."""
     if dialect.name == "postgresql":
+        if not ordered:
+            return document(rows)
         return document([{**row, _PLACE: place} for place, row in enumerate(rows)])
     if not rows:
         return "[]"
@@ -147,7 +154,8 @@ def insert_ids(connection: Connection, table: Table, rows: Sequence[dict[str, An
     names = tuple(rows[0])
     dialect = connection.dialect
     statement = _insert_ids(dialect.name, table, names)
-    ids = connection.execute(statement, {"document": packed(dialect, table, names, rows)})
+    data = packed(dialect, table, names, rows, ordered=True)
+    ids = connection.execute(statement, {"document": data})
     return sorted(ids.scalars().all())
 
 
