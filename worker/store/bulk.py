@@ -125,7 +125,8 @@ def packed(
 @functools.lru_cache(maxsize=64)
 def _binds(dialect: Dialect, table: Table, names: tuple[str, ...]) -> tuple[tuple[int, Any], ...]:
     """Where in a row of ``names`` a column's type binds the value, and how."""
-    processors = (table.c[name].type._cached_bind_processor(dialect) for name in names)
+    types = (table.c[name].type.dialect_impl(dialect) for name in names)
+    processors = (type_.bind_processor(dialect) for type_ in types)
     return tuple((index, bind) for index, bind in enumerate(processors) if bind is not None)
 
 
