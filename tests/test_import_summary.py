@@ -51,8 +51,10 @@ def worker_process(config_dir: Path, env: dict[str, str]) -> Iterator[None]:
         process.wait(timeout=30)
 
 
-def test_without_redis_the_import_processes_here_and_says_so(project: Path, tmp_path: Path) -> None:
-    env = {"LEADWERK_DATABASE_URL": f"sqlite:///{tmp_path / 'leads.db'}"}
+def test_without_redis_the_import_processes_here_and_says_so(
+    project: Path, tmp_path: Path, database_url: str
+) -> None:
+    env = {"LEADWERK_DATABASE_URL": database_url, "LEADWERK_ACCEPT_SECRET": "import-summary-key"}
     export = write_export(tmp_path / "messe.csv")
 
     result = import_(project, export, env)

@@ -8,7 +8,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, any_, bindparam, distinct, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    distinct,
+    func,
+    select,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -71,10 +81,13 @@ def _one_array(session: Session) -> bool:
 
 
 def _among(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
-    """``column`` among ``ids``: on PostgreSQL one array parameter (``= ANY``), as an ``IN``
-    list of 5,000 placeholders is a query text the driver parses each time (0.2 s each)."""
+    """``column`` among ``ids``: on PostgreSQL one array (``= ANY``), as an ``IN`` list of
+    5,000 placeholders is a query text the driver parses each time (0.2 s each). The array
+    goes as one text that PostgreSQL splits: psycopg would write the ints of a list parameter
+    one by one in Python (100,000 ids, five queries: 0.2 s of an import's end)."""
     if _one_array(session):
-        return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(Integer)))
+        listed = bindparam(None, ",".join(map(str, ids)), type_=Text)
+        return column == any_(cast(func.string_to_array(listed, ","), postgresql.ARRAY(Integer)))
     return column.in_(ids)
 
 
