@@ -270,8 +270,9 @@ def test_facts_read_as_attributes_as_keys_and_through_dict_methods(
     config_dir: Path, tmp_path: Path
 ) -> None:
     (config_dir / "templates" / "facts.txt.j2").write_text(
-        "[{{ lead.name }}][{{ lead['company'] }}][{{ lead.nickname }}][{{ lead.nickname.first }}]"
-        "[{{ lead.get('title') }}][{{ lead.keys() | list | length }}][{{ lead.items is callable }}]\n",
+        "[{{ lead.name }}][{{ lead['company'] }}][{{ lead.nickname }}]"
+        "[{{ lead.nickname.first }}][{{ lead.get('title') }}]"
+        "[{{ lead.keys() | list | length }}][{{ lead.items is callable }}]\n",
         encoding="utf-8",
     )
     contact = tmp_path / "eva.json"
