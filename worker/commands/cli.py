@@ -320,7 +320,12 @@ def run(
     finally:
         if reloader is not None:
             reloader.stop()
-        worker.stop()
+        if once:
+            from worker.runtime.embedded import stop_drained
+
+            stop_drained(worker)
+        else:
+            worker.stop()
     # Work fetched but not started was in this process's memory only; the store still holds
     # it as pending, and the next start takes it up.
     log.info("leadwerk run stopped: %s, %s", stop.name, tally.summary())
@@ -730,7 +735,7 @@ def _process_now(application: Any, broker: Any, events: list[int] | None = None)
     try:
         runtime.drain(application, broker, worker_)
     finally:
-        worker_.stop()
+        runtime.stop_drained(worker_)
 
 
 @app.command("import")
