@@ -29,7 +29,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from sqlalchemy import (
@@ -54,6 +54,7 @@ from sqlalchemy.orm import Session
 
 from connectors.sources.base import RawRecord
 from rules.contact import email_domain
+from worker.pipeline.prepare import Prepared, json_safe
 from worker.store.bulk import packed, unpacked
 from worker.store.db import Store
 from worker.store.models import CONTACTS, EVENTS, QUARANTINE
@@ -84,16 +85,6 @@ _EVENT_COLUMNS = (
     "status",
     "attempts",
 )
-
-
-class PreparedRecord(Protocol):
-    """What ingest makes of a record that maps cleanly (``worker.pipeline.ingest.Prepared``)."""
-
-    key: str
-    contact: dict[str, Any]  # storable as JSON already, as ``raw`` is
-    event: dict[str, Any]
-    occurred_at: datetime
-    raw: Any
 
 
 @dataclass(frozen=True)
@@ -310,7 +301,7 @@ def _insert_new(
 
 
 def store_batch(
-    session: Session, source: str, items: Sequence[PreparedRecord], now: datetime
+    session: Session, source: str, items: Sequence[Prepared], now: datetime
 ) -> list[int | None]:
     """Store the events of ``items`` and upsert their contacts; returns, per item, the new
     event's id, or None for a duplicate (a key stored before, earlier in the batch, or by
@@ -363,7 +354,7 @@ def store_batch(
     return results
 
 
-def store_alone(store: Store, source: str, prepared: PreparedRecord, now: datetime) -> int | None:
+def store_alone(store: Store, source: str, prepared: Prepared, now: datetime) -> int | None:
     """Store one record in a transaction of its own, on PostgreSQL; returns the new event's
     id, or None for a duplicate, as :func:`store_batch` does.
 
@@ -375,7 +366,7 @@ def store_alone(store: Store, source: str, prepared: PreparedRecord, now: dateti
 
 
 def _store_one(
-    connection: Connection, source: str, prepared: PreparedRecord, now: datetime
+    connection: Connection, source: str, prepared: Prepared, now: datetime
 ) -> int | None:
     fields = prepared.contact
     email = fields["email"]
@@ -455,9 +446,7 @@ def quarantine_key(record: RawRecord) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def store_quarantined(
-    session: Session, source: str, bad: Sequence[Bad], json_safe: Callable[[Any], Any]
-) -> int:
+def store_quarantined(session: Session, source: str, bad: Sequence[Bad]) -> int:
     """Add quarantine entries for ``bad``, except those already open under the same key;
     returns how many were added."""
     if not bad:

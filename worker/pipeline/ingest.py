@@ -27,7 +27,6 @@ from worker.pipeline.prepare import (
     PreparedBatch,
     Preparer,
     Refused,
-    json_safe,
     prepared_batches,
 )
 from worker.store.db import Store
@@ -123,7 +122,7 @@ def quarantine(
     key: str | None = None,
 ) -> None:
     """Quarantine one record (not again while the same record is still open there)."""
-    store_quarantined(session, source, [Bad(record, reason, field_name, file, key)], json_safe)
+    store_quarantined(session, source, [Bad(record, reason, field_name, file, key)])
 
 
 def store_prepared(session: Session, source: str, prepared: Prepared, now: datetime) -> int | None:
@@ -185,7 +184,7 @@ def ingest_records(
                 return [store_alone(store, source.name, good[0][0], now)]
             with store.session() as session:
                 event_ids = store_batch(session, source.name, [p for p, _ in good], now)
-                store_quarantined(session, source.name, bad, json_safe)
+                store_quarantined(session, source.name, bad)
                 if on_batch is not None:
                     on_batch(session)
                 if last_hook is not None:
