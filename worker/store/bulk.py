@@ -39,6 +39,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
+from worker.store.ctes import rows_with_defaults
+
 
 def document(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as one JSON text, by orjson (a datetime keeps its offset; a naive one is
@@ -151,7 +153,7 @@ def insert_ids(connection: Connection, table: Table, rows: Sequence[dict[str, An
     ``sort_by_parameter_order`` relies on the same)."""
     if not rows:
         return []
-    rows = _with_defaults(table, rows)
+    rows = rows_with_defaults(table, rows)
     names = tuple(rows[0])
     dialect = connection.dialect
     statement = _insert_ids(dialect.name, table, names)
@@ -183,26 +185,3 @@ def update_rows(
     dialect = connection.dialect
     statement = _update(dialect.name, table, key, names)
     connection.execute(statement, {"document": packed(dialect, table, names, last)})
-
-
-def _with_defaults(table: Table, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows with the Python-side defaults of the columns they leave out (a server
-    default applies by itself)."""
-    given = rows[0].keys()
-    defaults = [
-        c.default
-        for c in table.c
-        if c.key not in given and c.default is not None and not c.primary_key
-    ]
-    if not defaults:
-        return list(rows)
-    filled = []
-    for row in rows:
-        extra: dict[str, Any] = {}
-        for default in defaults:
-            if default.is_scalar:
-                extra[default.column.key] = default.arg
-            elif default.is_callable:
-                extra[default.column.key] = default.arg(None)
-        filled.append({**row, **extra})
-    return filled

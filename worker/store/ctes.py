@@ -8,6 +8,7 @@ parameters carry a prefix per CTE, so that ``prefixed(p, row)`` fills ``insert_c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import CTE, ColumnDefault, Table, bindparam, insert
@@ -34,13 +35,26 @@ def with_defaults(table: Table, row: dict[str, Any]) -> dict[str, Any]:
     """``row`` with the Python-side column defaults filled in: SQLAlchemy names the bound
     parameter of a default after its column, so two INSERTs into one table in the same
     statement would clash over it, and the row's columns make the statement's shape."""
-    full = dict(row)
-    for column in table.c:
-        default = column.default
-        if column.key in full or not isinstance(default, ColumnDefault):
-            continue
-        if default.is_callable:
-            full[column.key] = default.arg(None)  # type: ignore[operator]
-        elif default.is_scalar:
-            full[column.key] = default.arg
-    return full
+    return rows_with_defaults(table, [row])[0]
+
+
+def rows_with_defaults(table: Table, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows (all with the same keys) with the Python-side defaults of the columns they
+    leave out, as SQLAlchemy's own insert would give them (a server default applies by
+    itself)."""
+    given = rows[0].keys()
+    defaults = [
+        c.default
+        for c in table.c
+        if c.key not in given and isinstance(c.default, ColumnDefault) and not c.primary_key
+    ]
+    filled = []
+    for row in rows:
+        extra: dict[str, Any] = {}
+        for default in defaults:
+            if default.is_callable:
+                extra[default.column.key] = default.arg(None)  # type: ignore[operator]
+            elif default.is_scalar:
+                extra[default.column.key] = default.arg
+        filled.append({**row, **extra})
+    return filled
