@@ -43,6 +43,7 @@ from tenacity.wait import wait_base
 
 from connectors import json_depth
 from connectors.errors import FatalError, RetriableError
+from connectors.optional import hidden
 
 if TYPE_CHECKING:  # imported where used: a command that only loads config/ never loads httpx
     import httpx
@@ -65,25 +66,14 @@ def _leadwerk_version() -> str:
 
 USER_AGENT = f"Leadwerk/{_leadwerk_version()}"
 
-_LOADING = threading.Lock()
-
 
 def _load_httpcore() -> None:
-    """Load httpcore, httpx's transport, without trio. httpcore imports trio at load time
-    whenever it is installed (Leadwerk's test tools bring it in), which took 0.16 s of every
-    ``run --once``; Leadwerk's clients are synchronous, or run under asyncio, and never need
-    it. trio stays importable for anyone else: it is hidden only while httpcore loads."""
-    with _LOADING:
-        if "httpcore" in sys.modules:
-            return
-        hide = "trio" not in sys.modules
-        if hide:
-            sys.modules["trio"] = None  # type: ignore[assignment]  # import raises ImportError
-        try:
+    """Load httpcore, httpx's transport, without trio: httpcore imports trio at load time
+    whenever it is installed, which took 0.16 s of every ``run --once``; Leadwerk's clients
+    are synchronous, or run under asyncio, and never need it."""
+    if "httpcore" not in sys.modules:
+        with hidden("trio"):
             import httpcore  # noqa: F401
-        finally:
-            if hide:
-                del sys.modules["trio"]
 
 
 def make_client(

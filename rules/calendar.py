@@ -15,9 +15,11 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import holidays as holiday_data
+if TYPE_CHECKING:
+    import holidays as holiday_data
 
 SEARCH_DAYS = 400
 """How far ahead a calendar looks for open time before declaring that it has none."""
@@ -345,6 +347,9 @@ def _require_aware(at: datetime) -> None:
 
 
 def _public_holidays(code: str) -> holiday_data.HolidayBase:
+    # Loaded for the first calendar with holidays: 28 ms that most processes never need.
+    import holidays as holiday_data
+
     country, _, subdivision = code.strip().upper().partition("-")
     try:
         found = holiday_data.country_holidays(country, subdiv=subdivision or None)

@@ -22,7 +22,6 @@ from functools import lru_cache
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import holidays as holiday_data
 import pytz
 
 from rules.calendar import WorkCalendar, parse_hours
@@ -184,8 +183,10 @@ def _holiday_code(country: str) -> str | None:
     """The country's code when the holidays package knows it, else ``None`` (no holidays)."""
     if not country:
         return None
+    import holidays  # loaded when first needed, as in rules.calendar
+
     try:
-        holiday_data.country_holidays(country)
+        holidays.country_holidays(country)
     except NotImplementedError:
         return None
     return country

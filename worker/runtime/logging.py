@@ -7,9 +7,13 @@ import logging
 import sys
 import traceback
 
-import structlog
-
+from connectors.optional import hidden
 from rules.contact import mask_emails_in
+
+# structlog's console renderer would load rich for tracebacks (17 ms of every start), which
+# Leadwerk formats plainly (``plain_traceback`` below).
+with hidden("rich"):
+    import structlog
 
 
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
