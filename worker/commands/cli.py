@@ -102,6 +102,7 @@ def _settings(config: Path | None, failed_check: int = 2) -> Settings:
         )
         raise typer.Exit(2)
     setup_logging(settings.log_level, settings.log_format)
+    _started()
     return settings
 
 
@@ -158,14 +159,19 @@ def _boot(config_dir: Path | None) -> Any:
     _check_rabbitmq(settings)
     application = _open(settings, config)
     broker = setup_broker(settings)
-    if _own_process:
-        # What start-up loaded (modules, the config, the schema) lives as long as the
-        # process: kept out of the garbage collector's passes, which would walk it again and
-        # again while a backlog allocates (a ninth of the CPU of ``run --once`` on 10,000
-        # leads). Not where a command runs inside another program (a test's runner): its
-        # objects are not ours to keep.
-        gc.freeze()
+    _started()
     return application, broker
+
+
+def _started() -> None:
+    """What start-up made so far (modules, the config, the schema) lives as long as the
+    process: kept out of the garbage collector's passes, which would walk it again and again
+    while a backlog allocates (a ninth of the CPU of ``run --once`` on 10,000 leads), and the
+    collector, paused while the process started (``worker.__main__``), resumes. Not where a
+    command runs inside another program (a test's runner): its objects are not ours to keep."""
+    if _own_process:
+        gc.freeze()
+        gc.enable()
 
 
 def _check_redis(settings: Settings) -> None:
