@@ -4,12 +4,14 @@ the columns a row leaves out take the defaults SQLAlchemy's own insert would giv
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import DateTime, insert, select, text
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from worker.store.bulk import insert_ids, update_rows
 from worker.store.db import Store
-from worker.store.models import CONTACTS, MESSAGES
+from worker.store.models import CONTACTS, MESSAGES, UtcDateTime
 
 NOW = datetime(2026, 4, 21, 9, 30, tzinfo=UTC)
 
@@ -151,3 +153,35 @@ def test_many_rows_are_updated_in_one_go_and_a_row_given_twice_takes_its_later_v
         ids[3]: ("lead", {}, NOW),
     }
     store.close()
+
+
+def test_sqlite_keeps_utc_times_in_the_text_sqlalchemys_datetime_reads_and_writes() -> None:
+    """UtcDateTime binds and reads SQLite's text in one call a value: the text must be the
+    one SQLAlchemy's own DateTime would store (SQLite compares dates as text, and databases
+    written before hold that text), and reading it gives the same aware UTC time."""
+    sqlite = sqlite_dialect.dialect()
+    own_bind = DateTime().dialect_impl(sqlite).bind_processor(sqlite)
+    own_read = DateTime().dialect_impl(sqlite).result_processor(sqlite, None)
+    utc = UtcDateTime()
+    bind = utc.dialect_impl(sqlite).bind_processor(sqlite)
+    read = utc.dialect_impl(sqlite).result_processor(sqlite, None)
+    times = [
+        NOW,
+        NOW.replace(microsecond=7),
+        datetime(2026, 3, 29, 1, 59, 59, 999999, tzinfo=ZoneInfo("Europe/Berlin")),
+        datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=ZoneInfo("Europe/Berlin")),
+        NOW.astimezone(timezone(timedelta(hours=-9, minutes=-30))),
+        datetime(2026, 4, 21, 9, 30),  # naive: taken as UTC
+        datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC),
+        None,
+    ]
+    for at in times:
+        stored = bind(at)
+        assert stored == own_bind(utc.process_bind_param(at, sqlite)), at
+        assert read(stored) == utc.process_result_value(own_read(stored), sqlite), at
+        if at is not None:  # the same instant, in UTC
+            assert read(stored) == (at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC))
+            assert read(stored).tzinfo is UTC
+    # What SQLite's own functions write reads the same way.
+    for written in ("2026-04-21 09:30:00", "2026-04-21 09:30", "2026-04-21T09:30:00.5+02:00"):
+        assert read(written) == utc.process_result_value(own_read(written), sqlite), written
