@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import select
 
 from config.settings import Settings
@@ -31,6 +32,7 @@ from worker.pipeline.route import route_contact
 from worker.pipeline.sla import due_timers
 from worker.runtime.app import App, init_app
 from worker.store.models import Contact, Message, SlaTimer
+from worker.web.accept import Link, link_secret, sign_accept, verify_accept
 
 SECRET = "accept-links-secret-for-tests"
 T = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)  # a Monday morning
@@ -220,3 +222,19 @@ def test_a_tampered_link_or_a_link_of_another_kind_is_refused_and_changes_nothin
     assert [tampered.status_code, as_assign.status_code, as_unsubscribe.status_code] == [403] * 3
     assert "not valid" in tampered.text
     assert store_state(site.app) == before
+
+
+def test_links_signed_by_itsdangerous_own_serializer_open_and_ours_open_there(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Leadwerk signs links without trying to compress them; a link already in a rep's
+    inbox, compressed as itsdangerous' own serializer makes long ones, still opens."""
+    settings = make_settings()
+    theirs = URLSafeTimedSerializer(link_secret(settings), salt="leadwerk.links")
+    long_ref = "lead-" + "0" * 200
+    compressed = theirs.dumps({"k": "accept", "p": long_ref, "r": "jonas"})
+    assert compressed.startswith(".")  # itsdangerous' mark of a compressed payload
+    assert verify_accept(settings, compressed) == Link("accept", long_ref, "jonas")
+    ours = sign_accept(settings, "x7Gk2mQ9rT4v", "jonas")
+    assert theirs.loads(ours) == {"k": "accept", "p": "x7Gk2mQ9rT4v", "r": "jonas"}
+    assert verify_accept(settings, ours) == Link("accept", "x7Gk2mQ9rT4v", "jonas")
