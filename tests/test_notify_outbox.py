@@ -120,3 +120,24 @@ def test_a_key_cannot_reach_outside_the_outbox_folder(tmp_path: Path) -> None:
 def test_a_channel_the_outbox_does_not_know_is_fatal(tmp_path: Path) -> None:
     with pytest.raises(FatalError, match="sms"):
         FileOutboxNotifier(tmp_path, MAIL_FROM).send(dataclasses.replace(SLACK, channel="sms"))
+
+
+def test_an_outbox_folder_removed_between_messages_is_made_again(tmp_path: Path) -> None:
+    outbox_dir = tmp_path / "var" / "outbox"
+    outbox = FileOutboxNotifier(outbox_dir, MAIL_FROM)
+    outbox.send(EMAIL)
+    for path in outbox_dir.iterdir():  # an operator clears the outbox, folders and all
+        path.unlink()
+    outbox_dir.rmdir()
+    outbox_dir.parent.rmdir()
+
+    outbox.send(SLACK)
+
+    assert [path.name for path in outbox_dir.iterdir()] == ["lead-42_assign_1.json"]
+
+
+def test_an_outbox_that_is_not_a_folder_is_fatal_and_says_where(tmp_path: Path) -> None:
+    taken = tmp_path / "outbox"
+    taken.write_text("a file where the folder should be")
+    with pytest.raises(FatalError, match=f"cannot write to the outbox folder {taken}"):
+        FileOutboxNotifier(taken, MAIL_FROM).send(EMAIL)

@@ -60,9 +60,14 @@ class FileOutboxNotifier(Notifier):
         return self._directory / f"{safe_key(message.key)}{suffix}"
 
     def _write(self, path: Path, content: bytes) -> None:
-        """Write through a temporary file and rename, so a reader never sees half a message."""
-        self._directory.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self._directory, prefix=".", suffix=".part")
+        """Write through a temporary file and rename, so a reader never sees half a message.
+        The folder is made when it is missing (the first message, or removed meanwhile), not
+        asked for before every message."""
+        try:
+            handle, temporary = tempfile.mkstemp(dir=self._directory, prefix=".", suffix=".part")
+        except FileNotFoundError:
+            self._directory.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=self._directory, prefix=".", suffix=".part")
         try:
             with os.fdopen(handle, "wb") as file:
                 file.write(content)
