@@ -100,8 +100,12 @@ def web_answers(port: int) -> Callable[[], bool]:
 def started(
     env: dict[str, str], tmp_path: Path, *commands: tuple[str, ...]
 ) -> Iterator[list[Process]]:
-    """The commands started one right after the other; any still running are killed at the end."""
-    processes = [Process(env, tmp_path / f"{'-'.join(args)}.log", *args) for args in commands]
+    """The commands started one right after the other; any still running are killed at the end.
+    Each writes a log of its own, two of the same command too."""
+    processes = [
+        Process(env, tmp_path / f"{n}-{'-'.join(args)}.log", *args)
+        for n, args in enumerate(commands, 1)
+    ]
     try:
         yield processes
     finally:
