@@ -131,6 +131,7 @@ def test_a_webhook_becomes_one_email_to_the_routed_rep_with_rabbitmq_as_the_brok
     assert status["broker"]["mode"] == "rabbitmq"
     assert {name: q["ready"] for name, q in status["broker"]["queues"].items()} == {
         "score": 0,
+        "backlog": 0,
         "route": 0,
         "notify": 0,
         "nurture": 0,

@@ -4,6 +4,7 @@ routed or mailed twice."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -114,11 +115,12 @@ def test_an_import_hands_its_leads_to_the_workers_in_batches(
         # Given no worker running, when 1,200 leads are imported
         leadwerk_command(env, "import", str(export), "--source", FAIR)
         client = redis.Redis.from_url(redis_url)
-        queue = f"leadwerk-{namespace}:score"
+        queue = f"leadwerk-{namespace}:backlog"
         waiting = [
             dramatiq.Message.decode(client.hget(f"{queue}.msgs", key))
             for key in client.lrange(queue, 0, -1)
         ]
+        new_leads_line = client.llen(f"leadwerk-{namespace}:score")
         client.close()
     app = init_app(make_settings(database_url=postgres_url))
     try:
@@ -136,8 +138,60 @@ def test_an_import_hands_its_leads_to_the_workers_in_batches(
     finally:
         app.close()
 
-    # Then the score queue holds 16 batches of 75 leads, every lead in one of them once
+    # Then the backlog queue holds 16 batches of 75 leads, every lead in one of them once,
+    # and a new lead's queue is clear of them
     assert {message.actor_name for message in waiting} == {"score_backlog"}
+    assert new_leads_line == 0
     assert [len(message.args[0]) for message in waiting] == [75] * 16
     assert sorted(i for message in waiting for i in message.args[0]) == events
     assert sizes == {"contacts": 1200, "events": 1200}
+
+
+def test_a_new_lead_is_not_kept_waiting_behind_a_backlog(
+    config_dir: Path,
+    make_settings: Callable[..., Settings],
+    postgres_url: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    """A backlog's batches wait on a queue of their own, behind new leads: a lead that
+    arrives while a fair's import is being worked off is routed before most of the fair."""
+    staff_desk(config_dir)
+    export = write_fair_export(tmp_path / "messe.csv", 1500)
+    late = write_fair_export(tmp_path / "late.csv", 1)
+    late.write_text(late.read_text().replace("lead0@firm0.de", "late@latecomer.de"))
+    with own_namespace(redis_url) as namespace, SmtpServer() as smtp:
+        env = process_env(
+            config_dir,
+            tmp_path,
+            database_url=postgres_url,
+            redis_url=redis_url,
+            redis_namespace=namespace,
+            smtp_url=smtp.url,
+        )
+        leadwerk_command(env, "migrate")
+        app = init_app(make_settings(database_url=postgres_url))
+        try:
+            with started(env, tmp_path, ("worker",)) as (worker,):
+                worker.wait_for_line(" started with ")
+                # Given a worker busy with a fair's 1,500 leads, in batches
+                leadwerk_command(env, "import", str(export), "--source", FAIR)
+                # When one more lead arrives
+                leadwerk_command(env, "import", str(late), "--source", FAIR)
+                # Then it is routed while most of the fair still waits to be scored
+                latecomer = select(Assignment.id).join(Contact, Contact.id == Assignment.contact_id)
+                latecomer = latecomer.where(Contact.email == "late@latecomer.de")
+                deadline = time.monotonic() + 60
+                with app.store.session() as session:
+                    while session.scalar(latecomer) is None and time.monotonic() < deadline:
+                        session.commit()
+                        time.sleep(0.05)
+                    pending = session.scalar(
+                        select(func.count()).select_from(Event).where(Event.status == "pending")
+                    )
+                    assert session.scalar(latecomer) is not None
+                assert pending > 750, pending  # more than half of the fair
+                # And the fair is worked off all the same
+                smtp.wait_for(1501, timeout=240)
+        finally:
+            app.close()

@@ -63,10 +63,13 @@ def a_backlog_of_pending_events(app: App, count: int, received_at: datetime) -> 
 
 
 def queued_batches(broker: dramatiq.Broker) -> list[list[int]]:
-    """The events of each message waiting on the score queue (nothing consumes it): a
-    ``score_backlog`` batch, or a lone ``score_lead``."""
-    queue = broker.queues["score"]  # type: ignore[attr-defined]
-    messages = [dramatiq.Message.decode(data) for data in list(queue.queue)]
+    """The events of each message waiting to be scored (nothing consumes the queues): a
+    ``score_backlog`` batch on the backlog queue, or a lone ``score_lead`` on score."""
+    messages = [
+        dramatiq.Message.decode(data)
+        for queue in ("backlog", "score")
+        for data in list(broker.queues[queue].queue)  # type: ignore[attr-defined]
+    ]
     return [m.args[0] if m.actor_name == "score_backlog" else [m.args[0]] for m in messages]
 
 
@@ -177,7 +180,8 @@ def test_while_its_queue_still_holds_messages_a_backlog_is_not_enqueued_again_be
     for n in range(4):  # every event on the queue once
         sweep(app, start + timedelta(seconds=5 * n))
     assert len(queued_events(broker)) == BACKLOG
-    assert in_line(broker, "score") == 4 * 16  # messages: a batch is one
+    assert in_line(broker, "backlog") == 4 * 16  # messages: a batch is one
+    assert in_line(broker, "score") == 0  # a new lead's queue stays clear of them
 
     def sweep_busy(now: datetime) -> Pending:
         busy = [queue for queue in QUEUES if in_line(broker, queue)]

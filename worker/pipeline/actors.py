@@ -28,6 +28,7 @@ from connectors.errors import ConnectorError, FatalError, SkippableError
 from worker.pipeline import lead, notify, nurture, route, score, sla
 from worker.pipeline.backlog import work_backlog
 from worker.runtime.app import get_app
+from worker.runtime.broker import BACKLOG_QUEUE
 from worker.store.models import Message
 
 log = logging.getLogger("leadwerk.actors")
@@ -99,8 +100,14 @@ def score_lead(event_id: int) -> None:
 BACKLOG_TIME_LIMIT_MS = 600_000
 
 
+# Lower priority (a larger number) than a new lead's: a worker works a new lead it fetched
+# after some batches before them.
+BACKLOG_PRIORITY = 10
+
+
 @dramatiq.actor(
-    queue_name="score",
+    queue_name=BACKLOG_QUEUE,
+    priority=BACKLOG_PRIORITY,
     max_retries=8,
     throws=NOT_RETRIED,
     time_limit=BACKLOG_TIME_LIMIT_MS,

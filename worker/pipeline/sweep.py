@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 
 from worker.pipeline.backlog import BATCH_SIZE
 from worker.pipeline.notify import SEND_LEASE
+from worker.runtime.broker import BACKLOG_QUEUE
 from worker.store.db import Store
 from worker.store.models import Assignment, Contact, Event, Message
 
@@ -109,7 +110,9 @@ def find_pending(
         for queue, model, conditions, arrived in due:
             ids = select(model.id).where(*conditions).order_by(model.id).limit(limit)
             if redelivery is not None:
-                window = max(redelivery, BUSY_REDELIVERY) if queue in busy else redelivery
+                # Events are rung for on "score" one by one and on "backlog" in batches.
+                ringing = queue in busy or (queue == "score" and BACKLOG_QUEUE in busy)
+                window = max(redelivery, BUSY_REDELIVERY) if ringing else redelivery
                 last_enqueued = func.coalesce(model.enqueued_at, arrived)
                 ids = ids.where(last_enqueued <= now - window)
             marked = session.scalars(
