@@ -28,6 +28,30 @@ from worker.store.models import Assignment, Contact, Event, Message, Score
 LEADS = 300
 
 
+def migrated(
+    config_dir: Path,
+    tmp_path: Path,
+    postgres_url: str,
+    redis_url: str,
+    namespace: str,
+    smtp: SmtpServer,
+    **settings: str,
+) -> dict[str, str]:
+    """The processes' environment for a deployment on PostgreSQL and Redis that mails through
+    ``smtp``, its store migrated as the Procfile's release step does."""
+    env = process_env(
+        config_dir,
+        tmp_path,
+        database_url=postgres_url,
+        redis_url=redis_url,
+        redis_namespace=namespace,
+        smtp_url=smtp.url,
+        **settings,
+    )
+    leadwerk_command(env, "migrate")
+    return env
+
+
 @pytest.mark.parametrize("broker", ["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
 def test_two_workers_on_one_backlog_process_every_lead_once_and_send_every_email_once(
     broker: str,
@@ -42,16 +66,7 @@ def test_two_workers_on_one_backlog_process_every_lead_once_and_send_every_email
     staff_desk(config_dir)
     export = write_fair_export(tmp_path / "messe.csv", LEADS)
     with own_namespace(redis_url) as namespace, SmtpServer() as smtp:
-        env = process_env(
-            config_dir,
-            tmp_path,
-            database_url=postgres_url,
-            redis_url=redis_url,
-            redis_namespace=namespace,
-            smtp_url=smtp.url,
-            **queues,
-        )
-        leadwerk_command(env, "migrate")
+        env = migrated(config_dir, tmp_path, postgres_url, redis_url, namespace, smtp, **queues)
         with started(env, tmp_path, ("worker",), ("worker",)) as workers:
             for worker in workers:
                 worker.wait_for_line(" started with ")
@@ -161,15 +176,7 @@ def test_a_new_lead_is_not_kept_waiting_behind_a_backlog(
     late = write_fair_export(tmp_path / "late.csv", 1)
     late.write_text(late.read_text().replace("lead0@firm0.de", "late@latecomer.de"))
     with own_namespace(redis_url) as namespace, SmtpServer() as smtp:
-        env = process_env(
-            config_dir,
-            tmp_path,
-            database_url=postgres_url,
-            redis_url=redis_url,
-            redis_namespace=namespace,
-            smtp_url=smtp.url,
-        )
-        leadwerk_command(env, "migrate")
+        env = migrated(config_dir, tmp_path, postgres_url, redis_url, namespace, smtp)
         app = init_app(make_settings(database_url=postgres_url))
         try:
             with started(env, tmp_path, ("worker",)) as (worker,):
