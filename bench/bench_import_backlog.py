@@ -48,9 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_import import _drop_database, _postgres_database, generate  # noqa: E402
+from worker.runtime.broker import QUEUES  # noqa: E402
 
 SOURCE = "messe-hannover-2026"
-QUEUES = ("score", "route", "notify")
 COUNTRIES = {"deutschland": "DE", "österreich": "AT", "schweiz": "CH"}
 YARDSTICK_COLUMNS = 10
 YARDSTICK_BATCH = 500

@@ -39,9 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_import import _drop_database, _postgres_database, generate  # noqa: E402
 from bench.bench_import_backlog import outstanding  # noqa: E402
+from worker.runtime.broker import QUEUES  # noqa: E402
 
 SOURCE = "messe-hannover-2026"
-QUEUES = ("score", "route", "notify", "nurture")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
