@@ -77,15 +77,17 @@ def find_pending(
         # A recycled lead's closed assignment does not count: when it qualifies again, it is
         # routed again.
         routed = select(Assignment.contact_id).where(Assignment.status != "closed")
+        # Each kind of row, with the queues whose messages ring for it: an event's on "score"
+        # one by one, or on "backlog" in batches.
         due = (
             (
-                "score",
+                ("score", BACKLOG_QUEUE),
                 Event,
                 [Event.status == "pending", Event.received_at <= cutoff],
                 Event.received_at,
             ),
             (
-                "route",
+                ("route",),
                 Contact,
                 [
                     Contact.mql_at.is_not(None),
@@ -96,7 +98,7 @@ def find_pending(
                 Contact.updated_at,
             ),
             (
-                "notify",
+                ("notify",),
                 Message,
                 [
                     Message.status == "pending",
@@ -107,11 +109,10 @@ def find_pending(
             ),
         )
         found = []
-        for queue, model, conditions, arrived in due:
+        for queues, model, conditions, arrived in due:
             ids = select(model.id).where(*conditions).order_by(model.id).limit(limit)
             if redelivery is not None:
-                # Events are rung for on "score" one by one and on "backlog" in batches.
-                ringing = queue in busy or (queue == "score" and BACKLOG_QUEUE in busy)
+                ringing = any(queue in busy for queue in queues)
                 window = max(redelivery, BUSY_REDELIVERY) if ringing else redelivery
                 last_enqueued = func.coalesce(model.enqueued_at, arrived)
                 ids = ids.where(last_enqueued <= now - window)

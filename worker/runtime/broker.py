@@ -36,12 +36,11 @@ log = logging.getLogger("leadwerk.broker")
 # it in one line where it matters (at start, in /readyz, in status, dramatiq's consumers).
 logging.getLogger("pika").setLevel(logging.CRITICAL)
 
-QUEUES = ("score", "backlog", "route", "notify", "nurture")
-
 # A backlog's batches (an import, a sweep) wait on a queue of their own: a new lead on "score"
 # is fetched at once, not after the hundreds of batches of a fair's import, and worked before
 # the batches a worker has fetched (``score_backlog`` has the lower priority).
 BACKLOG_QUEUE = "backlog"
+QUEUES = ("score", BACKLOG_QUEUE, "route", "notify", "nurture")
 
 # New leads arrive on "score": its consumer polls Redis as often as the worker's timeout says
 # (speed to lead). The other queues carry retries, SLA timers and e-mail fallbacks, and the
