@@ -121,7 +121,7 @@ def test_parallel_deliveries_of_one_message_send_one_email(
 
             def deliver(_: int) -> str:
                 start.wait()
-                return notify.send_message(app, message_id, datetime.now(UTC)).status
+                return notify.send_message(app, message_id, lambda: datetime.now(UTC)).status
 
             with ThreadPoolExecutor(8) as pool:
                 outcomes = sorted(pool.map(deliver, range(8)))

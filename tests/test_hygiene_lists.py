@@ -271,7 +271,7 @@ def test_the_owner_hears_of_a_suspension_by_e_mail(
         pending = find_pending(app.store, NOW + timedelta(minutes=1)).messages
         assert len(pending) == 2  # the source list and its month
         for message_id in pending:
-            assert send_message(app, message_id, NOW).status == "sent"
+            assert send_message(app, message_id, lambda: NOW).status == "sent"
         mails = smtp.wait_for(2)
     subjects = sorted(m.message["Subject"] for m in mails)
     assert subjects == [

@@ -264,6 +264,26 @@ def test_a_slack_rate_limit_is_waited_out_and_the_card_delivered_once(
     assert (message.sent_at - started).total_seconds() >= 2
 
 
+def test_sent_at_is_the_time_the_mail_server_accepted_the_email(
+    config_dir: Path, leadwerk_settings: Callable[..., Settings]
+) -> None:
+    # Given a busy mail server that takes a second to answer each message
+    staff_desk(config_dir, "lea")
+    with (
+        SmtpServer(answer_after=1.0) as smtp,
+        running(leadwerk_settings(smtp_url=smtp.url)) as leadwerk,
+    ):
+        # When a hot lead arrives
+        hot_lead_arrives(leadwerk)
+        [mail] = smtp.wait_for(1, timeout=15)
+        settle(leadwerk)
+        [message] = messages(leadwerk)
+
+    # Then the outbox says it was sent once the server had it, not when the send began
+    assert message.status == "sent" and message.sent_at is not None
+    assert message.sent_at >= mail.answered_at
+
+
 def test_a_temporary_smtp_failure_is_retried_and_the_email_delivered_once(
     config_dir: Path, leadwerk_settings: Callable[..., Settings]
 ) -> None:

@@ -30,6 +30,11 @@ T0 = datetime(2026, 12, 5, 14, 2, 11, tzinfo=UTC)
 DEADLOCK = "DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$"
 
 
+def at(moment: datetime) -> notify.Clock:
+    """A clock that stands at ``moment``."""
+    return lambda: moment
+
+
 def closed_port() -> int:
     """A port on 127.0.0.1 nobody listens on: connecting is refused."""
     with socket.socket() as probe:
@@ -101,11 +106,11 @@ def test_a_message_waiting_out_a_retry_is_not_sent_before_its_time_whoever_enque
 
         # A redelivered message, the fast path and the sweep all try to send it early
         early = [
-            notify.send_message(leadwerk.app, message_id, T0 + timedelta(seconds=s))
+            notify.send_message(leadwerk.app, message_id, at(T0 + timedelta(seconds=s)))
             for s in (0, 5, 29)
         ]
         # and once more when it is due
-        due = notify.send_message(leadwerk.app, message_id, T0 + timedelta(seconds=30))
+        due = notify.send_message(leadwerk.app, message_id, at(T0 + timedelta(seconds=30)))
         mails = smtp.wait_for(1)
 
     assert [outcome.status for outcome in early] == ["skipped"] * 3
@@ -120,7 +125,7 @@ def test_an_unreachable_mail_server_is_one_warning_with_the_cause_and_the_next_a
     message_id = a_new_lead_email(leadwerk)
     caplog.set_level(logging.INFO)
 
-    outcome = notify.send_message(leadwerk.app, message_id, T0)
+    outcome = notify.send_message(leadwerk.app, message_id, at(T0))
 
     message = row(leadwerk, message_id)
     # The row waits for its next attempt, within the cap, with the reason
@@ -147,13 +152,13 @@ def test_a_passing_fault_is_retried_until_retry_for_then_dead_lettered_with_an_e
     # Failing for 59 minutes: still retried
     moment = T0
     while moment < T0 + timedelta(minutes=59):
-        assert notify.send_message(leadwerk.app, message_id, moment).status == "retry"
+        assert notify.send_message(leadwerk.app, message_id, at(moment)).status == "retry"
         moment = row(leadwerk, message_id).retry_at or moment
     assert dead_letters(leadwerk) == []
     caplog.clear()
 
     # After retry_for (an hour) of failing, the next failure gives up
-    outcome = notify.send_message(leadwerk.app, message_id, T0 + timedelta(hours=1))
+    outcome = notify.send_message(leadwerk.app, message_id, at(T0 + timedelta(hours=1)))
 
     message = row(leadwerk, message_id)
     assert outcome.status == "failed" and message.status == "failed"
@@ -173,7 +178,7 @@ def test_a_recipient_the_server_refuses_for_good_is_dead_lettered_at_once(
         running(make_settings(database_url=database_url, smtp_url=smtp.url)) as leadwerk,
     ):
         message_id = a_new_lead_email(leadwerk)
-        outcome = notify.send_message(leadwerk.app, message_id, T0)
+        outcome = notify.send_message(leadwerk.app, message_id, at(T0))
 
     assert outcome.status == "failed"
     assert (row(leadwerk, message_id).status, row(leadwerk, message_id).attempts) == ("failed", 1)
@@ -204,8 +209,8 @@ def test_status_names_the_outage_of_a_channel_from_the_outbox_rows(
 ) -> None:
     leadwerk = leadwerk_down
     first, second = a_new_lead_email(leadwerk), a_new_lead_email(leadwerk, "jonas@example.com")
-    notify.send_message(leadwerk.app, first, T0)
-    notify.send_message(leadwerk.app, second, T0 + timedelta(seconds=4))
+    notify.send_message(leadwerk.app, first, at(T0))
+    notify.send_message(leadwerk.app, second, at(T0 + timedelta(seconds=4)))
     next_attempt = min(row(leadwerk, first).retry_at, row(leadwerk, second).retry_at)  # type: ignore[type-var]
 
     data = collect_status(leadwerk.app)

@@ -164,7 +164,7 @@ def test_a_reminder_reaches_the_rep_once_with_the_due_time(
         fired = fire_timer(app.store, app.config, reminder, T + timedelta(minutes=3))
         again = fire_timer(app.store, app.config, reminder, T + timedelta(minutes=3))
         for message_id in fired.message_ids:
-            send_message(app, message_id, T + timedelta(minutes=3))
+            send_message(app, message_id, lambda: T + timedelta(minutes=3))
         [mail] = smtp.wait_for(1)
         app.close()
 
@@ -289,7 +289,7 @@ def test_a_breach_escalates_to_the_manager_and_reassigns_with_a_new_clock(
         breach_at = T + timedelta(minutes=5)
         fired = fire_timer(app.store, app.config, timer_id(app, first.id, "breach"), breach_at)
         for message_id in fired.message_ids:
-            send_message(app, message_id, breach_at)
+            send_message(app, message_id, lambda: breach_at)
         mails = {m.rcpt_tos[0]: m for m in smtp.wait_for(2)}
 
         # Then the first assignment is kept as history, closed as reassigned

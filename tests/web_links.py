@@ -48,7 +48,7 @@ def send_all(app: App, now: datetime) -> None:
     with app.store.session() as session:
         ids = list(session.scalars(select(Message.id).where(Message.status == "pending")))
     for message_id in ids:
-        send_message(app, message_id, now)
+        send_message(app, message_id, lambda: now)
 
 
 def mail_to(outbox: Path, address: str) -> list[EmailMessage]:

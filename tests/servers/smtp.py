@@ -9,7 +9,8 @@ the server is stopped and started again, as in an outage).
 Options mirror what production servers do: ``starttls=True`` offers STARTTLS and requires it
 before MAIL; ``implicit_tls=True`` speaks TLS from the first byte (smtps); ``auth=(user,
 password)`` requires AUTH LOGIN/PLAIN over TLS; ``reject_rcpt`` answers 550 for the given
-recipients; ``fail_next=n`` answers 451 to the next n DATA commands; ``idle_timeout``
+recipients; ``fail_next=n`` answers 451 to the next n DATA commands; ``answer_after``
+waits that many seconds before answering DATA, as a busy server does; ``idle_timeout``
 closes a connection idle that many seconds, as servers do.
 
 TLS uses a throwaway CA and server certificate (for ``localhost`` and ``127.0.0.1``) made once
@@ -19,6 +20,7 @@ so clients verify the server as they would in production.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import functools
 import shutil
@@ -28,6 +30,7 @@ import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -53,6 +56,7 @@ class ReceivedMail:
     tls: bool
     login: str | None
     peer: tuple[str, int]  # the client's address and port: one per connection
+    answered_at: datetime  # when the server answered its DATA with 250
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,8 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self._owner.answer_after:
+            await asyncio.sleep(self._owner.answer_after)
         return self._owner._accept(server, session, envelope)
 
 
@@ -161,6 +167,7 @@ class SmtpServer:
         auth: tuple[str, str] | None = None,
         reject_rcpt: Iterable[str] = (),
         fail_next: int = 0,
+        answer_after: float = 0.0,
         idle_timeout: float | None = None,
     ) -> None:
         if starttls and implicit_tls:
@@ -172,6 +179,7 @@ class SmtpServer:
         self.auth = auth
         self.reject_rcpt = frozenset(address.lower() for address in reject_rcpt)
         self._fail_next = fail_next
+        self.answer_after = answer_after
         self.idle_timeout = idle_timeout
         self._messages: Recorded[ReceivedMail] = Recorded("message(s)")
         self._condition = threading.Condition()
@@ -292,6 +300,7 @@ class SmtpServer:
                     and transport.get_extra_info("ssl_object") is not None,
                     login=login,
                     peer=tuple(session.peer),
+                    answered_at=datetime.now(UTC),
                 )
             )
         return "250 2.0.0 OK queued"

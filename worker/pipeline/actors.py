@@ -130,7 +130,7 @@ def score_backlog(event_ids: list[int]) -> None:
 def deliver_batch(messages: list[Message]) -> None:
     """A backlog batch's claimed messages: those for the file outbox written and marked sent
     together, the others sent one by one (:func:`deliver_claimed`)."""
-    deliver_claimed(notify.deliver_to_outbox(get_app(), messages, _now()))
+    deliver_claimed(notify.deliver_to_outbox(get_app(), messages, _now))
 
 
 def deliver_claimed(messages: list[Message]) -> None:
@@ -138,7 +138,7 @@ def deliver_claimed(messages: list[Message]) -> None:
     queued to be sent on its own."""
     app = get_app()
     for message in messages:
-        send = functools.partial(notify.deliver, app, message, _now())
+        send = functools.partial(notify.deliver, app, message, _now)
         _at_once(functools.partial(_deliver, send, message.id), send_message, message.id)
 
 
@@ -156,7 +156,7 @@ def route_lead(contact_id: int) -> None:
 )
 def send_message(message_id: int) -> None:
     app = get_app()
-    _deliver(functools.partial(notify.send_message, app, message_id, _now()), message_id)
+    _deliver(functools.partial(notify.send_message, app, message_id, _now), message_id)
 
 
 def _deliver(send: Callable[[], notify.Outcome], message_id: int) -> None:

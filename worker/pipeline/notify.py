@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -50,6 +51,9 @@ from worker.store.models import (
 )
 
 log = logging.getLogger("leadwerk.notify")
+
+# The time as a delivery reads it: the wall clock, or ``run --once --now``'s simulated one.
+Clock = Callable[[], datetime]
 
 # How a channel is named in logs and in ``leadwerk status``.
 CHANNEL_NAMES = {"email": "e-mail", "slack": "Slack"}
@@ -323,20 +327,25 @@ class Outcome:
     retry_at: datetime | None = None
 
 
-def send_message(app: App, message_id: int, now: datetime) -> Outcome:
+def send_message(app: App, message_id: int, clock: Clock) -> Outcome:
     """Send one outbox message at most once per claim."""
-    message = claim(app.store, message_id, now)
+    message = claim(app.store, message_id, clock())
     if message is None:
         return Outcome("skipped")
-    return deliver(app, message, now)
+    return deliver(app, message, clock)
 
 
-def deliver(app: App, message: Message, now: datetime) -> Outcome:
-    """Send a message this delivery has claimed (status ``sending``), then mark it sent."""
+def deliver(app: App, message: Message, clock: Clock) -> Outcome:
+    """Send a message this delivery has claimed (status ``sending``), then mark it sent.
+
+    The clock is read again once the server has answered: ``sent_at`` is the time of its OK
+    and a retry counts from the failure, not from when the attempt began (a connect or a
+    timeout can take seconds, and a retry that began just before a server came back must not
+    look sent before it)."""
     from worker.pipeline import digest
 
     if message.purpose == digest.PURPOSE:  # its text is written now, from the leads it holds
-        composed = digest.compose(app, message, now)
+        composed = digest.compose(app, message, clock())
         if composed is None:
             return Outcome("skipped")
         message = composed
@@ -345,7 +354,7 @@ def deliver(app: App, message: Message, now: datetime) -> Outcome:
     try:
         result = notifier.send(to_outbound(message, app.settings))
     except RetriableError as exc:
-        return _retry_later(app, message, exc, now)
+        return _retry_later(app, message, exc, clock())
     except UndeliverableError as exc:
         if message.channel == "slack":
             return _fall_back_to_email(app, message_id, str(exc))
@@ -354,12 +363,12 @@ def deliver(app: App, message: Message, now: datetime) -> Outcome:
     except FatalError as exc:
         _fail(store, message, str(exc))
         return Outcome("failed")
-    _mark_sent(store, message, result.remote_id, now)
+    _mark_sent(store, message, result.remote_id, clock())
     log.info("sent %s to %s via %s", message.purpose, _masked(message), message.channel)
     return Outcome("sent")
 
 
-def deliver_to_outbox(app: App, messages: list[Message], now: datetime) -> list[Message]:
+def deliver_to_outbox(app: App, messages: list[Message], clock: Clock) -> list[Message]:
     """Write the claimed ``messages`` that go to the file outbox and mark them all sent in
     one transaction (a backlog's messages); returns the others, each to be delivered on its
     own (:func:`deliver`).
@@ -383,10 +392,13 @@ def deliver_to_outbox(app: App, messages: list[Message], now: datetime) -> list[
         except FatalError:  # the folder cannot be written: deliver() marks it failed
             others.append(message)
             continue
-        written.append({"outbox_id": message.id, "remote_id": result.remote_id, "now": now})
+        written.append({"outbox_id": message.id, "remote_id": result.remote_id})
         if message.purpose in NEW_LEAD_PURPOSES:
-            notified.append({"lead_id": message.contact_id, "now": now})
+            notified.append({"lead_id": message.contact_id})
     if written:
+        now = clock()  # once the files are written
+        for row in (*written, *notified):
+            row["now"] = now
         with app.store.transaction() as connection:
             connection.execute(_MARK_SENT, written)
             if notified:
