@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import DateTime, insert, select, text
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from worker.store.bulk import insert_ids, update_rows
+from worker.store.bulk import among, insert_ids, insert_rows, update_rows
 from worker.store.db import Store
-from worker.store.models import CONTACTS, MESSAGES, UtcDateTime
+from worker.store.models import CONTACTS, ENROLMENTS, MESSAGES, UtcDateTime
 
 NOW = datetime(2026, 4, 21, 9, 30, tzinfo=UTC)
 
@@ -106,6 +106,53 @@ def test_rows_are_stored_exactly_as_sqlalchemys_own_insert_stores_them(database_
         bulk = connection.execute(raw, {"email": "jan2@firma.de"}).one()
 
     assert bulk == own
+    store.close()
+
+
+def test_rows_of_different_keys_are_stored_in_order_as_sqlalchemys_own_insert_stores_them(
+    database_url: str,
+) -> None:
+    # Given a batch's enrolments, one leaving out its step (default 1) and its planned time
+    store = Store(database_url)
+    enrolments = [
+        {"sequence": "ebook", "channel": "email", "step": 2, "planned_at": NOW},
+        {"sequence": "fair", "channel": "phone"},
+        {"sequence": "webinar", "channel": "email", "step": 3, "planned_at": NOW},
+    ]
+    columns = text(
+        "SELECT contact_id, sequence, channel, step, planned_at, status, call_tasks "
+        "FROM nurture_enrolments WHERE contact_id IN (:own, :bulk) ORDER BY id"
+    )
+    with store.transaction() as connection:
+        own, bulk = insert_ids(
+            connection,
+            CONTACTS,
+            [
+                {"email": f"{name}@firma.de", "email_domain": "firma.de", "fields": {}}
+                | {"source": "messe", "stage": "lead", "created_at": NOW, "updated_at": NOW}
+                for name in ("own", "bulk")
+            ],
+        )
+        # When SQLAlchemy stores them for one contact and insert_rows for another
+        for enrolment in enrolments:
+            connection.execute(insert(ENROLMENTS), {"contact_id": own, **enrolment})
+        insert_rows(connection, ENROLMENTS, [{"contact_id": bulk, **e} for e in enrolments])
+        stored = connection.execute(columns, {"own": own, "bulk": bulk}).all()
+        # and among() finds rows by a list of ids as IN does
+        found = connection.execute(
+            select(CONTACTS.c.email).where(among(connection.dialect.name, CONTACTS.c.id, [bulk]))
+        ).scalars()
+        assert list(found) == ["bulk@firma.de"]
+
+    # Then both are stored alike, in the order given, with the defaults of what a row left out
+    mine = [row[1:] for row in stored if row.contact_id == own]
+    theirs = [row[1:] for row in stored if row.contact_id == bulk]
+    assert len(mine) == 3 and theirs == mine
+    assert [(row.sequence, row.step) for row in stored if row.contact_id == bulk] == [
+        ("ebook", 2),
+        ("fair", 1),
+        ("webinar", 3),
+    ]
     store.close()
 
 

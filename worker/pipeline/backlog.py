@@ -29,16 +29,12 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Executable,
-    Integer,
     Row,
-    any_,
     bindparam,
-    insert,
     or_,
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql
 
 from config.loader import Config
 from rules.scoring import score_contact
@@ -46,7 +42,7 @@ from worker.pipeline.batchroute import BatchRouter
 from worker.pipeline.nurture import after_score, nurture_rules, read_run_facts, write_run_facts
 from worker.pipeline.route import Known
 from worker.pipeline.score import event_facts, outcome, update_contacts
-from worker.store.bulk import insert_ids
+from worker.store.bulk import insert_ids, insert_rows, listed
 from worker.store.db import Store
 from worker.store.models import (
     CONTACTS,
@@ -149,7 +145,7 @@ class _Statements:
     mark_processed: Executable
 
 
-def _statements(among: Callable[[Any, str], Any]) -> _Statements:
+def _statements(dialect: str) -> _Statements:
     return _Statements(
         # Every contact of the batch locked at its start, in id order, before any team's
         # counters (BatchRouter locks all teams, in name order): batches on PostgreSQL run side
@@ -157,36 +153,31 @@ def _statements(among: Callable[[Any, str], Any]) -> _Statements:
         contact_of=(
             select(EVENTS.c.id, EVENTS.c.contact_id)
             .join_from(EVENTS, CONTACTS, EVENTS.c.contact_id == CONTACTS.c.id)
-            .where(among(EVENTS.c.id, "event_ids"))
+            .where(listed(dialect, EVENTS.c.id, "event_ids"))
             .order_by(CONTACTS.c.id)
             .with_for_update()
         ),
         lock_events=(
             select(EVENTS.c.id.label("event_id"), EVENTS.c.status.label("event_status"), CONTACTS)
             .join_from(EVENTS, CONTACTS, EVENTS.c.contact_id == CONTACTS.c.id)
-            .where(among(EVENTS.c.id, "event_ids"))
+            .where(listed(dialect, EVENTS.c.id, "event_ids"))
             .order_by(CONTACTS.c.id)
             .with_for_update()  # the events and their contacts; SQLite holds the whole database
         ),
         events_to_score=select(EVENTS).where(
-            among(EVENTS.c.contact_id, "contact_ids"),
-            or_(EVENTS.c.status == "processed", among(EVENTS.c.id, "event_ids")),
+            listed(dialect, EVENTS.c.contact_id, "contact_ids"),
+            or_(EVENTS.c.status == "processed", listed(dialect, EVENTS.c.id, "event_ids")),
         ),
         mark_processed=(
             update(EVENTS)
-            .where(among(EVENTS.c.id, "event_ids"))
+            .where(listed(dialect, EVENTS.c.id, "event_ids"))
             .values(status="processed", processed_at=bindparam("now"))
         ),
     )
 
 
-# SQLite: ``IN (...)``; PostgreSQL: ``= ANY(<one array>)``, one parameter however many ids,
-# where an ``IN`` list of 500 is a new query text for the driver to parse every time.
-_SQLITE = _statements(lambda column, name: column.in_(bindparam(name, expanding=True)))
-_POSTGRESQL = _statements(
-    lambda column, name: column == any_(bindparam(name, type_=postgresql.ARRAY(Integer)))
-)
-_INSERT_STAGE_CHANGES = insert(STAGE_CHANGES)
+_SQLITE = _statements("sqlite")
+_POSTGRESQL = _statements("postgresql")
 
 
 def score_and_route_run(
@@ -228,8 +219,7 @@ def score_and_route_run(
             stage_changes.append(stage_change)
         outcomes.append((row, events, result, changes))
     score_ids = insert_ids(connection, SCORES, scores)
-    if stage_changes:
-        connection.execute(_INSERT_STAGE_CHANGES, stage_changes)
+    insert_rows(connection, STAGE_CHANGES, stage_changes)
     connection.execute(statements.mark_processed, {"event_ids": pending, "now": now})
     to_route: list[tuple[Contact, Known]] = []
     unrouted: dict[frozenset[str], list[dict[str, Any]]] = defaultdict(list)

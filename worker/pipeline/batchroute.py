@@ -14,6 +14,7 @@ counters once per batch. tests/test_backlog.py holds both paths to the same end 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Executable, Row, bindparam, func, select, update
 
 from config.loader import Config
 from rules import decision
@@ -43,7 +44,7 @@ from worker.pipeline.route import (
     team_states,
 )
 from worker.pipeline.score import event_facts, update_contacts
-from worker.store.bulk import insert_ids
+from worker.store.bulk import insert_ids, insert_rows, listed
 from worker.store.models import (
     ASSIGNMENTS,
     CONTACTS,
@@ -59,45 +60,57 @@ from worker.store.models import (
 
 log = logging.getLogger("leadwerk.route")
 
-_OPEN = (
-    select(ASSIGNMENTS.c.contact_id)
-    .where(
-        ASSIGNMENTS.c.contact_id.in_(bindparam("contact_ids", expanding=True)),
-        ASSIGNMENTS.c.status == "open",
-    )
-    .distinct()
-)
-# A run's companies read at once, by e-mail domain: the CRM's owners, the open assignments,
-# and the latest lead with an owner (ordered as route._OWNER_OF_DOMAIN orders them).
-_DOMAINS = bindparam("domains", expanding=True)
-_CRM_OWNERS = select(CRM_ACCOUNTS.c.domain, CRM_ACCOUNTS.c.owner).where(
-    CRM_ACCOUNTS.c.domain.in_(_DOMAINS)
-)
-_OPEN_LEADS = (
-    select(CONTACTS.c.email_domain, func.count(ASSIGNMENTS.c.id))
-    .join_from(ASSIGNMENTS, CONTACTS, CONTACTS.c.id == ASSIGNMENTS.c.contact_id)
-    .where(CONTACTS.c.email_domain.in_(_DOMAINS), ASSIGNMENTS.c.status == "open")
-    .group_by(CONTACTS.c.email_domain)
-)
-_OWNED = (
-    select(
-        CONTACTS.c.email_domain,
-        CONTACTS.c.updated_at,
-        CONTACTS.c.id,
-        CONTACTS.c.owner,
-        func.row_number()
-        .over(
-            partition_by=CONTACTS.c.email_domain,
-            order_by=(CONTACTS.c.updated_at.desc(), CONTACTS.c.id.desc()),
+
+@dataclass(frozen=True)
+class _Reads:
+    """A run's reads, each taking a list: which of its contacts are assigned (:contact_ids),
+    and its companies by e-mail domain (:domains): the CRM's owners, the open assignments and
+    the latest lead with an owner (ordered as route._OWNER_OF_DOMAIN orders them)."""
+
+    open: Executable
+    crm_owners: Executable
+    open_leads: Executable
+    latest_owned: Executable
+
+
+@functools.lru_cache(maxsize=2)
+def _reads(dialect: str) -> _Reads:
+    owned = (
+        select(
+            CONTACTS.c.email_domain,
+            CONTACTS.c.updated_at,
+            CONTACTS.c.id,
+            CONTACTS.c.owner,
+            func.row_number()
+            .over(
+                partition_by=CONTACTS.c.email_domain,
+                order_by=(CONTACTS.c.updated_at.desc(), CONTACTS.c.id.desc()),
+            )
+            .label("rank"),
         )
-        .label("rank"),
+        .where(listed(dialect, CONTACTS.c.email_domain, "domains"), CONTACTS.c.owner.is_not(None))
+        .subquery()
     )
-    .where(CONTACTS.c.email_domain.in_(_DOMAINS), CONTACTS.c.owner.is_not(None))
-    .subquery()
-)
-_LATEST_OWNED = select(
-    _OWNED.c.email_domain, _OWNED.c.updated_at, _OWNED.c.id, _OWNED.c.owner
-).where(_OWNED.c.rank == 1)
+    return _Reads(
+        open=select(ASSIGNMENTS.c.contact_id)
+        .where(
+            listed(dialect, ASSIGNMENTS.c.contact_id, "contact_ids"),
+            ASSIGNMENTS.c.status == "open",
+        )
+        .distinct(),
+        crm_owners=select(CRM_ACCOUNTS.c.domain, CRM_ACCOUNTS.c.owner).where(
+            listed(dialect, CRM_ACCOUNTS.c.domain, "domains")
+        ),
+        open_leads=select(CONTACTS.c.email_domain, func.count(ASSIGNMENTS.c.id))
+        .join_from(ASSIGNMENTS, CONTACTS, CONTACTS.c.id == ASSIGNMENTS.c.contact_id)
+        .where(listed(dialect, CONTACTS.c.email_domain, "domains"), ASSIGNMENTS.c.status == "open")
+        .group_by(CONTACTS.c.email_domain),
+        latest_owned=select(
+            owned.c.email_domain, owned.c.updated_at, owned.c.id, owned.c.owner
+        ).where(owned.c.rank == 1),
+    )
+
+
 _COUNT_ASSIGNMENTS = (
     update(COUNTERS)
     .where(COUNTERS.c.team == bindparam("counter_team"), COUNTERS.c.rep == bindparam("counter_rep"))
@@ -143,7 +156,8 @@ class BatchRouter:
         # Scoring this run moved other contacts' ``updated_at``: companies are read afresh.
         self._read_companies([contact for contact, _ in items])
         ids = [contact.id for contact, _ in items]
-        assigned = set(connection.execute(_OPEN, {"contact_ids": ids}).scalars())
+        reads = _reads(connection.dialect.name)
+        assigned = set(connection.execute(reads.open, {"contact_ids": ids}).scalars())
         decided: list[tuple[Contact, Known, Routing, dict[str, Any]]] = []
         unrouted: list[dict[str, Any]] = []
         for contact, known in items:
@@ -185,10 +199,8 @@ class BatchRouter:
         if not one_by_one:
             _insert_messages(connection, messages)
         _update_contacts(connection, contacts)
-        if timers:
-            connection.execute(insert(TIMERS), timers)
-        if crm_changes:
-            connection.execute(insert(CRM_CHANGES), crm_changes)
+        insert_rows(connection, TIMERS, timers)
+        insert_rows(connection, CRM_CHANGES, crm_changes)
         picks = Counter(routing.decision.rep or "(fallback)" for _, _, routing, _ in decided)
         log.info(
             "routed %d leads: %s",
@@ -271,12 +283,13 @@ class BatchRouter:
         if not domains:
             return
         params = {"domains": domains}
-        for domain, owner in self._connection.execute(_CRM_OWNERS, params):
+        reads = _reads(self._connection.dialect.name)
+        for domain, owner in self._connection.execute(reads.crm_owners, params):
             self._companies[domain].crm_owner = owner
-        for domain, count in self._connection.execute(_OPEN_LEADS, params):
+        for domain, count in self._connection.execute(reads.open_leads, params):
             self._companies[domain].open_leads = count
         for domain, updated_at, contact_id, owner in self._connection.execute(
-            _LATEST_OWNED, params
+            reads.latest_owned, params
         ):
             self._companies[domain].latest = (updated_at, contact_id, owner)
 

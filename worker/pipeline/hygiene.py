@@ -48,8 +48,10 @@ from rules.hygiene import (
     next_state,
 )
 from worker.pipeline.notify import message_id_domain
+from worker.store.bulk import among
 from worker.store.db import Store
 from worker.store.models import (
+    ADDRESS_STATES,
     AddressChange,
     AddressState,
     BounceEvent,
@@ -398,10 +400,12 @@ def hard_bounced_among(conn: Connection | Session, contact_ids: Sequence[int]) -
     """Those of the contacts whose address list hygiene holds hard-bounced."""
     if not contact_ids:
         return set()
+    dialect = conn.get_bind().dialect if isinstance(conn, Session) else conn.dialect
     return set(
         conn.execute(
             select(AddressState.contact_id).where(
-                AddressState.contact_id.in_(contact_ids), AddressState.state == HARD
+                among(dialect.name, ADDRESS_STATES.c.contact_id, contact_ids),
+                AddressState.state == HARD,
             )
         ).scalars()
     )

@@ -33,6 +33,7 @@ from connectors.notify.base import OutboundMessage
 from rules.contact import mask_email
 from rules.routing import RouteDecision
 from rules.scoring import r1
+from worker.store.bulk import among, update_rows
 from worker.store.db import Store
 from worker.web.accept import ACCEPT, ASSIGN, link_url
 from worker.web.unsubscribe import is_nurture, list_unsubscribe_headers
@@ -381,7 +382,7 @@ def deliver_to_outbox(app: App, messages: list[Message], clock: Clock) -> list[M
 
     others: list[Message] = []
     written: list[dict[str, Any]] = []
-    notified: list[dict[str, Any]] = []
+    notified: list[int | None] = []
     for message in messages:
         notifier = app.notifiers.get(message.channel) or app.notifiers["email"]
         if message.purpose == digest.PURPOSE or not isinstance(notifier, FileOutboxNotifier):
@@ -392,17 +393,23 @@ def deliver_to_outbox(app: App, messages: list[Message], clock: Clock) -> list[M
         except FatalError:  # the folder cannot be written: deliver() marks it failed
             others.append(message)
             continue
-        written.append({"outbox_id": message.id, "remote_id": result.remote_id})
+        written.append({"id": message.id, "remote_id": result.remote_id})
         if message.purpose in NEW_LEAD_PURPOSES:
-            notified.append({"lead_id": message.contact_id})
+            notified.append(message.contact_id)
     if written:
         now = clock()  # once the files are written
-        for row in (*written, *notified):
-            row["now"] = now
+        sent = {"status": "sent", "sent_at": now, "error": None, "first_failed_at": None}
         with app.store.transaction() as connection:
-            connection.execute(_MARK_SENT, written)
+            update_rows(connection, MESSAGES, "id", [{**row, **sent} for row in written])
             if notified:
-                connection.execute(_MARK_NOTIFIED, notified)
+                connection.execute(
+                    update(ASSIGNMENTS)
+                    .where(
+                        among(connection.dialect.name, ASSIGNMENTS.c.contact_id, notified),
+                        ASSIGNMENTS.c.notified_at.is_(None),
+                    )
+                    .values(notified_at=now)
+                )
         log.info("wrote %d message(s) to the outbox %s", len(written), app.settings.outbox_dir)
     return others
 

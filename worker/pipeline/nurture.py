@@ -50,6 +50,7 @@ from worker.pipeline.notify import (
     message_id_domain,
     template_env,
 )
+from worker.store.bulk import among, insert_rows
 from worker.store.db import Store
 from worker.store.models import (
     ASSIGNMENTS,
@@ -204,16 +205,15 @@ def read_run_facts(connection: Connection, contact_ids: Sequence[int]) -> RunFac
     """The run's contacts' hard bounces and held enrolments, and the paused sequences."""
     ids = list(contact_ids)
     held: dict[int, list[Row[Any]]] = {}
-    for row in connection.execute(_HELD_OF.where(ENROLMENTS.c.contact_id.in_(ids))):
+    held_of = _HELD_OF.where(among(connection.dialect.name, ENROLMENTS.c.contact_id, ids))
+    for row in connection.execute(held_of):
         held.setdefault(row.contact_id, []).append(row)
     return RunFacts(bounced=hard_bounced_among(connection, ids), held=held)
 
 
 def write_run_facts(connection: Connection, facts: RunFacts) -> None:
-    if facts.refusals:
-        connection.execute(insert(REFUSALS), facts.refusals)
-    if facts.enrolments:
-        connection.execute(insert(ENROLMENTS), facts.enrolments)
+    insert_rows(connection, REFUSALS, facts.refusals)
+    insert_rows(connection, ENROLMENTS, facts.enrolments)
 
 
 def after_score(

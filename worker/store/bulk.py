@@ -13,6 +13,7 @@ SQLite with ``json_each``: a short statement of the same text every time, prepar
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import operator
 from collections.abc import Sequence
@@ -22,11 +23,13 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     ColumnClause,
+    ColumnElement,
     Connection,
     Executable,
     Integer,
     Table,
     Text,
+    any_,
     bindparam,
     cast,
     column,
@@ -50,6 +53,23 @@ def document(rows: Sequence[dict[str, Any]]) -> str:
         return orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC | orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
         return json.dumps(rows, default=_json_value, ensure_ascii=False)
+
+
+def listed(dialect: str, column_: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """``column_ IN :name``, a list bound at execution; on PostgreSQL ``column_ = ANY(:name)``,
+    one parameter however many values: an ``IN`` list of a batch's 500 ids is a new query
+    text that psycopg converts and PostgreSQL parses every time (2.2 ms of the client's CPU,
+    against 0.35 ms for the array)."""
+    if dialect == "postgresql":
+        return column_ == any_(bindparam(name, type_=postgresql.ARRAY(column_.type)))
+    return column_.in_(bindparam(name, expanding=True))
+
+
+def among(dialect: str, column_: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+    """``column_ IN values``, as :func:`listed` binds it."""
+    if dialect == "postgresql":
+        return column_ == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column_.type)))
+    return column_.in_(values)
 
 
 def _json_value(value: Any) -> Any:
@@ -133,15 +153,12 @@ def _binds(dialect: Dialect, table: Table, names: tuple[str, ...]) -> tuple[tupl
 
 
 @functools.lru_cache(maxsize=64)
-def _insert_ids(dialect: str, table: Table, names: tuple[str, ...]) -> Executable:
+def _insert(dialect: str, table: Table, names: tuple[str, ...], returning: bool) -> Executable:
     rows = unpacked(dialect, table, names)
-    return (
-        insert(table)
-        .from_select(
-            list(names), select(*[rows.c[name] for name in names]).order_by(rows.c[_PLACE])
-        )
-        .returning(table.c.id)
+    statement = insert(table).from_select(
+        list(names), select(*[rows.c[name] for name in names]).order_by(rows.c[_PLACE])
     )
+    return statement.returning(table.c.id) if returning else statement
 
 
 def insert_ids(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> list[int]:
@@ -153,13 +170,27 @@ def insert_ids(connection: Connection, table: Table, rows: Sequence[dict[str, An
     ``sort_by_parameter_order`` relies on the same)."""
     if not rows:
         return []
+    return sorted(_inserted(connection, table, rows, returning=True).scalars().all())
+
+
+def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` in their order as :func:`insert_ids` does, without asking for their
+    ids: a statement per run of rows with the same keys, where SQLAlchemy's ``executemany``
+    sends one per row (a backlog's stage changes and enrolments were 20,000 statements for
+    30,000 leads)."""
+    for _, same in itertools.groupby(rows, key=tuple):
+        _inserted(connection, table, list(same), returning=False)
+
+
+def _inserted(
+    connection: Connection, table: Table, rows: Sequence[dict[str, Any]], returning: bool
+) -> Any:
     rows = rows_with_defaults(table, rows)
     names = tuple(rows[0])
     dialect = connection.dialect
-    statement = _insert_ids(dialect.name, table, names)
+    statement = _insert(dialect.name, table, names, returning)
     data = packed(dialect, table, names, rows, ordered=True)
-    ids = connection.execute(statement, {"document": data})
-    return sorted(ids.scalars().all())
+    return connection.execute(statement, {"document": data})
 
 
 @functools.lru_cache(maxsize=64)

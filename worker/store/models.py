@@ -616,6 +616,7 @@ ENROLMENTS: Table = NurtureEnrolment.__table__  # type: ignore[assignment]
 REFUSALS: Table = NurtureRefusal.__table__  # type: ignore[assignment]
 CRM_CHANGES: Table = CrmChange.__table__  # type: ignore[assignment]
 CRM_ACCOUNTS: Table = CrmAccount.__table__  # type: ignore[assignment]
+ADDRESS_STATES: Table = AddressState.__table__  # type: ignore[assignment]
 
 # Now, not at the first object made: :func:`snapshot` makes objects without the constructor,
 # which is what would trigger it.
