@@ -236,7 +236,7 @@ def score_and_route_run(
                     connection,
                     config,
                     contact,
-                    [snapshot(Event, e) for e in events],
+                    events,
                     values["event_id"],
                     result.mql,
                     now,

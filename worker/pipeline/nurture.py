@@ -138,7 +138,7 @@ def _sequence(rules: NurtureRules, name: str) -> _Sequence | None:
 def nurture_view(
     config: Config,
     contact: Contact,
-    events: Iterable[Event],
+    events: Iterable[Event | Row[Any]],
     now: datetime,
     mql: bool | None = None,
     bounced: bool = False,
@@ -220,7 +220,7 @@ def after_score(
     connection: Connection,
     config: Config,
     contact: Contact,
-    events: Sequence[Event],
+    events: Sequence[Event | Row[Any]],
     event_id: int,
     mql: bool,
     now: datetime,
