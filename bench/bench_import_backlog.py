@@ -24,8 +24,9 @@ yardstick; ``import_pool_cpu_seconds``, the CPU of the processes that prepared t
 records for the import, and ``import_peak_rss_with_children_mib`` (both sampled);
 ``queue_peak`` (the most messages waiting in the Redis queues at once, sampled every 0.1 s,
 in total and per queue; a batch of leads is one message); per process (``processes``) its
-CPU seconds and peak RSS (the kernel's VmHWM, and the sampled peak of the process with its
-children, every 0.5 s); and the import's own summary counts.
+CPU seconds (``system_cpu_seconds``: the kernel's part of them) and peak RSS (the kernel's
+VmHWM, and the sampled peak of the process with its children, every 0.5 s); and the
+import's own summary counts.
 """
 
 from __future__ import annotations
@@ -221,10 +222,12 @@ class ProcessSampler(threading.Thread):
             try:
                 stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 cpu = (int(stat[11]) + int(stat[12])) / ticks  # utime + stime
+                system = int(stat[12]) / ticks
             except OSError:
-                cpu = 0.0
+                cpu = system = 0.0
             facts[name] = {
                 "cpu_seconds": round(cpu, 1),
+                "system_cpu_seconds": round(system, 1),
                 "vm_hwm_mib": round(self._status(pid, "VmHWM") / 1024, 1),
                 "peak_rss_with_children_mib": round(self.peak_kib[name] / 1024, 1),
             }
