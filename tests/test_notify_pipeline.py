@@ -21,7 +21,7 @@ from tests.lead_helpers import FAIR, fair_row
 from tests.pipeline_helpers import Running, running
 from tests.redis_namespace import own_namespace
 from tests.servers.slack import SlackApiServer
-from tests.servers.smtp import SmtpServer
+from tests.servers.smtp import ReceivedMail, SmtpServer
 from worker.commands.cli import app as cli
 from worker.pipeline.actors import score_lead
 from worker.pipeline.ingest import ingest_records
@@ -264,20 +264,27 @@ def test_a_slack_rate_limit_is_waited_out_and_the_card_delivered_once(
     assert (message.sent_at - started).total_seconds() >= 2
 
 
+def hot_lead_mailed(
+    config_dir: Path, leadwerk_settings: Callable[..., Settings], smtp: SmtpServer
+) -> tuple[Message, list[ReceivedMail]]:
+    """Lea's desk, a hot lead through a running Leadwerk whose mail goes to ``smtp``: its
+    outbox row once settled, and what the server received."""
+    staff_desk(config_dir, "lea")
+    with smtp, running(leadwerk_settings(smtp_url=smtp.url)) as leadwerk:
+        hot_lead_arrives(leadwerk)
+        smtp.wait_for(1, timeout=15)
+        settle(leadwerk)
+        [message] = messages(leadwerk)
+    return message, smtp.messages
+
+
 def test_sent_at_is_the_time_the_mail_server_accepted_the_email(
     config_dir: Path, leadwerk_settings: Callable[..., Settings]
 ) -> None:
     # Given a busy mail server that takes a second to answer each message
-    staff_desk(config_dir, "lea")
-    with (
-        SmtpServer(answer_after=1.0) as smtp,
-        running(leadwerk_settings(smtp_url=smtp.url)) as leadwerk,
-    ):
-        # When a hot lead arrives
-        hot_lead_arrives(leadwerk)
-        [mail] = smtp.wait_for(1, timeout=15)
-        settle(leadwerk)
-        [message] = messages(leadwerk)
+    smtp = SmtpServer(answer_after=1.0)
+    # When a hot lead arrives
+    message, [mail] = hot_lead_mailed(config_dir, leadwerk_settings, smtp)
 
     # Then the outbox says it was sent once the server had it, not when the send began
     assert message.status == "sent" and message.sent_at is not None
@@ -288,17 +295,10 @@ def test_a_temporary_smtp_failure_is_retried_and_the_email_delivered_once(
     config_dir: Path, leadwerk_settings: Callable[..., Settings]
 ) -> None:
     # Given the mail server answers the first message with 451 (try again later)
-    staff_desk(config_dir, "lea")
-    with (
-        SmtpServer(fail_next=1) as smtp,
-        running(leadwerk_settings(smtp_url=smtp.url)) as leadwerk,
-    ):
-        # When a hot lead arrives
-        hot_lead_arrives(leadwerk)
-        smtp.wait_for(1, timeout=15)
-        settle(leadwerk)
-        [message] = messages(leadwerk)
+    smtp = SmtpServer(fail_next=1)
+    # When a hot lead arrives
+    message, mails = hot_lead_mailed(config_dir, leadwerk_settings, smtp)
 
     # Then the e-mail arrived once, on the second attempt
-    assert len(smtp.messages) == 1
+    assert len(mails) == 1
     assert (message.status, message.attempts) == ("sent", 2)
