@@ -186,6 +186,83 @@ def test_a_lead_the_crm_refuses_is_dead_with_the_crms_answer_and_shown_in_status
     assert "eva.mueller" not in shown.stdout
 
 
+def crm_command(app: App, hubspot: HubSpotServer, config_dir: Path, *args: str) -> Any:
+    """``leadwerk crm ...`` as an admin runs it against this deployment."""
+    env = {"HUBSPOT_TOKEN": hubspot.token, "LEADWERK_DATABASE_URL": app.settings.database_url}
+    return CliRunner().invoke(cli, ["--config", str(config_dir), "crm", *args], env=env)
+
+
+def test_a_refused_lead_is_replayed_once_the_cause_is_fixed_and_reaches_the_crm(
+    leadwerk: App, hubspot: HubSpotServer, config_dir: Path
+) -> None:
+    # Given a lead the CRM refused (a property the portal lacked): dead after one attempt
+    hubspot.refuse_property = "jobtitle"
+    route_all(leadwerk, HOT[:1])
+    assert drain(leadwerk, NOW).dead == 1
+    [dead] = crm_status(leadwerk.store, leadwerk.config, NOW)["dead_changes"]
+
+    # When the admin has the property added and replays the dead change
+    hubspot.refuse_property = None
+    replayed = crm_command(leadwerk, hubspot, config_dir, "replay", "--all")
+    after = drain(leadwerk, NOW + timedelta(minutes=1))
+
+    # Then the next round sends it: the lead is in the CRM, owned by its rep's user
+    assert replayed.exit_code == 0, replayed.output
+    assert "replayed 1 dead CRM change(s)" in replayed.stdout
+    assert after.sent == 1 and after.dead == 0
+    [(email, rep)] = owners_in_store(leadwerk).items()
+    _, contact = hubspot.by_email(email)  # type: ignore[misc]
+    assert contact["hubspot_owner_id"] == OWNER_IDS[f"{rep}@example.com"]
+    data = crm_status(leadwerk.store, leadwerk.config, NOW)
+    assert (data["dead"], data["pending"]) == (0, 0)
+    # and a change that is no longer dead cannot be replayed twice
+    again = crm_command(leadwerk, hubspot, config_dir, "replay", str(dead["id"]))
+    assert again.exit_code == 1 and f"no dead CRM change {dead['id']}" in again.output
+
+
+def test_a_dead_change_that_a_later_one_overtook_stays_dead_on_replay(
+    hubspot: HubSpotServer, config_dir: Path, make_settings: Any, database_url: str
+) -> None:
+    # Given a lead whose hand-over the CRM refused, then reassigned after an SLA breach, and
+    # the reassignment sent once the cause was fixed
+    write_config(config_dir)
+    (config_dir / "crm.yaml").write_text(crm_yaml(hubspot.base_url), encoding="utf-8")
+    settings = make_settings(database_url=database_url, env={"HUBSPOT_TOKEN": hubspot.token})
+    application = init_app(settings)
+    try:
+        hubspot.refuse_property = "jobtitle"
+        contact = add_mql(application.store, 1, NOW)
+        route_contact(application.store, application.config, contact, NOW)
+        assert drain(application, NOW).dead == 1
+        hubspot.refuse_property = None
+        [first] = assignments_of(application, contact)
+        breach_at = NOW + timedelta(minutes=5)
+        fire_timer(
+            application.store,
+            application.config,
+            timer_id(application, first.id, "breach"),
+            breach_at,
+        )
+        assert drain(application, breach_at).sent == 1
+        _, new = assignments_of(application, contact)
+
+        # When the admin replays every dead change
+        replayed = crm_command(application, hubspot, config_dir, "replay", "--all")
+        after = drain(application, breach_at + timedelta(minutes=1))
+
+        # Then the old hand-over stays dead and the CRM keeps the new rep as owner
+        assert replayed.exit_code == 0, replayed.output
+        assert "left dead" in replayed.stdout and "l***@company1.de" in replayed.stdout
+        assert "replayed 0 dead CRM change(s)" in replayed.stdout
+        assert after.sent == 0
+        [lead] = hubspot.contacts.values()
+        assert new.rep != first.rep
+        assert lead["hubspot_owner_id"] == OWNER_IDS[f"{new.rep}@example.com"]
+        assert crm_status(application.store, application.config, NOW)["dead"] == 1
+    finally:
+        application.close()
+
+
 def test_the_reps_first_activity_in_the_crm_stops_the_sla_clock(
     leadwerk: App, hubspot: HubSpotServer
 ) -> None:

@@ -1200,6 +1200,34 @@ def crm_sync(
         raise typer.Exit(1)
 
 
+@crm_app.command("replay")
+def crm_replay(
+    change: Annotated[
+        int | None, typer.Argument(help="The dead change's ID (see leadwerk crm status).")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every dead change.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Put dead CRM changes back to be sent once the cause is fixed (the next sync sends
+    them); an upsert or stage change that a later one of its lead has overtaken stays dead."""
+    from worker.pipeline.crm import replay_dead
+
+    if change is None and not all_:
+        _err("name a dead CRM change's ID or --all")
+        raise typer.Exit(2)
+    application = _app(config)
+    replayed = replay_dead(application.store, None if all_ else change)
+    if replayed is None:
+        _err(f"no dead CRM change {change} (leadwerk crm status lists them)")
+        raise typer.Exit(1)
+    for change_id, kind, lead in replayed.stale:
+        _echo(f"left dead {change_id}: {kind} of {lead}, a later change of this lead was sent")
+    _echo(
+        f"replayed {len(replayed.revived)} dead CRM change(s); the next sync sends them"
+        " (leadwerk crm sync --once, or the clock)"
+    )
+
+
 nurture_app = typer.Typer(
     help="Nurture: single-channel follow-up sequences from nurture.yaml.", no_args_is_help=True
 )

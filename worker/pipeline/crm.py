@@ -420,6 +420,64 @@ def _reps_by_owner(config: Config, connector: CrmConnector) -> dict[str, str]:
     return found
 
 
+# --- replaying ----------------------------------------------------------------------------
+
+# Changes that set the lead's owner or stage in the CRM: a later one that has reached it
+# makes an earlier dead one stale.
+_SETS_OWNER_OR_STAGE = ("upsert", "stage")
+
+
+@dataclass
+class Replayed:
+    """What :func:`replay_dead` did: the changes put back to wait for the next round, and
+    those left dead because a later change of the lead has reached the CRM (id, change,
+    masked lead)."""
+
+    revived: list[int] = field(default_factory=list)
+    stale: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+def replay_dead(store: Store, change_id: int | None = None) -> Replayed | None:
+    """Dead CRM changes (``change_id``, or all) back into the outbox once what killed them is
+    fixed (a field the CRM lacked, a user missing there): each waits for the next sync round,
+    with its attempts counted afresh. A dead upsert or stage change stays dead when a later
+    upsert or stage change of the same lead has reached the CRM: sent now, it would put back
+    the older owner or stage. None when ``change_id`` names no dead change."""
+    replayed = Replayed()
+    with store.session() as session:
+        query = select(CrmChange).where(CrmChange.status == "dead").order_by(CrmChange.id)
+        if change_id is not None:
+            query = query.where(CrmChange.id == change_id)
+        rows = session.scalars(query).all()
+        if change_id is not None and not rows:
+            return None
+        for row in rows:
+            if row.change in _SETS_OWNER_OR_STAGE and _later_sent(session, row):
+                replayed.stale.append((row.id, row.change, mask_email(row.lead)))
+                continue
+            row.status, row.attempts, row.retry_at, row.error = "pending", 0, None, None
+            replayed.revived.append(row.id)
+    if replayed.revived:
+        log.info("%d dead CRM change(s) put back to be sent", len(replayed.revived))
+    return replayed
+
+
+def _later_sent(session: Session, row: CrmChange) -> bool:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(CrmChange)
+            .where(
+                CrmChange.lead == row.lead,
+                CrmChange.change.in_(_SETS_OWNER_OR_STAGE),
+                CrmChange.status == "sent",
+                CrmChange.id > row.id,
+            )
+        )
+        > 0
+    )
+
+
 # --- looking on --------------------------------------------------------------------------
 
 
