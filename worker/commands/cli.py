@@ -1208,8 +1208,9 @@ def crm_replay(
     all_: Annotated[bool, typer.Option("--all", help="Every dead change.")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Put dead CRM changes back to be sent once the cause is fixed (the next sync sends
-    them); an upsert or stage change that a later one of its lead has overtaken stays dead."""
+    """Put dead CRM changes back to be sent, once the cause is fixed.
+
+    The next sync sends them; one that a later change of its lead has overtaken stays dead."""
     from worker.pipeline.crm import replay_dead
 
     if change is None and not all_:
