@@ -218,6 +218,10 @@ def test_a_mistyped_leadwerk_variable_is_a_warning_with_the_name_meant_on_every_
     status = leadwerk(config_dir, "status", env=typo)
     assert status.returncode == 0, status.stderr
     assert warning in status.stderr.splitlines()
+    # said once, also by a command that checks the link key before it starts the pipeline
+    ran = leadwerk(config_dir, "run", "--once", env=typo)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stderr.splitlines().count(warning) == 1
 
 
 @pytest.mark.parametrize(

@@ -132,12 +132,12 @@ def _open(settings: Settings, config: Config, exit_code: int = 2) -> Any:
         raise typer.Exit(2) from None
 
 
-def _require_link_secret(config_dir: Path | None) -> None:
+def _require_link_secret(settings: Settings) -> None:
     """A process that sends or serves links refuses to start in a shared deployment without
     its own signing key (exit 2, one line saying how to set one)."""
     from worker.web.accept import missing_secret
 
-    problem = missing_secret(_settings(config_dir))
+    problem = missing_secret(settings)
     if problem is not None:
         _err(f"cannot start: {problem}")
         raise typer.Exit(2)
@@ -149,11 +149,15 @@ def _app(config_dir: Path | None) -> Any:
     return _open(settings, _config(settings))
 
 
-def _boot(config_dir: Path | None) -> Any:
-    """Settings, config, store and broker for a command that runs the pipeline."""
+def _boot(config_dir: Path | None, settings: Settings | None = None, links: bool = False) -> Any:
+    """Config, store and broker for a command that runs the pipeline, on ``settings`` (read
+    here when not given: once, so that a warning about them is said once); ``links``: the
+    command sends or serves signed links (:func:`_require_link_secret`)."""
     from worker.runtime.broker import setup_broker
 
-    settings = _settings(config_dir)
+    settings = settings or _settings(config_dir)
+    if links:
+        _require_link_secret(settings)
     config = _config(settings)
     _check_redis(settings)
     _check_rabbitmq(settings)
@@ -289,15 +293,15 @@ def run(
     from worker.runtime.processes import Heartbeats, StopSignal, counted_worker
     from worker.runtime.reload import start_reloader
 
-    _require_link_secret(config)
+    settings = _settings(config)
+    _require_link_secret(settings)
     at = None
     if now is not None:
         if not once:
             _err("--now only goes with --once: a running clock reads the real time")
             raise typer.Exit(2)
         at = _now_option(now)
-    application, broker = _boot(config)
-    settings = application.settings
+    application, broker = _boot(config, settings)
     if settings.redis_url and not once:
         from worker.runtime.processes import run_group
 
@@ -452,8 +456,7 @@ def worker(config: ConfigOpt = None) -> None:
             "without Redis, `leadwerk run` runs everything in one process"
         )
         raise typer.Exit(2)
-    _require_link_secret(config)
-    application, broker = _boot(config)
+    application, broker = _boot(config, links=True)
     start_reloader(application)
     raise typer.Exit(run_worker(application, broker))
 
@@ -465,13 +468,12 @@ def clock(config: ConfigOpt = None) -> None:
     if not settings.redis_url:
         _err("leadwerk clock needs LEADWERK_REDIS_URL; without Redis, use `leadwerk run`")
         raise typer.Exit(2)
-    _require_link_secret(config)
     from worker.runtime.clock import start_clock
     from worker.runtime.processes import StopSignal
     from worker.runtime.reload import start_reloader
 
     stop = StopSignal()
-    application, _broker = _boot(config)
+    application, _broker = _boot(config, settings, links=True)
     start_reloader(application)
     scheduler = start_clock(application, background=True)
     stop.wait_forever()
@@ -490,9 +492,8 @@ def web(
     from worker.runtime.reload import start_reloader
     from worker.web.app import serve
 
-    _require_link_secret(config)
     stop = StopSignal()
-    application, _broker = _boot(config)
+    application, _broker = _boot(config, links=True)
     start_reloader(application)
     beats = Heartbeats(application, "web").start()
     serve(
