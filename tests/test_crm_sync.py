@@ -70,6 +70,28 @@ def leadwerk(
     application.close()
 
 
+@pytest.fixture
+def timed(
+    hubspot: HubSpotServer, config_dir: Path, make_settings: Any, database_url: str
+) -> Iterator[App]:
+    """The SLA clock's config (breaches reassign) with the local HubSpot as the CRM."""
+    write_config(config_dir)
+    (config_dir / "crm.yaml").write_text(crm_yaml(hubspot.base_url), encoding="utf-8")
+    settings = make_settings(database_url=database_url, env={"HUBSPOT_TOKEN": hubspot.token})
+    application = init_app(settings)
+    yield application
+    application.close()
+
+
+def breached(app: App, contact: int) -> tuple[Assignment, Assignment, datetime]:
+    """The lead's SLA breached five minutes after NOW: its first and its new assignment."""
+    [first] = assignments_of(app, contact)
+    breach_at = NOW + timedelta(minutes=5)
+    fire_timer(app.store, app.config, timer_id(app, first.id, "breach"), breach_at)
+    _, new = assignments_of(app, contact)
+    return first, new, breach_at
+
+
 def route_all(app: App, rows: list[Any], now: datetime = NOW) -> list[int]:
     ids = take_in(app.store, app.config, rows, now)
     for contact_id in ids:
@@ -221,46 +243,31 @@ def test_a_refused_lead_is_replayed_once_the_cause_is_fixed_and_reaches_the_crm(
 
 
 def test_a_dead_change_that_a_later_one_overtook_stays_dead_on_replay(
-    hubspot: HubSpotServer, config_dir: Path, make_settings: Any, database_url: str
+    timed: App, hubspot: HubSpotServer, config_dir: Path
 ) -> None:
     # Given a lead whose hand-over the CRM refused, then reassigned after an SLA breach, and
     # the reassignment sent once the cause was fixed
-    write_config(config_dir)
-    (config_dir / "crm.yaml").write_text(crm_yaml(hubspot.base_url), encoding="utf-8")
-    settings = make_settings(database_url=database_url, env={"HUBSPOT_TOKEN": hubspot.token})
-    application = init_app(settings)
-    try:
-        hubspot.refuse_property = "jobtitle"
-        contact = add_mql(application.store, 1, NOW)
-        route_contact(application.store, application.config, contact, NOW)
-        assert drain(application, NOW).dead == 1
-        hubspot.refuse_property = None
-        [first] = assignments_of(application, contact)
-        breach_at = NOW + timedelta(minutes=5)
-        fire_timer(
-            application.store,
-            application.config,
-            timer_id(application, first.id, "breach"),
-            breach_at,
-        )
-        assert drain(application, breach_at).sent == 1
-        _, new = assignments_of(application, contact)
+    hubspot.refuse_property = "jobtitle"
+    contact = add_mql(timed.store, 1, NOW)
+    route_contact(timed.store, timed.config, contact, NOW)
+    assert drain(timed, NOW).dead == 1
+    hubspot.refuse_property = None
+    first, new, breach_at = breached(timed, contact)
+    assert drain(timed, breach_at).sent == 1
 
-        # When the admin replays every dead change
-        replayed = crm_command(application, hubspot, config_dir, "replay", "--all")
-        after = drain(application, breach_at + timedelta(minutes=1))
+    # When the admin replays every dead change
+    replayed = crm_command(timed, hubspot, config_dir, "replay", "--all")
+    after = drain(timed, breach_at + timedelta(minutes=1))
 
-        # Then the old hand-over stays dead and the CRM keeps the new rep as owner
-        assert replayed.exit_code == 0, replayed.output
-        assert "left dead" in replayed.stdout and "l***@company1.de" in replayed.stdout
-        assert "replayed 0 dead CRM change(s)" in replayed.stdout
-        assert after.sent == 0
-        [lead] = hubspot.contacts.values()
-        assert new.rep != first.rep
-        assert lead["hubspot_owner_id"] == OWNER_IDS[f"{new.rep}@example.com"]
-        assert crm_status(application.store, application.config, NOW)["dead"] == 1
-    finally:
-        application.close()
+    # Then the old hand-over stays dead and the CRM keeps the new rep as owner
+    assert replayed.exit_code == 0, replayed.output
+    assert "left dead" in replayed.stdout and "l***@company1.de" in replayed.stdout
+    assert "replayed 0 dead CRM change(s)" in replayed.stdout
+    assert after.sent == 0
+    [lead] = hubspot.contacts.values()
+    assert new.rep != first.rep
+    assert lead["hubspot_owner_id"] == OWNER_IDS[f"{new.rep}@example.com"]
+    assert crm_status(timed.store, timed.config, NOW)["dead"] == 1
 
 
 def test_the_reps_first_activity_in_the_crm_stops_the_sla_clock(
@@ -349,30 +356,19 @@ def test_a_call_task_reaches_the_crm_on_the_lead_for_its_owner(
 
 
 def test_a_reassignment_after_a_breach_moves_the_lead_to_the_new_reps_crm_user(
-    hubspot: HubSpotServer, config_dir: Path, make_settings: Any, database_url: str
+    timed: App, hubspot: HubSpotServer
 ) -> None:
-    write_config(config_dir)
-    (config_dir / "crm.yaml").write_text(crm_yaml(hubspot.base_url), encoding="utf-8")
-    settings = make_settings(database_url=database_url, env={"HUBSPOT_TOKEN": hubspot.token})
-    application = init_app(settings)
-    try:
-        contact = add_mql(application.store, 1, NOW)
-        route_contact(application.store, application.config, contact, NOW)
-        drain(application, NOW)
-        [first] = assignments_of(application, contact)
-        breach_at = NOW + timedelta(minutes=5)
-        breach = timer_id(application, first.id, "breach")
-        fire_timer(application.store, application.config, breach, breach_at)
-        _, new = assignments_of(application, contact)
+    contact = add_mql(timed.store, 1, NOW)
+    route_contact(timed.store, timed.config, contact, NOW)
+    drain(timed, NOW)
+    first, new, breach_at = breached(timed, contact)
 
-        assert drain(application, breach_at).sent == 1
+    assert drain(timed, breach_at).sent == 1
 
-        [lead] = hubspot.contacts.values()
-        assert new.rep != first.rep
-        assert lead["hubspot_owner_id"] == OWNER_IDS[f"{new.rep}@example.com"]
-        assert len(hubspot.requests_to("POST", "/crm/v3/objects/contacts/batch/upsert")) == 2
-    finally:
-        application.close()
+    [lead] = hubspot.contacts.values()
+    assert new.rep != first.rep
+    assert lead["hubspot_owner_id"] == OWNER_IDS[f"{new.rep}@example.com"]
+    assert len(hubspot.requests_to("POST", "/crm/v3/objects/contacts/batch/upsert")) == 2
 
 
 def test_accepting_a_lead_moves_it_to_the_sales_stage_in_the_crm(
