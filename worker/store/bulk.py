@@ -8,6 +8,8 @@ only for statements up to 4 KB: each such statement was parsed anew, a quarter o
 worker's CPU. On SQLite, building the parameters of every row, value by value, was a tenth
 of a ``run --once``. Here PostgreSQL unpacks the document with ``jsonb_to_recordset`` and
 SQLite with ``json_each``: a short statement of the same text every time, prepared once.
+For the same reason a list of ids to look up travels as one array on PostgreSQL
+(:func:`listed`, :func:`among`).
 """
 
 from __future__ import annotations
