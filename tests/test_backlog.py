@@ -24,6 +24,7 @@ from worker.runtime.app import App, init_app
 from worker.store.models import (
     Assignment,
     Contact,
+    CrmChange,
     Event,
     Message,
     NurtureEnrolment,
@@ -120,17 +121,33 @@ def outcome(app: App) -> dict[str, Any]:
                 (email[g.contact_id], g.from_stage, g.to_stage, g.cause)
                 for g in session.scalars(select(StageChange))
             ),
+            "crm_changes": [
+                (email.get(c.contact_id), c.lead, c.change, c.payload, c.status)
+                for c in session.scalars(select(CrmChange).order_by(CrmChange.id))
+            ],
         }
 
 
+# A CRM that is never called here: what routing hands over waits in its outbox.
+QUIET_CRM = """\
+crm:
+  kind: hubspot
+  base_url: http://127.0.0.1:9
+  token_env: HUBSPOT_TOKEN
+  map: {company: company, title: jobtitle, score: hubspotscore}
+"""
+
+
 def test_a_backlog_worked_in_batches_ends_as_one_lead_at_a_time_does(
-    make_settings: Callable[..., Settings], tmp_path: Any
+    make_settings: Callable[..., Settings],
+    config_dir: Path,
+    database_url: str,
+    second_database_url: str,
 ) -> None:
+    (config_dir / "crm.yaml").write_text(QUIET_CRM, encoding="utf-8")
     results = []
-    for way in ("one at a time", "in batches"):
-        settings = make_settings(
-            database_url=f"sqlite:///{tmp_path / (way.replace(' ', '-') + '.db')}"
-        )
+    for way, url in (("one at a time", database_url), ("in batches", second_database_url)):
+        settings = make_settings(database_url=url, env={"HUBSPOT_TOKEN": "pat-eu1-quiet"})
         app = init_app(settings)
         try:
             report = ingest_records(
@@ -155,6 +172,7 @@ def test_a_backlog_worked_in_batches_ends_as_one_lead_at_a_time_does(
     assert len(one_at_a_time["assignments"]) >= 8  # the backlog has MQLs for both teams
     assert {a[2] for a in one_at_a_time["assignments"]} >= {"enterprise-dach", "inside-sales"}
     assert one_at_a_time["enrolments"]  # the example's nurture takes the leads that are no MQL
+    assert len(one_at_a_time["crm_changes"]) == len(one_at_a_time["assignments"])
     assert in_batches == one_at_a_time
 
 
