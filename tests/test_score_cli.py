@@ -4,8 +4,11 @@ semantics to the decimal."""
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +369,51 @@ def test_scoring_in_several_processes_gives_the_same_lines_in_the_same_order(
     out = [json.loads(text) for text in two.splitlines()]
     assert [o["line"] for o in out] == list(range(1, 1501))
     assert [o["line"] for o in out if "error" in o] == [700, 1400]
+
+
+def test_a_file_scored_into_a_file_shows_a_bar_on_the_terminal_and_writes_the_same_lines(
+    config_dir: Path, tmp_path: Path
+) -> None:
+    # Given a CRM export of 20,000 contacts
+    source = tmp_path / "crm-export.jsonl"
+    with source.open("w", encoding="utf-8") as export:
+        for i in range(20_000):
+            contact = {"email": f"lead{i}@firma{i % 90}.de", "company_size": i % 4000}
+            export.write(line(contact, {"type": "form", "form": "demo-request", "at": NOW}) + "\n")
+    command = [*COMMAND, "--config", str(config_dir), "score", str(source), "--now", NOW]
+
+    # When it is scored into a file from a terminal, and once more from a pipe
+    terminal, ours = pty.openpty()
+    shown = bytearray()
+
+    def read_terminal() -> None:  # as the terminal would, so that writing to it never blocks
+        while True:
+            try:
+                chunk = os.read(terminal, 65536)
+            except OSError:  # the other end is closed: all has been read
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read_terminal)
+    reader.start()
+    scored, piped = tmp_path / "scored.txt", tmp_path / "piped.txt"
+    with scored.open("wb") as out:
+        done = subprocess.run(command, stdout=out, stderr=ours, timeout=120)
+    os.close(ours)
+    reader.join(timeout=10)
+    os.close(terminal)
+    with piped.open("wb") as out:
+        quiet = subprocess.run(command, stdout=out, stderr=subprocess.PIPE, timeout=120)
+
+    # Then the terminal showed how far the file was read, the results are the same lines
+    # as from a pipe, and the pipe's run said nothing on stderr
+    assert done.returncode == quiet.returncode == 0
+    assert b"scoring crm-export.jsonl" in shown and b"MB" in shown
+    assert scored.read_bytes() == piped.read_bytes()
+    assert len(scored.read_text(encoding="utf-8").splitlines()) == 20_000
+    assert quiet.stderr == b""
 
 
 # --- rules that name an event type, and rules that do not --------------------------------------

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -637,16 +638,19 @@ def score(
     loaded = _config(settings)
     at = _now_option(now)
     stream = _lines_of(file)
+    # Results go to stdout; a bar on the terminal only when they go elsewhere (a file, a pipe).
+    shown = stream is not sys.stdin and sys.stderr.isatty() and not sys.stdout.isatty()
     try:
-        refused = score_stream(
-            loaded,
-            stream,
-            sys.stdout,
-            at,
-            as_json=as_json,
-            explain=explain,
-            jobs=jobs or os.cpu_count() or 1,
-        )
+        with _reading(stream, f"scoring {Path(file).name}", shown):
+            refused = score_stream(
+                loaded,
+                stream,
+                sys.stdout,
+                at,
+                as_json=as_json,
+                explain=explain,
+                jobs=jobs or os.cpu_count() or 1,
+            )
     finally:
         if stream is not sys.stdin:
             stream.close()
@@ -852,6 +856,43 @@ def import_(
         _echo(told)
         _echo(said)
     raise typer.Exit(1 if wait and not outcome.complete else 0)
+
+
+@contextmanager
+def _reading(stream: TextIO, description: str, shown: bool) -> Iterator[None]:
+    """A progress bar on stderr of how far ``stream`` (a file) has been read, for work that
+    writes its results to stdout; the reading is looked at from a thread (the file's offset),
+    so the work itself does not change. Without ``shown``, nothing (rich is not loaded)."""
+    if not shown:
+        yield
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    size = os.fstat(stream.fileno()).st_size
+    done = threading.Event()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        redirect_stdout=False,  # stdout carries the results, not lines for the terminal
+    ) as progress:
+        task = progress.add_task(description, total=size)
+
+        def follow() -> None:
+            while not done.wait(0.1):
+                progress.update(task, completed=os.lseek(stream.fileno(), 0, os.SEEK_CUR))
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        try:
+            yield
+        finally:
+            done.set()
+            follower.join()
+            progress.update(task, completed=size)
 
 
 def _progress(shown: bool) -> Any:
