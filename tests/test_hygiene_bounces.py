@@ -4,6 +4,9 @@ to the contact and the message we sent, counted once, and the soft → hard stat
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +30,7 @@ from tests.hygiene_helpers import (
     sent_nurture,
 )
 from tests.servers.imap import ImapServer
+from tests.terminal import on_terminal
 from worker.commands.erasure import forget
 from worker.pipeline.hygiene import import_bounce_sources, import_bounces, suppressed
 from worker.pipeline.nurture import unsubscribe
@@ -162,6 +166,44 @@ def test_a_maildir_import_counts_each_kind_and_moves_every_file_to_done(
     assert sorted(p.name for p in (folder / "done").iterdir()) == sorted(
         [*CORPUS, "vacation_autoreply.eml"]
     )
+
+
+def many_bounces(folder: Path, count: int) -> Path:
+    """A Maildir of ``count`` bounce mails, the corpus over and over under names of their own."""
+    names = list(CORPUS)
+    maildir_with(folder)
+    for n in range(count):
+        name = names[n % len(names)]
+        shutil.copy(DSN / name, folder / "new" / f"{n:04d}-{name}")
+    return folder
+
+
+def test_a_big_maildir_tells_its_progress_after_each_batch_and_shows_it_on_a_terminal(
+    app: App, config_dir: Path, tmp_path: Path
+) -> None:
+    known_contacts(app)
+    # Given 450 bounce mails waiting (the corpus over and over)
+    folder = many_bounces(tmp_path / "bounces", 450)
+
+    # When they are read, and 250 more by the command at a terminal
+    told: list[int] = []
+    result = import_bounces(app.store, app.config, folder, NOW, on_progress=told.append)
+    more = many_bounces(tmp_path / "more", 250)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADWERK_")}
+    env["LEADWERK_DATABASE_URL"] = app.settings.database_url
+    command = [sys.executable, "-m", "worker", "--config", str(config_dir)]
+    with (tmp_path / "stderr.txt").open("wb") as errors:
+        code, shown = on_terminal(
+            [*command, "hygiene", "import-bounces", str(more)], "stdout", errors, env
+        )
+
+    # Then the progress was told after each batch of 200 files, and the terminal showed a bar
+    # over the files, then the summary
+    assert result.read == 450 and told == [200, 400, 450]
+    assert code == 0, (tmp_path / "stderr.txt").read_text()
+    assert b"reading more" in shown and b"/250" in shown
+    assert b"read 250, hard" in shown
+    assert len(list((more / "done").iterdir())) == 250
 
 
 def test_a_bounce_is_tied_to_the_outbox_message_it_names(app: App, tmp_path: Path) -> None:

@@ -4,11 +4,8 @@ semantics to the decimal."""
 from __future__ import annotations
 
 import json
-import os
-import pty
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.lead_helpers import restore_logging  # noqa: F401
+from tests.terminal import on_terminal
 from worker.commands.cli import app
 
 runner = CliRunner()
@@ -383,33 +381,15 @@ def test_a_file_scored_into_a_file_shows_a_bar_on_the_terminal_and_writes_the_sa
     command = [*COMMAND, "--config", str(config_dir), "score", str(source), "--now", NOW]
 
     # When it is scored into a file from a terminal, and once more from a pipe
-    terminal, ours = pty.openpty()
-    shown = bytearray()
-
-    def read_terminal() -> None:  # as the terminal would, so that writing to it never blocks
-        while True:
-            try:
-                chunk = os.read(terminal, 65536)
-            except OSError:  # the other end is closed: all has been read
-                return
-            if not chunk:
-                return
-            shown.extend(chunk)
-
-    reader = threading.Thread(target=read_terminal)
-    reader.start()
     scored, piped = tmp_path / "scored.txt", tmp_path / "piped.txt"
     with scored.open("wb") as out:
-        done = subprocess.run(command, stdout=out, stderr=ours, timeout=120)
-    os.close(ours)
-    reader.join(timeout=10)
-    os.close(terminal)
+        code, shown = on_terminal(command, "stderr", out)
     with piped.open("wb") as out:
         quiet = subprocess.run(command, stdout=out, stderr=subprocess.PIPE, timeout=120)
 
     # Then the terminal showed how far the file was read, the results are the same lines
     # as from a pipe, and the pipe's run said nothing on stderr
-    assert done.returncode == quiet.returncode == 0
+    assert code == quiet.returncode == 0
     assert b"scoring crm-export.jsonl" in shown and b"MB" in shown
     assert scored.read_bytes() == piped.read_bytes()
     assert len(scored.read_text(encoding="utf-8").splitlines()) == 20_000

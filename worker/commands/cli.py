@@ -1378,14 +1378,24 @@ def hygiene_import(
 ) -> None:
     """Read the DSNs waiting in PATH once; each is moved to PATH/done/ when recorded."""
     from worker.commands.hygiene import describe_import
-    from worker.pipeline.hygiene import import_bounces
+    from worker.pipeline.hygiene import import_bounces, waiting_dsn_files
 
     if not path.is_dir():
         _err(f"{path} is not a folder (a Maildir or a folder of .eml files)")
         raise typer.Exit(2)
     at = _now_option(now)
     application = _app(config)
-    result = import_bounces(application.store, application.config, path, at)
+    shown = not as_json and sys.stdout.isatty()
+    with _progress(shown) as progress:
+        waiting = sum(1 for _ in waiting_dsn_files(path)) if shown else None
+        files = progress.add_task(f"reading {path.name}", total=waiting)
+        result = import_bounces(
+            application.store,
+            application.config,
+            path,
+            at,
+            on_progress=lambda n: progress.update(files, completed=n),
+        )
     _echo(json.dumps(result.as_dict()) if as_json else describe_import(str(path), result))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -291,12 +291,19 @@ def waiting_dsn_files(folder: Path) -> Iterator[Path]:
     yield from sorted(p for p in folder.glob("*.eml") if p.is_file())
 
 
-def import_bounces(store: Store, config: Config, folder: Path, now: datetime) -> ImportResult:
+def import_bounces(
+    store: Store,
+    config: Config,
+    folder: Path,
+    now: datetime,
+    on_progress: Callable[[int], None] | None = None,
+) -> ImportResult:
     """Read every DSN waiting in ``folder`` once: record it, then move it to ``done/``.
 
     Files are recorded in batches of :data:`FILES_PER_BATCH`, one transaction each, and moved
     once their batch is committed; a crash in between leaves them to be read again, and their
-    keys make the second reading count nothing."""
+    keys make the second reading count nothing. ``on_progress(n)`` is told after each batch
+    how many files have been read."""
     total = ImportResult()
     done = folder / DONE_FOLDER
     batch: list[Path] = []
@@ -310,6 +317,8 @@ def import_bounces(store: Store, config: Config, folder: Path, now: datetime) ->
         total.read += len(batch)
         batch.clear()
         reports.clear()
+        if on_progress is not None:
+            on_progress(total.read)
 
     for path in waiting_dsn_files(folder):
         try:
