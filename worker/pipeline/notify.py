@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import ChainableUndefined, ChoiceLoader, Environment, FileSystemLoader, PackageLoader
 from jinja2.sandbox import SandboxedEnvironment
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from config.loader import Config
 from config.models import Rep
@@ -398,39 +398,22 @@ def deliver_to_outbox(app: App, messages: list[Message], clock: Clock) -> list[M
             notified.append(message.contact_id)
     if written:
         now = clock()  # once the files are written
-        sent = {"status": "sent", "sent_at": now, "error": None, "first_failed_at": None}
+        sent = {**_SENT, "sent_at": now}
         with app.store.transaction() as connection:
             update_rows(connection, MESSAGES, "id", [{**row, **sent} for row in written])
-            if notified:
-                connection.execute(
-                    update(ASSIGNMENTS)
-                    .where(
-                        among(connection.dialect.name, ASSIGNMENTS.c.contact_id, notified),
-                        ASSIGNMENTS.c.notified_at.is_(None),
-                    )
-                    .values(notified_at=now)
-                )
+            _mark_notified(connection, notified, now)
         log.info("wrote %d message(s) to the outbox %s", len(written), app.settings.outbox_dir)
     return others
 
 
 NEW_LEAD_PURPOSES = ("new_lead", "unassigned_lead")
 
+# What marks a message sent, besides its time and the server's id for it.
+_SENT = {"status": "sent", "error": None, "first_failed_at": None}
 _MARK_SENT = (
     update(MESSAGES)
     .where(MESSAGES.c.id == bindparam("outbox_id"))
-    .values(
-        status="sent",
-        sent_at=bindparam("now"),
-        remote_id=bindparam("remote_id"),
-        error=None,
-        first_failed_at=None,
-    )
-)
-_MARK_NOTIFIED = (
-    update(ASSIGNMENTS)
-    .where(ASSIGNMENTS.c.contact_id == bindparam("lead_id"), ASSIGNMENTS.c.notified_at.is_(None))
-    .values(notified_at=bindparam("now"))
+    .values(**_SENT, sent_at=bindparam("now"), remote_id=bindparam("remote_id"))
 )
 # PostgreSQL: both in one statement, sent on its own (autocommit): one round trip, the
 # shortest gap between the server's OK and the mark.
@@ -465,7 +448,20 @@ def _mark_sent(store: Store, message: Message, remote_id: str | None, now: datet
     with store.transaction() as connection:
         connection.execute(_MARK_SENT, params)
         if message.purpose in NEW_LEAD_PURPOSES:
-            connection.execute(_MARK_NOTIFIED, {"lead_id": message.contact_id, "now": now})
+            _mark_notified(connection, [message.contact_id], now)
+
+
+def _mark_notified(connection: Connection, contact_ids: list[int | None], now: datetime) -> None:
+    """The leads' assignments notified, where they were not yet."""
+    if contact_ids:
+        connection.execute(
+            update(ASSIGNMENTS)
+            .where(
+                among(connection.dialect.name, ASSIGNMENTS.c.contact_id, contact_ids),
+                ASSIGNMENTS.c.notified_at.is_(None),
+            )
+            .values(notified_at=now)
+        )
 
 
 def retry_delay(settings: Settings, attempts: int, retry_after: float | None = None) -> float:
