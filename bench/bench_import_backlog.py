@@ -18,9 +18,13 @@ multi-row ``INSERT ... ON CONFLICT DO NOTHING`` per 500 rows (a transaction each
 into a table of its own in the same fresh database, before the Leadwerk processes start.
 
 Prints one JSON object: ``yardstick_seconds``; ``import_seconds`` (until ``leadwerk import``
-returned) and ``import_cpu_seconds``; ``accounted_seconds`` (from its start until no event is
-pending, no MQL waits for routing and no message waits to be sent); both as ratios to the
-yardstick; ``import_pool_cpu_seconds``, the CPU of the processes that prepared the file's
+returned) and ``import_cpu_seconds``; ``routed_seconds`` (from its start until no event is
+pending and no MQL waits for routing: the backlog scored and routed) and ``accounted_seconds``
+(until, besides, no message waits to be sent); each as a ratio to the yardstick;
+``cpu_budget``, the CPU seconds every part used from the import's start until the backlog was
+accounted for (the import with its pool, each worker and the clock, and, where they run on
+this machine, PostgreSQL and Redis) against the core-seconds that 2x the yardstick offers on
+this machine's cores; ``import_pool_cpu_seconds``, the CPU of the processes that prepared the file's
 records for the import, and ``import_peak_rss_with_children_mib`` (both sampled);
 ``queue_peak`` (the most messages waiting in the Redis queues at once, sampled every 0.1 s,
 in total and per queue; a batch of leads is one message); per process (``processes``) its
@@ -234,6 +238,48 @@ class ProcessSampler(threading.Thread):
         return facts
 
 
+def _cpu_seconds(pid: int, with_reaped_children: bool = False) -> float:
+    """A process's CPU seconds from ``/proc`` (0 once it is gone); with its reaped children's
+    (a PostgreSQL server's ended connections count in its postmaster's)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    fields = stat[11:15] if with_reaped_children else stat[11:13]
+    return sum(int(f) for f in fields) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_seconds() -> dict[str, float]:
+    """The CPU seconds so far of this machine's PostgreSQL and Redis servers, every process
+    of each with the connections that ended (empty where ``/proc`` shows none of them)."""
+    totals: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        server = {"postgres": "postgresql", "redis-server": "redis"}.get(name)
+        if server is not None:
+            totals[server] = totals.get(server, 0.0) + _cpu_seconds(int(entry.name), True)
+    return totals
+
+
+def cpu_budget(used: dict[str, float], yardstick_seconds: float, cores: int) -> dict[str, Any]:
+    """The CPU the backlog used, by part, against what 2x the yardstick offers on ``cores``:
+    where ``total`` exceeds ``at_2x``, no scheduling can finish within 2x; ``cores_for_2x``
+    is the fewest cores that could at this CPU per lead (the work spread perfectly)."""
+    total = sum(used.values())
+    return {
+        "core_seconds": {part: round(seconds, 1) for part, seconds in used.items()},
+        "total": round(total, 1),
+        "cores": cores,
+        "at_2x": round(2 * yardstick_seconds * cores, 1),
+        "cores_for_2x": round(total / (2 * yardstick_seconds), 1),
+    }
+
+
 class ImportTree(threading.Thread):
     """The import process with the processes it starts (those that prepare a file's
     records), sampled from ``/proc`` every 0.2 s until stopped: the peak of their summed RSS,
@@ -324,6 +370,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         memory.start()
         sampler.start()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        servers_before = server_cpu_seconds()
+        running_before = {n: _cpu_seconds(p.pid) for n, p in zip(names, processes, strict=True)}
         start = time.perf_counter()
         importing = subprocess.Popen(
             [*command, "import", str(export), "--source", SOURCE, "--json"],
@@ -344,10 +392,23 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             raise SystemExit(f"leadwerk import failed: {stderr[-2000:]}")
         summary = json.loads(stdout.strip().splitlines()[-1])
         left = outstanding(database_url)
+        routed_seconds = None
         while any(left.values()) and time.perf_counter() - start < args.timeout:
+            if routed_seconds is None and not left["events"] and not left["unrouted"]:
+                routed_seconds = time.perf_counter() - start
             time.sleep(0.5)
             left = outstanding(database_url)
         accounted_seconds = time.perf_counter() - start
+        routed_seconds = routed_seconds or accounted_seconds
+        servers_after = server_cpu_seconds()
+        used = {
+            "import": import_cpu + tree.pool_cpu_seconds(),
+            **{
+                n: _cpu_seconds(p.pid) - running_before[n]
+                for n, p in zip(names, processes, strict=True)
+            },
+            **{s: servers_after[s] - servers_before.get(s, 0.0) for s in servers_after},
+        }
         facts = memory.final()
     finally:
         sampler.done.set()
@@ -379,9 +440,12 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "import_cpu_seconds": round(import_cpu, 2),
         "import_pool_cpu_seconds": round(tree.pool_cpu_seconds(), 2),
         "import_peak_rss_with_children_mib": round(tree.peak_kib / 1024, 1),
+        "routed_seconds": round(routed_seconds, 2),
         "accounted_seconds": round(accounted_seconds, 2),
         "import_to_yardstick": round(import_seconds / measured["seconds"], 2),
+        "routed_to_yardstick": round(routed_seconds / measured["seconds"], 2),
         "accounted_to_yardstick": round(accounted_seconds / measured["seconds"], 2),
+        "cpu_budget": cpu_budget(used, measured["seconds"], os.cpu_count() or 1),
         "complete": not any(left.values()),
         "left": left,
         "leads_per_s": round(summary["accepted"] / accounted_seconds, 1),
