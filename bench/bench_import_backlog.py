@@ -10,7 +10,11 @@ config's ``messe-hannover-2026`` mapping (bench_import.py's generator), and besi
 e-mails every 1000th row cut short, one with a cell too many, one with a phone cell that holds
 words. A fresh PostgreSQL database (dropped afterwards) and a Redis namespace of its own;
 ``--workers`` ``leadwerk worker`` processes and a ``leadwerk clock`` (unless ``--no-clock``),
-each its own process as deployed; notifications go to the file outbox.
+each its own process as deployed; notifications go to the file outbox, a stand-in for the
+mail server, in a folder of its own on ``/dev/shm`` where the machine has one (``--outbox``
+names another): on ext4 without a journal, each new file's inode is looked for past every
+inode freed in the last minutes, and the previous run's deleted outbox made the workers spend
+a third more CPU (30,000 rows, two pairs: 15.8-17.5 s against 9.6-11.0 s).
 
 First, the yardstick: the same rows through what a hand-written loader would do, in a
 process of its own: Python's ``csv``, ``email-validator`` and ``phonenumbers``, and one
@@ -338,7 +342,7 @@ def outstanding(database_url: str) -> dict[str, int]:
     }
 
 
-def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def run(args: argparse.Namespace, work: Path, outbox: Path) -> dict[str, Any]:
     export = work / "messe-export.csv"
     generate(export, args.rows)
     make_messy(export)
@@ -351,7 +355,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "LEADWERK_DATABASE_URL": database_url,
         "LEADWERK_REDIS_URL": args.redis,
         "LEADWERK_REDIS_NAMESPACE": namespace,
-        "LEADWERK_OUTBOX_DIR": str(work / "outbox"),
+        "LEADWERK_OUTBOX_DIR": str(outbox),
         "LEADWERK_LOG_LEVEL": "WARNING",
         "LEADWERK_ACCEPT_SECRET": "bench-import-backlog-link-key",  # a shared deployment needs one
     }
@@ -444,6 +448,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "rows": args.rows,
         "workers": args.workers,
         "clock": not args.no_clock,
+        "outbox_in": str(outbox.parent),
         "database": "postgresql",
         "received": summary["received"],
         "accepted": summary["accepted"],
@@ -484,13 +489,21 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=3600.0, help="Seconds to wait for the backlog."
     )
+    parser.add_argument(
+        "--outbox", type=Path, help="Where the outbox folder is made (default: /dev/shm)."
+    )
     parser.add_argument("--yardstick", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.yardstick:
         print(json.dumps(yardstick(args.yardstick, args.postgres)))
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        result = run(args, Path(tmp))
+    shm = Path("/dev/shm")
+    outbox_parent = args.outbox or (shm if shm.is_dir() else None)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        tempfile.TemporaryDirectory(dir=outbox_parent, prefix="leadwerk-outbox-") as outbox,
+    ):
+        result = run(args, Path(tmp), Path(outbox))
     print(json.dumps(result, indent=2))
 
 
