@@ -183,6 +183,14 @@ def yardstick(export: Path, database_url: str) -> dict[str, Any]:
     }
 
 
+def outbox_folder(parent: Path | None = None) -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder for the workers' file outbox, in ``parent`` or else on
+    ``/dev/shm`` where there is one (see the module's docstring)."""
+    shm = Path("/dev/shm")
+    where = parent or (shm if shm.is_dir() else None)
+    return tempfile.TemporaryDirectory(dir=where, prefix="leadwerk-outbox-")
+
+
 def run_yardstick(export: Path, database_url: str) -> dict[str, Any]:
     command = [sys.executable, __file__, "--yardstick", str(export), "--postgres", database_url]
     out = subprocess.run(command, check=True, capture_output=True, text=True)
@@ -497,12 +505,7 @@ def main() -> None:
     if args.yardstick:
         print(json.dumps(yardstick(args.yardstick, args.postgres)))
         return
-    shm = Path("/dev/shm")
-    outbox_parent = args.outbox or (shm if shm.is_dir() else None)
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        tempfile.TemporaryDirectory(dir=outbox_parent, prefix="leadwerk-outbox-") as outbox,
-    ):
+    with tempfile.TemporaryDirectory() as tmp, outbox_folder(args.outbox) as outbox:
         result = run(args, Path(tmp), Path(outbox))
     print(json.dumps(result, indent=2))
 

@@ -10,8 +10,8 @@ For each run: a fresh PostgreSQL database (dropped afterwards), a Redis namespac
 the example config and a fair export of ``--leads`` rows (bench_import.py's generator) stored
 at once by ``leadwerk import`` before any worker runs, so the whole backlog waits on the
 queue. Then the workers start (each its own process, as deployed; notifications go to the
-file outbox) and the run ends when no event is pending, no MQL waits for routing and no
-message waits to be sent.
+file outbox, on ``/dev/shm`` as in bench_import_backlog.py) and the run ends when no event is
+pending, no MQL waits for routing and no message waits to be sent.
 
 Prints one JSON object: per run ``seconds`` (from the first worker's start line to the end),
 ``leads_per_s``, ``worker_cpu_seconds`` (user + system of the worker processes from /proc,
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_import import _drop_database, _postgres_database, generate  # noqa: E402
-from bench.bench_import_backlog import outstanding  # noqa: E402
+from bench.bench_import_backlog import outbox_folder, outstanding  # noqa: E402
 from worker.runtime.broker import QUEUES  # noqa: E402
 
 SOURCE = "messe-hannover-2026"
@@ -76,7 +76,9 @@ def clear_rabbitmq(url: str) -> None:
         connection.close()
 
 
-def run(args: argparse.Namespace, workers: int, rabbitmq: str | None, work: Path) -> dict[str, Any]:
+def run(
+    args: argparse.Namespace, workers: int, rabbitmq: str | None, work: Path, outboxes: Path
+) -> dict[str, Any]:
     export = work / "messe-export.csv"
     if not export.exists():
         generate(export, args.leads)
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace, workers: int, rabbitmq: str | None, work: Path
         "LEADWERK_DATABASE_URL": database_url,
         "LEADWERK_REDIS_URL": args.redis,
         "LEADWERK_REDIS_NAMESPACE": namespace,
-        "LEADWERK_OUTBOX_DIR": str(work / f"outbox-{namespace}"),
+        "LEADWERK_OUTBOX_DIR": str(outboxes / namespace),
         "LEADWERK_ACCEPT_SECRET": "bench-link-signing-key",
         "LEADWERK_LOG_LEVEL": "INFO",
         "LEADWERK_WORKER_THREADS": str(args.threads),
@@ -186,11 +188,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800.0, help="Seconds to wait per run.")
     args = parser.parse_args()
     runs = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, outbox_folder() as outboxes:
         for count in (int(n) for n in args.workers.split(",")):
-            runs.append(run(args, count, None, Path(tmp)))
+            runs.append(run(args, count, None, Path(tmp), Path(outboxes)))
         if args.rabbitmq:
-            runs.append(run(args, 2, args.rabbitmq, Path(tmp)))
+            runs.append(run(args, 2, args.rabbitmq, Path(tmp), Path(outboxes)))
     print(
         json.dumps(
             {"cores": os.cpu_count(), "load_average_at_end": os.getloadavg(), "runs": runs},
