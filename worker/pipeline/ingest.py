@@ -7,10 +7,12 @@ normalised content), so re-polling, a webhook's re-delivery or a re-imported fil
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -20,7 +22,14 @@ from config.loader import Config
 from connectors.sources.base import RawRecord, SourceConfig
 from connectors.sources.mapping import RecordMapper
 from rules.contact import STANDARD_FIELDS
-from worker.pipeline.batch import Bad, is_transient, store_alone, store_batch, store_quarantined
+from worker.pipeline.batch import (
+    Bad,
+    is_transient,
+    quarantine_key,
+    store_alone,
+    store_batch,
+    store_quarantined,
+)
 from worker.pipeline.prepare import (
     PoolUse,
     Prepared,
@@ -153,35 +162,38 @@ def ingest_records(
     ``on_progress(n)`` is told after each committed batch how many records have been taken
     in so far. With ``processes``, a large input is prepared by that many processes while
     earlier batches are stored (:func:`~worker.pipeline.prepare.prepared_batches`;
-    ``pool_use`` learns by which).
+    ``pool_use`` learns by which), and on PostgreSQL without hooks its batches are stored two
+    at a time (:func:`side_by_side`).
     """
     now = now or datetime.now(UTC)
     report = IngestReport(source.name)
 
-    def flush(batch: PreparedBatch) -> None:
-        # Mapping and validation happen before the transaction: on SQLite the transaction
-        # holds the database, and webhooks should not wait for our CPU work.
-        good: list[tuple[Prepared, RawRecord]] = []
-        bad: list[Bad] = []
+    def split(batch: PreparedBatch) -> _Split:
+        split = _Split(batch.last)
         for record, result in zip(batch.records, batch.results, strict=True):
             if isinstance(result, Refused):
-                bad.append(Bad(record, result.reason, result.field, file))
+                split.bad.append(Bad(record, result.reason, result.field, file))
             else:
-                good.append((result, record))
+                split.good.append((result, record))
+        return split
+
+    def store_records(batch: _Split) -> list[int | None]:
+        # Mapping and validation happened before the transaction: on SQLite the transaction
+        # holds the database, and webhooks should not wait for our CPU work.
+        good, bad = batch.good, batch.bad
         last_hook = on_last_batch if batch.last else None
         # A lone good record (a webhook delivery) on PostgreSQL is one statement, which
         # needs no transaction around it.
-        alone = (
+        if (
             len(good) == 1
             and not bad
             and on_batch is None
             and last_hook is None
             and store.dialect == "postgresql"
-        )
+        ):
+            return [store_alone(store, source.name, good[0][0], now)]
 
-        def store_records() -> list[int | None]:
-            if alone:
-                return [store_alone(store, source.name, good[0][0], now)]
+        def transaction() -> list[int | None]:
             with store.session() as session:
                 event_ids = store_batch(session, source.name, [p for p, _ in good], now)
                 store_quarantined(session, source.name, bad)
@@ -191,18 +203,27 @@ def ingest_records(
                     last_hook(session)
             return event_ids
 
-        event_ids = _deadlock_retry(source.name)(store_records)
-        _count(report, event_ids, bad, good)
+        return _deadlock_retry(source.name)(transaction)
+
+    def counted(batch: _Split, event_ids: list[int | None]) -> None:
+        _count(report, event_ids, batch.bad, batch.good)
         if on_progress is not None:
             on_progress(report.received)
 
-    flushed = False
     prepare = preparer(config, source, now)
-    for batch in prepared_batches(records, batch_size, prepare, processes, pool_use):
-        flush(batch)
-        flushed = True
+    batches = map(split, prepared_batches(records, batch_size, prepare, processes, pool_use))
+    if processes and store.dialect == "postgresql" and on_batch is None and on_last_batch is None:
+        # A large file: while one batch waits for the server, the next one's statements are
+        # built (100,000 rows, five pairs: 11.5-13.8 s against 12.2-15.2 s).
+        flushed = side_by_side(batches, _touched, store_records, counted)
+    else:
+        flushed = False
+        for batch in batches:
+            counted(batch, store_records(batch))
+            flushed = True
     if not flushed and (on_batch is not None or on_last_batch is not None):
-        flush(PreparedBatch([], [], last=True))
+        empty = _Split(last=True)
+        counted(empty, store_records(empty))
     if report.received:
         log.info(
             "%s: %d received, %d accepted, %d duplicates, %d quarantined",
@@ -213,6 +234,60 @@ def ingest_records(
             report.quarantined,
         )
     return report
+
+
+@dataclass
+class _Split:
+    """A prepared batch's records: the good ones with what they became, and the bad ones."""
+
+    last: bool
+    good: list[tuple[Prepared, RawRecord]] = field(default_factory=list)
+    bad: list[Bad] = field(default_factory=list)
+
+
+def _touched(batch: _Split) -> set[str]:
+    """The contacts (by e-mail) and the record keys a batch writes."""
+    touched = {"q:" + quarantine_key(entry.record) for entry in batch.bad}
+    for prepared, _ in batch.good:
+        touched.add("e:" + prepared.contact["email"])
+        touched.add("k:" + prepared.key)
+    return touched
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def side_by_side(
+    batches: Iterable[T],
+    touched: Callable[[T], set[str]],
+    store: Callable[[T], R],
+    counted: Callable[[T, R], None],
+    width: int = 2,
+) -> bool:
+    """``store`` each of ``batches``, up to ``width`` at a time in threads of their own (each
+    batch its own transaction), and give ``counted`` each result in the batches' order;
+    returns whether there was a batch. A batch that ``touched`` shares something with (a
+    contact, a record key) waits until the batches in flight that have it are stored: what
+    two batches both write is written in their order, as one after the other would (a person
+    scanned at two booths keeps the later scan's fields, a row twice in a file is stored
+    once, from its first place). A failure is raised once the batches before it are counted."""
+    in_flight: deque[tuple[T, set[str], Future[R]]] = deque()
+    stored_any = False
+    with ThreadPoolExecutor(width, thread_name_prefix="leadwerk-store") as pool:
+        for batch in batches:
+            its = touched(batch)
+            while in_flight and (
+                len(in_flight) >= width or any(its & theirs for _, theirs, _ in in_flight)
+            ):
+                done, _, future = in_flight.popleft()
+                counted(done, future.result())
+            in_flight.append((batch, its, pool.submit(store, batch)))
+            stored_any = True
+        while in_flight:
+            done, _, future = in_flight.popleft()
+            counted(done, future.result())
+    return stored_any
 
 
 def _count(
