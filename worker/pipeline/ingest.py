@@ -215,15 +215,15 @@ def ingest_records(
     if processes and store.dialect == "postgresql" and on_batch is None and on_last_batch is None:
         # A large file: while one batch waits for the server, the next one's statements are
         # built (100,000 rows, five pairs: 11.5-13.8 s against 12.2-15.2 s).
-        flushed = side_by_side(batches, _touched, store_records, counted)
+        side_by_side(batches, _touched, store_records, counted)
     else:
         flushed = False
         for batch in batches:
             counted(batch, store_records(batch))
             flushed = True
-    if not flushed and (on_batch is not None or on_last_batch is not None):
-        empty = _Split(last=True)
-        counted(empty, store_records(empty))
+        if not flushed and (on_batch is not None or on_last_batch is not None):
+            empty = _Split(last=True)
+            counted(empty, store_records(empty))
     if report.received:
         log.info(
             "%s: %d received, %d accepted, %d duplicates, %d quarantined",
@@ -264,16 +264,15 @@ def side_by_side(
     store: Callable[[T], R],
     counted: Callable[[T, R], None],
     width: int = 2,
-) -> bool:
+) -> None:
     """``store`` each of ``batches``, up to ``width`` at a time in threads of their own (each
-    batch its own transaction), and give ``counted`` each result in the batches' order;
-    returns whether there was a batch. A batch that ``touched`` shares something with (a
-    contact, a record key) waits until the batches in flight that have it are stored: what
-    two batches both write is written in their order, as one after the other would (a person
-    scanned at two booths keeps the later scan's fields, a row twice in a file is stored
-    once, from its first place). A failure is raised once the batches before it are counted."""
+    batch its own transaction), and give ``counted`` each result in the batches' order. A batch
+    that ``touched`` shares something with (a contact, a record key) waits until the batches in
+    flight that have it are stored: what two batches both write is written in their order, as
+    one after the other would (a person scanned at two booths keeps the later scan's fields, a
+    row twice in a file is stored once, from its first place). A failure is raised once the
+    batches before it are counted."""
     in_flight: deque[tuple[T, set[str], Future[R]]] = deque()
-    stored_any = False
     with ThreadPoolExecutor(width, thread_name_prefix="leadwerk-store") as pool:
         for batch in batches:
             its = touched(batch)
@@ -283,11 +282,9 @@ def side_by_side(
                 done, _, future = in_flight.popleft()
                 counted(done, future.result())
             in_flight.append((batch, its, pool.submit(store, batch)))
-            stored_any = True
         while in_flight:
             done, _, future = in_flight.popleft()
             counted(done, future.result())
-    return stored_any
 
 
 def _count(
