@@ -58,6 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_import import _drop_database, _postgres_database, generate  # noqa: E402
+from bench.procfs import TICKS, cpu_seconds, named, stat_fields  # noqa: E402
 from worker.runtime.broker import BACKLOG_QUEUE, QUEUES  # noqa: E402
 
 SOURCE = "messe-hannover-2026"
@@ -240,17 +241,12 @@ class ProcessSampler(threading.Thread):
             self.done.wait(0.5)
 
     def final(self) -> dict[str, dict[str, float]]:
-        ticks = os.sysconf("SC_CLK_TCK")
         facts = {}
         for name, pid in self.pids.items():
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                cpu = (int(stat[11]) + int(stat[12])) / ticks  # utime + stime
-                system = int(stat[12]) / ticks
-            except OSError:
-                cpu = system = 0.0
+            stat = stat_fields(pid)
+            system = int(stat[12]) / TICKS if stat else 0.0
             facts[name] = {
-                "cpu_seconds": round(cpu, 1),
+                "cpu_seconds": round(cpu_seconds(pid), 1),
                 "system_cpu_seconds": round(system, 1),
                 "vm_hwm_mib": round(self._status(pid, "VmHWM") / 1024, 1),
                 "peak_rss_with_children_mib": round(self.peak_kib[name] / 1024, 1),
@@ -258,32 +254,14 @@ class ProcessSampler(threading.Thread):
         return facts
 
 
-def _cpu_seconds(pid: int, with_reaped_children: bool = False) -> float:
-    """A process's CPU seconds from ``/proc`` (0 once it is gone); with its reaped children's
-    (a PostgreSQL server's ended connections count in its postmaster's)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    fields = stat[11:15] if with_reaped_children else stat[11:13]
-    return sum(int(f) for f in fields) / os.sysconf("SC_CLK_TCK")
-
-
 def server_cpu_seconds() -> dict[str, float]:
     """The CPU seconds so far of this machine's PostgreSQL and Redis servers, every process
     of each with the connections that ended (empty where ``/proc`` shows none of them)."""
-    totals: dict[str, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            name = (entry / "comm").read_text().strip()
-        except OSError:
-            continue
-        server = {"postgres": "postgresql", "redis-server": "redis"}.get(name)
-        if server is not None:
-            totals[server] = totals.get(server, 0.0) + _cpu_seconds(int(entry.name), True)
-    return totals
+    totals = {
+        server: sum(cpu_seconds(pid, with_reaped_children=True) for pid in named(name))
+        for server, name in (("postgresql", "postgres"), ("redis", "redis-server"))
+    }
+    return {server: seconds for server, seconds in totals.items() if seconds}
 
 
 def cpu_budget(used: dict[str, float], yardstick_seconds: float, cores: int) -> dict[str, Any]:
@@ -314,17 +292,14 @@ class ImportTree(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        ticks = os.sysconf("SC_CLK_TCK")
         while not self.done.is_set():
             tree = ProcessSampler._tree(self.pid)
             rss = sum(ProcessSampler._status(pid, "VmRSS") for pid in tree)
             self.peak_kib = max(self.peak_kib, rss)
             for pid in tree[1:]:
-                try:
-                    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                self.cpu[pid] = (int(stat[11]) + int(stat[12])) / ticks
+                seconds = cpu_seconds(pid)
+                if seconds:  # 0 once gone meanwhile: its last sample counts
+                    self.cpu[pid] = seconds
             self.done.wait(0.2)
 
     def pool_cpu_seconds(self) -> float:
@@ -420,7 +395,7 @@ def run(args: argparse.Namespace, work: Path, outbox: Path) -> dict[str, Any]:
         sampler.start()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         servers_before = server_cpu_seconds()
-        running_before = {n: _cpu_seconds(p.pid) for n, p in zip(names, processes, strict=True)}
+        running_before = {n: cpu_seconds(p.pid) for n, p in zip(names, processes, strict=True)}
         start = time.perf_counter()
         importing = subprocess.Popen(
             [*command, "import", str(export), "--source", SOURCE, "--json"],
@@ -461,7 +436,7 @@ def run(args: argparse.Namespace, work: Path, outbox: Path) -> dict[str, Any]:
         used = {
             "import": import_cpu + tree.pool_cpu_seconds(),
             **{
-                n: _cpu_seconds(p.pid) - running_before[n]
+                n: cpu_seconds(p.pid) - running_before[n]
                 for n, p in zip(names, processes, strict=True)
             },
             **{s: servers_after[s] - servers_before.get(s, 0.0) for s in servers_after},

@@ -39,17 +39,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_import import _drop_database, _postgres_database, generate  # noqa: E402
 from bench.bench_import_backlog import outbox_folder, outstanding  # noqa: E402
+from bench.procfs import cpu_seconds  # noqa: E402
 from worker.runtime.broker import QUEUES  # noqa: E402
 
 SOURCE = "messe-hannover-2026"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a running process, from /proc/PID/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def finished_messages(log: str) -> int | None:

@@ -50,6 +50,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.procfs import cpu_seconds, named  # noqa: E402
+
 PG_ADMIN = os.environ.get("LEADWERK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("LEADWERK_TEST_REDIS", "redis://127.0.0.1:6379/15")
 SECRET = "bench-hook-secret"
@@ -141,40 +145,19 @@ def _proc_stats(pid: int) -> dict[str, float]:
     """Peak RSS (VmHWM, MiB) and CPU seconds used so far, from /proc."""
     status = Path(f"/proc/{pid}/status").read_text()
     hwm = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
-    return {"peak_rss_mib": round(hwm / 1024, 1), "cpu_s": round(_cpu_seconds(pid), 1)}
-
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:  # gone meanwhile
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _named(name: str) -> list[int]:
-    """Pids of the processes whose command name is ``name`` (PostgreSQL's backends, Redis)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == name:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
+    return {"peak_rss_mib": round(hwm / 1024, 1), "cpu_s": round(cpu_seconds(pid), 1)}
 
 
 def cpu_by_role(deployment: Deployment, sink_pid: int) -> dict[str, float]:
     """CPU seconds used so far by each part of the set-up. Everything shares the machine's
     cores, so what the database, Redis and the load itself use counts against the target."""
     return {
-        "web": _cpu_seconds(deployment.web.pid),
-        "workers": sum(_cpu_seconds(w.pid) for w in deployment.workers),
-        "postgresql": sum(_cpu_seconds(pid) for pid in _named("postgres")),
-        "redis": sum(_cpu_seconds(pid) for pid in _named("redis-server")),
-        "smtp_server": _cpu_seconds(sink_pid),
-        "load_generator": _cpu_seconds(os.getpid()),
+        "web": cpu_seconds(deployment.web.pid),
+        "workers": sum(cpu_seconds(w.pid) for w in deployment.workers),
+        "postgresql": sum(cpu_seconds(pid) for pid in named("postgres")),
+        "redis": sum(cpu_seconds(pid) for pid in named("redis-server")),
+        "smtp_server": cpu_seconds(sink_pid),
+        "load_generator": cpu_seconds(os.getpid()),
     }
 
 
