@@ -1005,6 +1005,15 @@ def dlq_list(as_json: Annotated[bool, JsonOpt] = False, config: ConfigOpt = None
     _echo(f"{sum(1 for r in rows if r['status'] == 'open')} open dead letter(s)")
 
 
+def _one_or_all(named: int | None, all_: bool, what: str) -> int | None:
+    """What a replay command is to put back: the ID named, or None for ``--all``; neither
+    is a usage error (exit 2)."""
+    if named is None and not all_:
+        _err(f"name {what} ID or --all")
+        raise typer.Exit(2)
+    return None if all_ else named
+
+
 @dlq_app.command("replay")
 def dlq_replay(
     letter: Annotated[
@@ -1016,11 +1025,9 @@ def dlq_replay(
     """Put dead-lettered work back on its queue once the cause is fixed."""
     from worker.commands.operations import replay_dead_letters
 
-    if letter is None and not all_:
-        _err("name a dead letter ID or --all")
-        raise typer.Exit(2)
+    chosen = _one_or_all(letter, all_, "a dead letter")
     application, broker = _boot(config)
-    count = replay_dead_letters(application, broker, None if all_ else letter)
+    count = replay_dead_letters(application, broker, chosen)
     _echo(f"replayed {count} dead letter(s)")
 
 
@@ -1255,11 +1262,9 @@ def crm_replay(
     The next sync sends them; one that a later change of its lead has overtaken stays dead."""
     from worker.pipeline.crm import replay_dead
 
-    if change is None and not all_:
-        _err("name a dead CRM change's ID or --all")
-        raise typer.Exit(2)
+    chosen = _one_or_all(change, all_, "a dead CRM change's")
     application = _app(config)
-    replayed = replay_dead(application.store, None if all_ else change)
+    replayed = replay_dead(application.store, chosen)
     if replayed is None:
         _err(f"no dead CRM change {change} (leadwerk crm status lists them)")
         raise typer.Exit(1)
