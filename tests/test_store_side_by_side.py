@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ class Recorder:
     """Stores a batch by noting when it began and ended; a batch named in ``slow`` takes
     ``pause`` seconds, one named in ``fails`` raises."""
 
-    def __init__(self, slow: set[str] = frozenset(), fails: set[str] = frozenset()) -> None:
+    def __init__(self, slow: Collection[str] = (), fails: Collection[str] = ()) -> None:
         self.slow, self.fails = slow, fails
         self.began: dict[str, float] = {}
         self.ended: dict[str, float] = {}
